@@ -1,0 +1,42 @@
+# bizbus — every install step lives here or in pyproject.toml.
+#   make run    install into .venv, start the embedded stack and the bus (Ctrl-C stops it all)
+#   make test   install into .venv, run the whole test suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: install run test test-fast lint check schemas-check bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/bizbus up
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# unit tests only: no broker, no registry process
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check bizbus connectors streams schemas tests
+
+# validate pipeline + catalogue, and check schema compatibility against git history (no registry needed)
+check: $(STAMP)
+	$(BIN)/bizbus check
+	$(BIN)/bizbus schemas check --against git
+
+bench: $(STAMP)
+	@echo "benchmarks arrive with issue 7 (make bench); nothing to run yet"
+
+clean:
+	rm -rf $(VENV) .bizbus .pytest_cache build *.egg-info

@@ -1,0 +1,265 @@
+"""The ``bizbus`` command line.
+
+Every expected failure (bad config, port in use, unreachable broker, breaking schema) prints one clear
+message to stderr and exits non-zero; tracebacks are for bugs only (set BIZBUS_DEBUG=1 to see them).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from bizbus.errors import BizbusError
+
+app = typer.Typer(
+    help="bizbus — Kafka-based enterprise service bus. `bizbus up` runs it; the other commands manage "
+    "topics and schemas. Settings come from BIZBUS_* variables, KAFKA_BOOTSTRAP_SERVERS and SCHEMA_REGISTRY_URL.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+topics_app = typer.Typer(help="The topic catalogue (deploy/topics.yaml) and the cluster's live state.", no_args_is_help=True)
+schemas_app = typer.Typer(help="Canonical Avro schemas (schemas/avro) and the schema registry.", no_args_is_help=True)
+app.add_typer(topics_app, name="topics")
+app.add_typer(schemas_app, name="schemas")
+
+PipelineOpt = Annotated[Optional[Path], typer.Option("--pipeline", "-p", help="pipeline YAML (default: BIZBUS_PIPELINE_FILE or deploy/pipeline.yaml)")]
+TopicsOpt = Annotated[Optional[Path], typer.Option("--topics", help="topic catalogue YAML (default: BIZBUS_TOPICS_FILE or deploy/topics.yaml)")]
+
+
+def _settings(pipeline: Path | None = None, topics: Path | None = None):  # noqa: ANN202
+    from bizbus.settings import load_settings
+
+    over = {}
+    if pipeline is not None:
+        over["pipeline_file"] = pipeline
+    if topics is not None:
+        over["topics_file"] = topics
+    return load_settings(**over)
+
+
+def _catalogue(settings):  # noqa: ANN001, ANN202
+    from bizbus.catalogue import load_catalogue
+
+    return load_catalogue(settings.topics_file)
+
+
+def _admin(settings):  # noqa: ANN001, ANN202
+    from confluent_kafka.admin import AdminClient
+
+    from bizbus.broker import wait_for_metadata
+
+    wait_for_metadata(settings.kafka_config(), timeout=10)
+    return AdminClient(settings.kafka_config())
+
+
+@app.command()
+def up(pipeline: PipelineOpt = None, topics: TopicsOpt = None) -> None:
+    """Run the bus in the foreground until Ctrl-C.
+
+    Starts the embedded Kafka broker (unless KAFKA_BOOTSTRAP_SERVERS is set) and the embedded schema
+    registry (unless SCHEMA_REGISTRY_URL is set), creates the catalogue's topics, registers the schemas,
+    runs the pipeline's connectors and flows, and serves /healthz, /readyz and /metrics. Ctrl-C stops
+    every child process.
+    """
+    from bizbus.pipeline import load_pipeline
+    from bizbus.runner import up as run_up
+
+    s = _settings(pipeline, topics)
+    _logging(s.log_level)
+    pl = load_pipeline(s.pipeline_file)
+    cat = _catalogue(s)
+    raise typer.Exit(run_up(s, pl, cat, echo=lambda m: typer.echo(m, err=False)))
+
+
+@app.command()
+def check(pipeline: PipelineOpt = None, topics: TopicsOpt = None) -> None:
+    """Validate settings, the pipeline file and the topic catalogue without connecting to anything."""
+    from bizbus.pipeline import load_pipeline
+
+    s = _settings(pipeline, topics)
+    pl = load_pipeline(s.pipeline_file)
+    cat = _catalogue(s)
+    typer.echo(f"ok: pipeline '{pl.name}' ({len(pl.components)} components) and {len(cat.topics)} catalogue topics are valid")
+
+
+@app.command()
+def components() -> None:
+    """List the connector and flow types a pipeline can use, with their config fields."""
+    from bizbus.components import COMPONENT_TYPES
+
+    for t in COMPONENT_TYPES.values():
+        typer.echo(f"{t.name}  [{t.kind}]  {t.summary}")
+        for fname, f in t.config_model().model_fields.items():
+            default = "required" if f.is_required() else f"default {f.default!r}"
+            typer.echo(f"    {fname}: {f.description or ''} ({default})")
+
+
+@app.command()
+def tail(
+    topic: Annotated[str, typer.Argument(help="catalogue topic, e.g. bizbus.pm.timesheet.v1")],
+    from_beginning: Annotated[bool, typer.Option("--from-beginning", help="start at the oldest record")] = False,
+    max_records: Annotated[int, typer.Option("--max", help="stop after N records (0: run until Ctrl-C)")] = 0,
+    timeout: Annotated[float, typer.Option(help="stop after this many idle seconds (0: never)")] = 0.0,
+) -> None:
+    """Print a topic's records decoded (JSON), with their lineage headers."""
+    import json
+    import time
+    import uuid
+
+    from confluent_kafka import Consumer
+
+    from bizbus.lineage import read_headers
+    from bizbus.serde import AvroSerde, SerdeError
+
+    s = _settings()
+    _catalogue(s).get(topic)
+    serde = AvroSerde(s.registry_config())
+    consumer = Consumer({**s.kafka_config(), "group.id": f"bizbus-tail-{uuid.uuid4().hex[:8]}",
+                         "auto.offset.reset": "earliest" if from_beginning else "latest",
+                         "enable.auto.commit": False, "session.timeout.ms": 6000})  # fmt: skip
+    consumer.subscribe([topic])
+    seen, idle_since = 0, time.monotonic()
+    try:
+        while max_records == 0 or seen < max_records:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error():
+                if timeout and time.monotonic() - idle_since > timeout:
+                    break
+                continue
+            idle_since = time.monotonic()
+            try:
+                value = serde.decode(msg.value())
+            except SerdeError as exc:
+                value = {"undecodable": str(exc)}
+            out = {"partition": msg.partition(), "offset": msg.offset(), "key": (msg.key() or b"").decode("utf-8", "replace"),
+                   "headers": read_headers(msg.headers()), "value": value}  # fmt: skip
+            typer.echo(json.dumps(out, default=str, ensure_ascii=False))
+            seen += 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        consumer.close()
+
+
+@topics_app.command("list")
+def topics_list(topics: TopicsOpt = None, offline: Annotated[bool, typer.Option(help="catalogue only, no cluster")] = False) -> None:
+    """Print the catalogue with each topic's live state (missing / ok / drift)."""
+    from bizbus import catalogue as c
+
+    s = _settings(topics=topics)
+    cat = _catalogue(s)
+    states = [c.TopicState(t, False, action="-") for t in cat.topics] if offline else c.live_state(_admin(s), cat)
+    typer.echo(f"{'topic':<36} {'part':>4} {'policy':<8} {'retention':<9} {'owner':<20} {'schema':<34} live")
+    for st in states:
+        t = st.spec
+        typer.echo(f"{t.name:<36} {t.partitions:>4} {t.cleanup_policy:<8} {t.retention:<9} {t.owner:<20} {t.value_schema:<34} {st.status}")
+        for d in st.drift:
+            typer.echo(f"    drift: {d}")
+
+
+@topics_app.command("apply")
+def topics_apply(topics: TopicsOpt = None, dry_run: Annotated[bool, typer.Option("--dry-run", help="show, change nothing")] = False) -> None:
+    """Create the catalogue's missing topics; report drift on existing ones (never changes them)."""
+    from bizbus import catalogue as c
+
+    s = _settings(topics=topics)
+    states = c.apply(_admin(s), _catalogue(s), dry_run=dry_run)
+    for st in states:
+        typer.echo(f"{st.spec.name:<36} {st.status}")
+        for d in st.drift:
+            typer.echo(f"    drift: {d}")
+    failed = [st for st in states if st.action.startswith("FAILED")]
+    drift = [st for st in states if st.drift]
+    typer.echo(f"{sum(st.action.startswith('created') for st in states)} created, {len(drift)} with drift, {len(failed)} failed")
+    if failed:
+        raise typer.Exit(1)
+
+
+@schemas_app.command("list")
+def schemas_list() -> None:
+    """List the canonical schemas and the topics that carry them."""
+    from bizbus.schemas import catalog
+
+    s = _settings()
+    cat = _catalogue(s)
+    for name in catalog.top_level_names():
+        topics = ", ".join(t.name for t in cat.for_schema(name)) or "(no topic)"
+        typer.echo(f"{name:<36} {topics}")
+
+
+@schemas_app.command("show")
+def schemas_show(name: Annotated[str, typer.Argument(help="full name, e.g. bizbus.finance.Voucher")]) -> None:
+    """Print one schema, fully expanded (what gets registered)."""
+    from bizbus.schemas.check import schema_json
+
+    typer.echo(schema_json(name))
+
+
+@schemas_app.command("register")
+def schemas_register(topics: TopicsOpt = None) -> None:
+    """Register every catalogue topic's value schema under <topic>-value."""
+    from bizbus.serde import AvroSerde
+    from bizbus.stack import register_schemas
+
+    s = _settings(topics=topics)
+    ids = register_schemas(AvroSerde(s.registry_config()), _catalogue(s))
+    for subject, sid in ids.items():
+        typer.echo(f"{subject:<44} id {sid}")
+
+
+@schemas_app.command("check")
+def schemas_check(
+    against: Annotated[str, typer.Option(help="registry, git, or auto (registry when reachable, else git)")] = "auto",
+    topics: TopicsOpt = None,
+) -> None:
+    """Fail when a working-tree schema is incompatible with what readers already have.
+
+    Against the registry: its compatibility endpoint decides under the subject's level. Against git:
+    every earlier committed version of schemas/avro, under the catalogue's compatibility level.
+    """
+    import httpx
+
+    from bizbus.schemas import check as chk
+
+    if against not in ("auto", "registry", "git"):
+        raise BizbusError(f"--against must be registry, git or auto, not {against!r}")
+    s = _settings(topics=topics)
+    cat = _catalogue(s)
+    if against == "auto":
+        try:
+            httpx.get(f"{s.registry_url}/subjects", timeout=2).raise_for_status()
+            against = "registry"
+        except httpx.HTTPError:
+            typer.echo(f"no registry at {s.registry_url}: checking against git history instead")
+            against = "git"
+    findings = chk.against_registry(cat, s.registry_config()) if against == "registry" else chk.against_git(cat)
+    typer.echo(chk.render(findings))
+    if any(not f.ok for f in findings):
+        raise typer.Exit(1)
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def main() -> None:
+    """Entry point: run the CLI, turning expected errors into a message and an exit code."""
+    try:
+        app()
+    except BizbusError as exc:
+        if os.environ.get("BIZBUS_DEBUG"):
+            raise
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

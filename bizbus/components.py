@@ -1,0 +1,86 @@
+"""Component types a pipeline can name, and the small interface every component implements.
+
+Types are listed explicitly in ``COMPONENT_TYPES`` (no registration by import side effects); the
+implementing class is imported only when a pipeline uses it. A component follows the
+``__init__`` stores settings / ``setup()`` opens connections / ``run(stop)`` loops / ``close()`` rule.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from threading import Event
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from bizbus.catalogue import Catalogue
+    from bizbus.serde import AvroSerde
+    from bizbus.settings import Settings
+
+Kind = Literal["source", "sink", "flow"]
+
+
+@dataclass(frozen=True)
+class RuntimeContext:
+    """What the runtime hands every component."""
+
+    settings: Settings
+    catalogue: Catalogue
+    serde: AvroSerde
+
+
+class Component(ABC):
+    """A connector or flow instance: typed config in, a loop that runs until ``stop`` is set."""
+
+    Config: ClassVar[type[BaseModel]]
+
+    def __init__(self, name: str, config: BaseModel, ctx: RuntimeContext) -> None:
+        self.name = name
+        self.config = config
+        self.ctx = ctx
+
+    def setup(self) -> None:
+        """Open connections; raise a ``BizbusError`` with a clear message when that fails."""
+
+    @abstractmethod
+    def run(self, stop: Event) -> None:
+        """Do the work until ``stop`` is set; return promptly after that."""
+
+    def close(self) -> None:
+        """Release what ``setup`` opened (flush producers first)."""
+
+
+@dataclass(frozen=True)
+class ComponentType:
+    """A named component type: where its class lives and what it does."""
+
+    name: str
+    kind: Kind
+    target: str  # "module:Class"
+    summary: str
+
+    def load(self) -> type[Component]:
+        module, _, attr = self.target.partition(":")
+        cls = getattr(importlib.import_module(module), attr)
+        if not (isinstance(cls, type) and issubclass(cls, Component)):
+            raise TypeError(f"{self.target} is not a Component")
+        return cls
+
+    def config_model(self) -> type[BaseModel]:
+        return self.load().Config
+
+
+COMPONENT_TYPES: dict[str, ComponentType] = {
+    t.name: t
+    for t in (
+        ComponentType(
+            "sample-events",
+            "source",
+            "bizbus.connectors.sources.sample:SampleEventsSource",
+            "Emits realistic canonical sample events to a catalogue topic at a fixed rate (demo, smoke tests).",
+        ),
+    )
+}

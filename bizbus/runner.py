@@ -1,0 +1,197 @@
+"""``bizbus up``: bring up the stack, bootstrap it, run the pipeline's components until Ctrl-C.
+
+Also serves bizbus's own HTTP endpoints: ``/healthz`` (the process is alive), ``/readyz`` (broker and
+registry reachable, every component running; the body says which is not) and ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
+
+from bizbus.catalogue import Catalogue
+from bizbus.components import Component, RuntimeContext
+from bizbus.errors import PortInUse
+from bizbus.pipeline import Pipeline
+from bizbus.serde import AvroSerde
+from bizbus.settings import Settings
+from bizbus.stack import Stack, bootstrap
+
+log = logging.getLogger("bizbus.up")
+
+COMPONENT_UP = Gauge("bizbus_component_up", "1 while a pipeline component's loop runs", ["component", "type"])
+
+
+class ComponentThread:
+    """One component in its own thread; a crash is logged and shows in /readyz, not swallowed."""
+
+    def __init__(self, name: str, type_name: str, component: Component, stop: threading.Event) -> None:
+        self.name, self.type_name, self.component, self.stop = name, type_name, component, stop
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name=f"component-{name}", daemon=True)
+
+    def _run(self) -> None:
+        COMPONENT_UP.labels(self.name, self.type_name).set(1)
+        try:
+            self.component.run(self.stop)
+        except Exception as exc:  # noqa: BLE001 - reported through /readyz and the log
+            self.error = exc
+            log.exception("component %s failed: %s", self.name, exc)
+        finally:
+            COMPONENT_UP.labels(self.name, self.type_name).set(0)
+
+    @property
+    def state(self) -> str:
+        if self.error is not None:
+            return f"failed: {type(self.error).__name__}: {self.error}"
+        return "running" if self.thread.is_alive() else "finished"
+
+
+class Health:
+    """Readiness checks, cached for a second so a probing load balancer cannot hammer the broker."""
+
+    def __init__(self, settings: Settings, components: list[ComponentThread]) -> None:
+        self.settings = settings
+        self.components = components
+        self._admin = AdminClient(settings.kafka_config())
+        self._cache: tuple[float, dict[str, str]] = (0.0, {})
+
+    def checks(self) -> dict[str, str]:
+        now = time.monotonic()
+        if now - self._cache[0] < 1.0:
+            return self._cache[1]
+        result: dict[str, str] = {}
+        try:
+            self._admin.list_topics(timeout=2)
+            result["broker"] = "ok"
+        except KafkaException as exc:
+            result["broker"] = f"unreachable: {exc}"
+        try:
+            r = httpx.get(f"{self.settings.registry_url}/subjects", timeout=2)
+            result["registry"] = "ok" if r.status_code == 200 else f"HTTP {r.status_code}"
+        except httpx.HTTPError as exc:
+            result["registry"] = f"unreachable: {exc}"
+        for c in self.components:
+            result[f"component:{c.name}"] = "ok" if c.state in ("running", "finished") else c.state
+        self._cache = (now, result)
+        return result
+
+
+def serve_http(host: str, port: int, health: Health) -> ThreadingHTTPServer:
+    """Start the HTTP endpoints on a background thread."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def _send(self, code: int, body: bytes, ctype: str) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            path = self.path.split("?", 1)[0]
+            if path == "/healthz":
+                self._send(200, b'{"status":"alive"}', "application/json")
+            elif path == "/readyz":
+                checks = health.checks()
+                ready = all(v == "ok" for v in checks.values())
+                body = json.dumps({"ready": ready, "checks": checks}).encode()
+                self._send(200 if ready else 503, body, "application/json")
+            elif path == "/metrics":
+                self._send(200, generate_latest(), CONTENT_TYPE_LATEST)
+            else:
+                self._send(404, b'{"error":"not found; try /healthz, /readyz, /metrics"}', "application/json")
+
+        def log_message(self, fmt: str, *args: Any) -> None:
+            log.debug("http %s", fmt % args)
+
+    try:
+        server = ThreadingHTTPServer((host, port), Handler)
+    except OSError:
+        raise PortInUse("bizbus's HTTP server", host, port, "BIZBUS_HTTP_PORT") from None
+    threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
+    return server
+
+
+def up(settings: Settings, pipeline: Pipeline, catalogue: Catalogue, echo: Callable[[str], None] = print) -> int:
+    """Run the bus in the foreground until SIGINT/SIGTERM; everything started is stopped on the way out."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        echo(f"\n{signal.Signals(signum).name} received: stopping ...")
+        stop.set()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    stack = Stack(settings)
+    threads: list[ComponentThread] = []
+    server: ThreadingHTTPServer | None = None
+    try:
+        stack.start(progress=echo)
+        serde = AvroSerde(settings.registry_config())
+        bootstrap(settings, catalogue, serde, progress=echo)
+        ctx = RuntimeContext(settings, catalogue, serde)
+        for cc in pipeline.enabled():
+            comp = cc.type.load()(cc.name, cc.config, ctx)
+            comp.setup()
+            threads.append(ComponentThread(cc.name, cc.type.name, comp, stop))
+        server = serve_http(settings.http_host, settings.http_port, Health(settings, threads))
+        for t in threads:
+            t.thread.start()
+        echo(banner(settings, stack, pipeline, server.server_address[1]))
+        while not stop.wait(0.5):
+            if stack.broker is not None and stack.broker.pid and not _alive(stack):
+                echo("the embedded broker died; stopping (see .bizbus/logs/broker.log)")
+                return 1
+        return 0
+    finally:
+        stop.set()
+        for t in threads:
+            t.thread.join(timeout=15)
+            t.component.close()
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        stack.stop()
+        for s, handler in old.items():
+            signal.signal(s, handler)
+        echo("bizbus stopped; every child process has exited.")
+
+
+def _alive(stack: Stack) -> bool:
+    child = getattr(stack.broker, "_child", None)
+    return child is None or child.alive()
+
+
+def banner(settings: Settings, stack: Stack, pipeline: Pipeline, http_port: int) -> str:
+    broker = f"{settings.bootstrap_servers} ({'embedded Tansu, in memory' if stack.broker else 'external'})"
+    registry = f"{settings.registry_url} ({'embedded, ' + str(stack.registry.db_path) if stack.registry else 'external'})"
+    comps = ", ".join(f"{c.name} ({c.type.name})" for c in pipeline.enabled()) or "none"
+    first_topic = next(
+        (getattr(c.config, "topic", None) for c in pipeline.enabled() if getattr(c.config, "topic", None)),
+        "bizbus.pm.timesheet.v1",
+    )
+    return f"""
+bizbus is up — pipeline '{pipeline.name}' from {pipeline.path}
+  Kafka broker     {broker}
+  schema registry  {registry}
+  HTTP             http://{settings.http_host}:{http_port}/healthz  /readyz  /metrics
+  components       {comps}
+
+Try next (in another terminal, with .venv/bin on PATH or via `.venv/bin/bizbus`):
+  bizbus topics list                          the catalogue with live state
+  bizbus tail {first_topic}        decoded records as they arrive
+  curl -s http://{settings.registry_url.split('//', 1)[-1]}/subjects           subjects in the registry
+  curl -s http://{settings.http_host}:{http_port}/readyz
+Ctrl-C stops everything.
+"""

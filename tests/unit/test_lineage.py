@@ -1,0 +1,25 @@
+"""Deterministic ids and lineage headers."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from bizbus import lineage
+
+
+def test_event_id_is_deterministic_and_sensitive_to_every_part() -> None:
+    a = lineage.event_id("jira", "worklog", "10042", 3)
+    assert a == lineage.event_id("jira", "worklog", "10042", 3)
+    assert a != lineage.event_id("jira", "worklog", "10042", 4)
+    assert a != lineage.event_id("jira", "worklog", "1004", "23")  # parts are separated, not concatenated
+    assert lineage.derived_id(a, "voucher") == lineage.derived_id(a, "voucher")
+    assert lineage.derived_id(a, "voucher") != lineage.derived_id(a, "reversal")
+
+
+def test_headers_round_trip() -> None:
+    m = lineage.meta("e1", "PRJ-1", "jira", datetime(2026, 11, 23, 8, 30, 0, 123000, tzinfo=timezone.utc), causation_id=None)
+    hdrs = lineage.headers(m)
+    assert ("causation_id" not in dict(hdrs))
+    back = lineage.read_headers(hdrs)
+    assert back == {"event_id": "e1", "correlation_id": "PRJ-1", "source_system": "jira",
+                    "occurred_at": "2026-11-23T08:30:00.123Z"}
