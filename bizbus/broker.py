@@ -23,7 +23,7 @@ from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from bizbus.errors import BrokerError, PortInUse
-from bizbus.procs import ChildProcess, port_is_free
+from bizbus.procs import ChildProcess, port_is_free, wait_tcp
 
 EMBEDDED_CLUSTER_ID = "bizbus-embedded-tansu"
 
@@ -94,8 +94,10 @@ class EmbeddedBroker:
                     f"the embedded broker exited at start (code {self._child.proc.returncode if self._child.proc else '?'});"
                     f" last lines of {self.log_path}:\n{self._child.log_tail()}"
                 )
+            if not wait_tcp(self.host, self.port, timeout=0.5):  # no client logs "connection refused"
+                continue
             try:
-                wait_for_metadata({"bootstrap.servers": self.bootstrap_servers}, timeout=1.0)
+                wait_for_metadata({"bootstrap.servers": self.bootstrap_servers}, timeout=2.0)
                 return
             except BrokerError:
                 continue
@@ -107,7 +109,7 @@ class EmbeddedBroker:
             self._child.stop()
             self._child = None
 
-    def __enter__(self) -> "EmbeddedBroker":
+    def __enter__(self) -> EmbeddedBroker:
         self.start()
         return self
 
@@ -134,7 +136,7 @@ class BrokerCapabilities:
         return json.dumps(asdict(self), indent=2)
 
     @classmethod
-    def from_json(cls, text: str) -> "BrokerCapabilities":
+    def from_json(cls, text: str) -> BrokerCapabilities:
         return cls(**json.loads(text))
 
 

@@ -84,7 +84,7 @@ class Catalogue(BaseModel):
     topics: tuple[TopicSpec, ...]
 
     @model_validator(mode="after")
-    def _unique(self) -> "Catalogue":
+    def _unique(self) -> Catalogue:
         seen: set[str] = set()
         for t in self.topics:
             if t.name in seen:

@@ -9,7 +9,7 @@ a broker UI) can still follow a record.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 # A fixed namespace for bizbus ids; never change it (ids would change with it).
@@ -44,7 +44,7 @@ def meta(
         "causation_id": causation_id,
         "correlation_id": correlation_id,
         "source_system": source_system,
-        "occurred_at": occurred_at or datetime.now(timezone.utc),
+        "occurred_at": occurred_at or datetime.now(UTC),
         "trace": dict(trace or {}),
     }
 
@@ -57,7 +57,7 @@ def headers(m: dict[str, Any]) -> list[tuple[str, bytes]]:
         if value is None:
             continue
         if isinstance(value, datetime):
-            value = value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            value = value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         out.append((key, str(value).encode("utf-8")))
     return out
 

@@ -49,7 +49,7 @@ class PipelineFile(BaseModel):
     flows: tuple[ComponentEntry, ...] = ()
 
     @model_validator(mode="after")
-    def _unique_names(self) -> "PipelineFile":
+    def _unique_names(self) -> PipelineFile:
         names = [c.name for c in (*self.connectors, *self.flows)]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:

@@ -45,7 +45,7 @@ class ComponentThread:
         COMPONENT_UP.labels(self.name, self.type_name).set(1)
         try:
             self.component.run(self.stop)
-        except Exception as exc:  # noqa: BLE001 - reported through /readyz and the log
+        except Exception as exc:
             self.error = exc
             log.exception("component %s failed: %s", self.name, exc)
         finally:
@@ -99,7 +99,7 @@ def serve_http(host: str, port: int, health: Health) -> ThreadingHTTPServer:
             self.end_headers()
             self.wfile.write(body)
 
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/healthz":
                 self._send(200, b'{"status":"alive"}', "application/json")

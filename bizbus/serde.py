@@ -11,12 +11,12 @@ dead-letters those as raw bytes).
 
 from __future__ import annotations
 
+import decimal
 import io
 import json
 import struct
 import threading
-from collections.abc import Callable
-from decimal import Decimal
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import fastavro
@@ -61,48 +61,102 @@ def _first_problem(schema: Any, record: Any, error: Exception) -> tuple[str, str
         return "(unknown)", str(exc)
     except (ValueError, TypeError):  # fastavro's decimal checks raise plain errors without the field
         pass
-    found = _decimal_problem(schema, record)  # fastavro's decimal errors do not say which field
-    return found if found else ("(unknown)", f"{type(error).__name__}: {error}")
+    found = decimal_problems(schema, record)  # fastavro's decimal errors do not say which field
+    if found:
+        path, _, reason = found[0].partition(": ")
+        return path, reason
+    return "(unknown)", f"{type(error).__name__}: {error}"
 
 
-def _decimal_problem(schema: Any, record: Any, path: str = "") -> tuple[str, str] | None:
-    """The first Decimal with more places than its scale or more digits than its precision."""
-    if isinstance(schema, dict):
-        t = schema.get("type")
-        if schema.get("logicalType") == "decimal" and isinstance(record, Decimal):
-            scale, precision = int(schema.get("scale", 0)), int(schema["precision"])
-            exp = record.as_tuple().exponent
-            if isinstance(exp, int) and -exp > scale:
-                return path or "(value)", f"{record} has more than {scale} decimal places"
-            if len(record.quantize(Decimal(1).scaleb(-scale)).as_tuple().digits) > precision:
-                return path or "(value)", f"{record} exceeds precision {precision}"
-            return None
-        if t == "record" and isinstance(record, dict):
-            for f in schema["fields"]:
-                p = _decimal_problem(f["type"], record.get(f["name"]), f"{path}.{f['name']}" if path else f["name"])
-                if p:
-                    return p
-        elif t == "array" and isinstance(record, list):
-            for i, item in enumerate(record):
-                p = _decimal_problem(schema["items"], item, f"{path}[{i}]")
-                if p:
-                    return p
-        elif t == "map" and isinstance(record, dict):
-            for k, v in record.items():
-                p = _decimal_problem(schema["values"], v, f"{path}[{k!r}]")
-                if p:
-                    return p
-        elif isinstance(t, (dict, list)):
-            return _decimal_problem(t, record, path)
-    elif isinstance(schema, list):
+_NAMED_TYPES = ("record", "error", "enum", "fixed")
+
+
+def _named_types(schema: Any, found: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    if isinstance(schema, list):
         for branch in schema:
-            if branch == "null" and record is None:
-                return None
-        for branch in schema:
-            p = _decimal_problem(branch, record, path)
-            if p is None and branch != "null":
-                return None
+            _named_types(branch, found)
+    elif isinstance(schema, dict):
+        if schema.get("type") in _NAMED_TYPES:
+            found[schema["name"]] = schema
+        for field in schema.get("fields", ()):
+            _named_types(field["type"], found)
+        for key in ("items", "values"):
+            if key in schema:
+                _named_types(schema[key], found)
+    return found
+
+
+def _decimal_problem(value: decimal.Decimal, precision: int, scale: int) -> str | None:
+    if not value.is_finite():
+        return f"{value} is not a finite number"
+    _sign, digits, exp = value.as_tuple()
+    exponent = int(exp)
+    if -exponent > scale:
+        return (f"{value} has {-exponent} fractional digits but the scale is {scale} "
+                f"(quantize it to {scale} places; trailing zeros count too)")
+    unscaled_digits = 0 if not any(digits) else len(digits) + exponent + scale
+    if unscaled_digits > precision:
+        return (f"{value} needs {unscaled_digits} digits but the precision is {precision} "
+                f"(at most {precision - scale} digits before the decimal point)")
     return None
+
+
+def _walk(schema: Any, value: Any, path: str, named: Mapping[str, dict[str, Any]]) -> Iterator[str]:
+    """Yield ``path: problem`` for every Decimal in ``value`` that does not fit its decimal type."""
+    if isinstance(schema, str):
+        if schema in named:
+            yield from _walk(named[schema], value, path, named)
+        return
+    if isinstance(schema, list):
+        if value is None:
+            return
+        for branch in schema:
+            resolved = named.get(branch, branch) if isinstance(branch, str) else branch
+            if _could_hold(resolved, value):
+                yield from _walk(resolved, value, path, named)
+                return
+        return
+    kind = schema.get("type")
+    if schema.get("logicalType") == "decimal" and isinstance(value, decimal.Decimal):
+        problem = _decimal_problem(value, schema["precision"], schema.get("scale", 0))
+        if problem:
+            yield f"{path}: {problem}"
+    elif kind in ("record", "error") and isinstance(value, Mapping):
+        for field in schema["fields"]:
+            if field["name"] in value:
+                child = f"{path}.{field['name']}" if path else field["name"]
+                yield from _walk(field["type"], value[field["name"]], child, named)
+    elif kind == "array" and isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            yield from _walk(schema["items"], item, f"{path}[{index}]", named)
+    elif kind == "map" and isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _walk(schema["values"], item, f"{path}[{key!r}]", named)
+
+
+def _could_hold(schema: Any, value: Any) -> bool:
+    if not isinstance(schema, dict):
+        return False
+    if schema.get("logicalType") == "decimal":
+        return isinstance(value, decimal.Decimal)
+    kind = schema.get("type")
+    if kind in ("record", "error", "map"):
+        return isinstance(value, Mapping)
+    return kind == "array" and isinstance(value, (list, tuple))
+
+
+def decimal_problems(schema: Any, record: Any) -> list[str]:
+    """``path: problem`` for every Decimal in ``record`` that does not fit its decimal type.
+
+    fastavro refuses too many fractional digits but not a scaled value that overflows the precision
+    (``Decimal("12345678901234567")`` in ``decimal(18, 2)`` is written as 19 digits and read back wrong),
+    so encode() checks this before writing money.
+    """
+    return list(_walk(schema, record, "", _named_types(schema, {})))
+
+
+def _has_decimal(schema: Any) -> bool:
+    return '"decimal"' in json.dumps(schema, default=str)
 
 
 class AvroSerde:
@@ -111,6 +165,7 @@ class AvroSerde:
     def __init__(self, registry: SchemaRegistryClient | dict[str, Any]) -> None:
         self.registry = registry if isinstance(registry, SchemaRegistryClient) else SchemaRegistryClient(registry)
         self._by_id: dict[int, Any] = {}
+        self._money: dict[int, bool] = {}  # schema id -> has decimal fields
         self._ids: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
 
@@ -155,6 +210,14 @@ class AvroSerde:
     def encode(self, schema_id: int, record: dict[str, Any]) -> bytes:
         """Wire-format bytes of ``record``; ``RecordInvalid`` names the first field that does not fit."""
         parsed = self.parsed(schema_id)
+        money = self._money.get(schema_id)
+        if money is None:
+            money = self._money[schema_id] = _has_decimal(parsed)
+        if money:
+            problems = decimal_problems(parsed, record)
+            if problems:
+                path, _, reason = problems[0].partition(": ")
+                raise RecordInvalid(parsed.get("name", "?"), path, reason)
         buf = io.BytesIO()
         buf.write(_HEADER.pack(MAGIC, schema_id))
         try:

@@ -101,7 +101,7 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @model_validator(mode="after")
-    def _secret_files(self) -> "Settings":
+    def _secret_files(self) -> Settings:
         if self.kafka_sasl_password_file and self.kafka_sasl_password is None:
             object.__setattr__(
                 self,
@@ -129,7 +129,8 @@ class Settings(BaseSettings):
 
     def kafka_config(self) -> dict[str, Any]:
         """librdkafka settings shared by every producer, consumer and admin client."""
-        conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers}
+        # a broker closing idle connections is normal; librdkafka would log each one
+        conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers, "log.connection.close": False}
         if self.kafka_client_config_file:
             conf.update(read_properties(Path(self.kafka_client_config_file)))
         if self.kafka_security_protocol != "PLAINTEXT":

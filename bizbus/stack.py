@@ -11,7 +11,13 @@ from dataclasses import dataclass, field
 import httpx
 
 from bizbus import catalogue as cat_mod
-from bizbus.broker import BrokerCapabilities, EmbeddedBroker, probe_capabilities, save_capabilities, wait_for_metadata
+from bizbus.broker import (
+    BrokerCapabilities,
+    EmbeddedBroker,
+    probe_capabilities,
+    save_capabilities,
+    wait_for_metadata,
+)
 from bizbus.errors import PortInUse, RegistryError
 from bizbus.procs import ChildProcess, port_is_free
 from bizbus.serde import AvroSerde
@@ -114,7 +120,7 @@ class Stack:
             self.broker.stop()
             self.broker = None
 
-    def __enter__(self) -> "Stack":
+    def __enter__(self) -> Stack:
         self.start()
         return self
 

@@ -19,12 +19,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import fastavro
 import httpx
+from bizbus.schemas import catalog, compat
 
 from bizbus.catalogue import Catalogue
-from bizbus.errors import RegistryError
-from bizbus.schemas import catalog, compat
+from bizbus.errors import RegistryError, SchemaError
 
 
 @dataclass
@@ -84,19 +83,29 @@ def _schemas_at(repo: Path, rev: str, rel_dir: str, workdir: Path) -> dict[str, 
     for name in _git(repo, "ls-tree", "--name-only", f"{rev}:{rel_dir}").split():
         if name.endswith(".avsc"):
             (target / name).write_text(_git(repo, "show", f"{rev}:{rel_dir}/{name}"), encoding="utf-8")
+    return load_folder(target, skip_invalid=True)  # an old revision that did not parse is no baseline
+
+
+def load_folder(folder: Path, skip_invalid: bool = False) -> dict[str, Any]:
+    """Every named type in a folder of ``.avsc`` files, expanded, by full name."""
     out: dict[str, Any] = {}
-    for path in sorted(target.glob("*.avsc")):
+    for path in sorted(folder.glob("*.avsc")):
         try:
-            out[path.name.removesuffix(".avsc")] = fastavro.schema.load_schema(str(path), _write_hint=False)
-        except Exception:  # noqa: BLE001 - an old revision that did not parse is simply not a baseline
-            continue
+            out[path.name.removesuffix(".avsc")] = catalog.load_file(path)
+        except SchemaError:
+            if not skip_invalid:
+                raise
     return out
 
 
-def against_git(cat: Catalogue, repo: Path | None = None) -> list[Finding]:
+def against_git(cat: Catalogue, avro_dir: Path | None = None) -> list[Finding]:
     """Check the working tree against every distinct committed version of each topic's schema."""
-    avro_dir = catalog.AVRO_DIR
-    repo = repo or Path(_git(avro_dir, "rev-parse", "--show-toplevel").strip())
+    avro_dir = avro_dir or catalog.AVRO_DIR
+    current_all = load_folder(avro_dir)
+    try:
+        repo = Path(_git(avro_dir, "rev-parse", "--show-toplevel").strip())
+    except (subprocess.CalledProcessError, OSError):
+        raise SchemaError(f"{avro_dir} is not inside a git work tree: nothing to compare with") from None
     rel_dir = str(avro_dir.resolve().relative_to(repo.resolve()))
     revs = list(reversed(_git(repo, "log", "--format=%H", "--", rel_dir).split()))  # oldest first
     history: dict[str, list[tuple[str, Any]]] = {t.value_schema: [] for t in cat.topics}
@@ -112,7 +121,7 @@ def against_git(cat: Catalogue, repo: Path | None = None) -> list[Finding]:
                     versions.append((rev[:10], schema))
     out: list[Finding] = []
     for t in cat.topics:
-        current = catalog.load(t.value_schema)
+        current = current_all[t.value_schema]
         versions = history[t.value_schema]
         # the newest committed version may equal the working tree: that is not a change to check
         if versions and compat.canonical_form(versions[-1][1]) == compat.canonical_form(current):

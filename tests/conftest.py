@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bizbus.schemas.registry.server import EmbeddedRegistry
 
 from bizbus.broker import EmbeddedBroker
 from bizbus.procs import free_port
-from bizbus.schemas.registry.server import EmbeddedRegistry
 
 REAL_KAFKA_HOWTO = (
     "needs real Apache Kafka: run `KAFKA_BOOTSTRAP_SERVERS=host:9092 make test`, or run the tests where a "

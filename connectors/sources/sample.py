@@ -9,15 +9,15 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from threading import Event
 
+from bizbus.schemas import catalog
 from confluent_kafka import Producer
 from pydantic import BaseModel, ConfigDict, Field
 
 from bizbus import lineage
 from bizbus.components import Component
-from bizbus.schemas import catalog
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class SampleEventsSource(Component):
             event_id=lineage.event_id("sample", self.name, self.config.topic, seq),
             correlation_id=old["correlation_id"],
             source_system="bizbus-sample",
-            occurred_at=datetime.now(timezone.utc),
+            occurred_at=datetime.now(UTC),
         )
         return rec
 

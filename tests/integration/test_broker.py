@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from bizbus.schemas import catalog
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from confluent_kafka.schema_registry import SchemaRegistryClient
@@ -23,7 +24,6 @@ from bizbus.broker import EmbeddedBroker, probe_capabilities, tansu_binary
 from bizbus.catalogue import Catalogue, TopicSpec, apply, live_state
 from bizbus.errors import PortInUse
 from bizbus.procs import free_port
-from bizbus.schemas import catalog
 from bizbus.serde import AvroSerde
 
 

@@ -6,11 +6,11 @@ import struct
 from decimal import Decimal
 
 import pytest
+from bizbus.schemas import catalog
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from bizbus.schemas import catalog
 from bizbus.serde import AvroSerde, PoisonRecord, RecordInvalid
 
 VOUCHER = "bizbus.finance.Voucher"
@@ -49,7 +49,7 @@ def test_too_many_decimal_places_names_the_field(serde: AvroSerde) -> None:
     rec["lines"][0]["debit"] = Decimal("10.005")  # scale 2: would lose a fen
     with pytest.raises(RecordInvalid) as err:
         serde.encode(sid, rec)
-    assert "lines[0].debit" in str(err.value) and "decimal places" in str(err.value)
+    assert "lines[0].debit" in str(err.value) and "3 fractional digits but the scale is 2" in str(err.value)
 
 
 def test_poison_bytes(serde: AvroSerde) -> None:
@@ -71,3 +71,13 @@ def test_reads_what_a_standard_client_wrote(serde: AvroSerde, registry) -> None:
     rec = catalog.sample(VOUCHER)
     data = ser(rec, SerializationContext("bizbus.finance.voucher.v1", MessageField.VALUE))
     assert serde.decode(data) == rec
+
+
+def test_precision_overflow_fastavro_would_write_is_refused(serde: AvroSerde) -> None:
+    """fastavro alone writes 12345678901234567 into decimal(18,2) and reads it back wrong."""
+    sid = serde.register("t-value", catalog.load(VOUCHER))
+    rec = catalog.sample(VOUCHER)
+    rec["lines"][1]["credit"] = Decimal("12345678901234567")
+    with pytest.raises(RecordInvalid) as err:
+        serde.encode(sid, rec)
+    assert err.value.field == "lines[1].credit" and "precision is 18" in str(err.value)

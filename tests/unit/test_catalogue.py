@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from bizbus.schemas import catalog
 
 from bizbus.catalogue import load_catalogue, retention_ms
 from bizbus.errors import ConfigError
-from bizbus.schemas import catalog
 from bizbus.settings import PROJECT_ROOT
 
 CATALOGUE = PROJECT_ROOT / "deploy" / "topics.yaml"

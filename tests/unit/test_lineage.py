@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from bizbus import lineage
 
@@ -17,7 +17,7 @@ def test_event_id_is_deterministic_and_sensitive_to_every_part() -> None:
 
 
 def test_headers_round_trip() -> None:
-    m = lineage.meta("e1", "PRJ-1", "jira", datetime(2026, 11, 23, 8, 30, 0, 123000, tzinfo=timezone.utc), causation_id=None)
+    m = lineage.meta("e1", "PRJ-1", "jira", datetime(2026, 11, 23, 8, 30, 0, 123000, tzinfo=UTC), causation_id=None)
     hdrs = lineage.headers(m)
     assert ("causation_id" not in dict(hdrs))
     back = lineage.read_headers(hdrs)

@@ -15,7 +15,7 @@ def test_defaults_start_embedded_services(monkeypatch: pytest.MonkeyPatch) -> No
     assert s.embedded_broker and s.embedded_registry
     assert s.bootstrap_servers == "127.0.0.1:9092"
     assert s.registry_url == "http://127.0.0.1:8081"
-    assert s.kafka_config() == {"bootstrap.servers": "127.0.0.1:9092"}
+    assert s.kafka_config() == {"bootstrap.servers": "127.0.0.1:9092", "log.connection.close": False}
 
 
 def test_standard_kafka_variables_select_external_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
