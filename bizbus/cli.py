@@ -101,6 +101,23 @@ def components() -> None:
 
 
 @app.command()
+def docs(check_only: Annotated[bool, typer.Option("--check", help="fail when docs/reference.md is stale")] = False) -> None:
+    """Generate docs/reference.md (settings, component configs, topics) from the typed specs."""
+    from bizbus.refdocs import REFERENCE, render
+
+    text = render(_catalogue(_settings()))
+    current = REFERENCE.read_text(encoding="utf-8") if REFERENCE.exists() else ""
+    if check_only:
+        if current != text:
+            raise BizbusError(f"{REFERENCE} is stale: run `bizbus docs` and commit the result")
+        typer.echo(f"{REFERENCE} is current")
+        return
+    REFERENCE.parent.mkdir(exist_ok=True)
+    REFERENCE.write_text(text, encoding="utf-8")
+    typer.echo(f"wrote {REFERENCE}")
+
+
+@app.command()
 def tail(
     topic: Annotated[str, typer.Argument(help="catalogue topic, e.g. bizbus.pm.timesheet.v1")],
     from_beginning: Annotated[bool, typer.Option("--from-beginning", help="start at the oldest record")] = False,
