@@ -357,7 +357,11 @@ class _Checker:
 
     @staticmethod
     def _names_match(reader: dict[str, Any], writer: dict[str, Any]) -> bool:
-        return reader["name"] == writer["name"] or writer["name"] in reader.get("aliases", [])
+        """The spec (and Java's SchemaCompatibility, which Confluent uses) match *unqualified* names;
+        the reader's aliases, which are full names, may also name the writer."""
+        if reader["name"].rsplit(".", 1)[-1] == writer["name"].rsplit(".", 1)[-1]:
+            return True
+        return writer["name"] in reader.get("aliases", [])
 
     def _check_single(self, reader: Schema, writer: Schema) -> Reasons:
         rkind, wkind = _kind(reader), _kind(writer)
