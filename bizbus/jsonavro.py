@@ -12,29 +12,12 @@ from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-_NAMED = ("record", "error", "enum", "fixed")
-
-
-def _named(schema: Any, found: dict[str, Any]) -> dict[str, Any]:
-    if isinstance(schema, list):
-        for s in schema:
-            _named(s, found)
-    elif isinstance(schema, dict):
-        if schema.get("type") in _NAMED:
-            found[schema["name"]] = schema
-            if "namespace" in schema and "." not in schema["name"]:
-                found[f"{schema['namespace']}.{schema['name']}"] = schema
-        for f in schema.get("fields", ()):
-            _named(f["type"], found)
-        for key in ("items", "values", "type"):
-            if isinstance(schema.get(key), (dict, list)):
-                _named(schema[key], found)
-    return found
+from bizbus.serde import named_types
 
 
 def from_json(schema: Any, value: Any) -> Any:
     """Convert ``value`` (parsed JSON) for writing with ``schema`` (an expanded JSON schema)."""
-    return _conv(schema, value, "", _named(schema, {}))
+    return _conv(schema, value, "", named_types(schema))
 
 
 def _conv(schema: Any, value: Any, path: str, named: dict[str, Any]) -> Any:

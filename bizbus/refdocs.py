@@ -6,6 +6,7 @@ cannot drift from the code.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +34,8 @@ def _default(f: FieldInfo) -> str:
         return "required"
     d: Any = f.default
     if isinstance(d, Path):
-        try:
+        with contextlib.suppress(ValueError):
             d = d.relative_to(PROJECT_ROOT)
-        except ValueError:
-            pass
     return f"`{d}`" if d is not None else "unset"
 
 

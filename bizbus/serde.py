@@ -71,18 +71,22 @@ def _first_problem(schema: Any, record: Any, error: Exception) -> tuple[str, str
 _NAMED_TYPES = ("record", "error", "enum", "fixed")
 
 
-def _named_types(schema: Any, found: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def named_types(schema: Any, found: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every named type (record, enum, fixed) defined in ``schema``, by name and by full name."""
+    found = {} if found is None else found
     if isinstance(schema, list):
         for branch in schema:
-            _named_types(branch, found)
+            named_types(branch, found)
     elif isinstance(schema, dict):
         if schema.get("type") in _NAMED_TYPES:
             found[schema["name"]] = schema
+            if "namespace" in schema and "." not in schema["name"]:
+                found[f"{schema['namespace']}.{schema['name']}"] = schema
         for field in schema.get("fields", ()):
-            _named_types(field["type"], found)
-        for key in ("items", "values"):
-            if key in schema:
-                _named_types(schema[key], found)
+            named_types(field["type"], found)
+        for key in ("items", "values", "type"):
+            if isinstance(schema.get(key), (dict, list)):
+                named_types(schema[key], found)
     return found
 
 
@@ -152,7 +156,7 @@ def decimal_problems(schema: Any, record: Any) -> list[str]:
     (``Decimal("12345678901234567")`` in ``decimal(18, 2)`` is written as 19 digits and read back wrong),
     so encode() checks this before writing money.
     """
-    return list(_walk(schema, record, "", _named_types(schema, {})))
+    return list(_walk(schema, record, "", named_types(schema)))
 
 
 def _has_decimal(schema: Any) -> bool:

@@ -62,7 +62,7 @@ def real_kafka() -> Iterator[str]:
         return
     if not _docker_engine():
         pytest.skip(REAL_KAFKA_HOWTO)
-    from testcontainers.kafka import KafkaContainer
+    from testcontainers.community.kafka import KafkaContainer
 
     with KafkaContainer().with_kraft() as kafka:
         yield kafka.get_bootstrap_server()
