@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
+from bizbus.schemas import catalog
 
 from bizbus.jsonavro import from_json
-from bizbus.schemas import catalog
 
 SCHEMA = {
     "type": "record", "name": "Line", "namespace": "t",
@@ -26,7 +26,7 @@ SCHEMA = {
 def test_converts_money_time_and_named_references() -> None:
     out = from_json(SCHEMA, {"amount": "0.10", "at": "2026-11-23T08:00:00Z", "day": "2026-11-23", "kind": "A", "again": "B"})
     assert out["amount"] == Decimal("0.10") and str(out["amount"]) == "0.10"
-    assert out["at"] == datetime(2026, 11, 23, 8, tzinfo=timezone.utc)
+    assert out["at"] == datetime(2026, 11, 23, 8, tzinfo=UTC)
     assert out["day"] == date(2026, 11, 23)
     assert out["again"] == "B" and "note" not in out  # defaults are left to the writer
 
