@@ -74,6 +74,9 @@ class EmbeddedBroker:
     def pid(self) -> int | None:
         return self._child.pid if self._child else None
 
+    def alive(self) -> bool:
+        return self._child is not None and self._child.alive()
+
     def start(self, timeout: float = 30.0) -> None:
         if not port_is_free(self.host, self.port):
             raise PortInUse("the embedded Kafka broker", self.host, self.port, "BIZBUS_BROKER_PORT")

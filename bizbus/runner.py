@@ -150,8 +150,9 @@ def up(settings: Settings, pipeline: Pipeline, catalogue: Catalogue, echo: Calla
             t.thread.start()
         echo(banner(settings, stack, pipeline, server.server_address[1]))
         while not stop.wait(0.5):
-            if stack.broker is not None and stack.broker.pid and not _alive(stack):
-                echo("the embedded broker died; stopping (see .bizbus/logs/broker.log)")
+            dead = stack.dead_children()
+            if dead:
+                echo(f"the embedded {' and '.join(dead)} exited unexpectedly; stopping (logs: {settings.data_dir / 'logs'})")
                 return 1
         return 0
     finally:
@@ -166,11 +167,6 @@ def up(settings: Settings, pipeline: Pipeline, catalogue: Catalogue, echo: Calla
         for s, handler in old.items():
             signal.signal(s, handler)
         echo("bizbus stopped; every child process has exited.")
-
-
-def _alive(stack: Stack) -> bool:
-    child = getattr(stack.broker, "_child", None)
-    return child is None or child.alive()
 
 
 def banner(settings: Settings, stack: Stack, pipeline: Pipeline, http_port: int) -> str:

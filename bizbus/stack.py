@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import httpx
 
@@ -75,6 +75,9 @@ class EmbeddedRegistryProcess:
             self.stop()
             raise
 
+    def alive(self) -> bool:
+        return self._child is not None and self._child.alive()
+
     def stop(self) -> None:
         if self._child is not None:
             self._child.stop()
@@ -89,7 +92,6 @@ class Stack:
     broker: EmbeddedBroker | None = None
     registry: EmbeddedRegistryProcess | None = None
     capabilities: BrokerCapabilities | None = None
-    started: list[str] = field(default_factory=list)
 
     def start(self, progress: Progress = _quiet) -> None:
         s = self.settings
@@ -111,6 +113,11 @@ class Stack:
         except BaseException:
             self.stop()
             raise
+
+    def dead_children(self) -> list[str]:
+        """Embedded services that were started and have exited since."""
+        started = {"broker": self.broker, "schema registry": self.registry}
+        return [name for name, svc in started.items() if svc is not None and not svc.alive()]
 
     def stop(self) -> None:
         if self.registry is not None:

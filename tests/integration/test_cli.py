@@ -151,3 +151,16 @@ def test_up_runs_the_stack_and_ctrl_c_stops_every_child(bus) -> None:
     assert "every child process has exited" in rest
     for pid in children:
         assert not _alive(pid), f"child {pid} survived Ctrl-C"
+
+
+def test_up_stops_when_the_embedded_broker_dies(bus) -> None:
+    proc, env, lines = bus
+    assert "bizbus is up" in "".join(lines)
+    children = _children(proc.pid)
+    broker_pid = next(pid for pid in children if "tansu" in Path(f"/proc/{pid}/cmdline").read_text())
+    os.kill(broker_pid, signal.SIGKILL)
+    rest = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 1
+    assert "the embedded broker exited unexpectedly" in rest
+    for pid in children:
+        assert not _alive(pid), f"child {pid} left behind"
