@@ -1,0 +1,222 @@
+"""Applied-effect ledger for sinks whose target is PostgreSQL (DESIGN.md, "Exactly-once effects").
+
+A sink writes each effect and its ledger row in ONE transaction on the target database, so an effect
+is either applied and recorded, or neither. The ledger also keeps, per (topic, partition), the next
+offset the sink has durably applied; it is written in the same transaction, so a restarted sink can seek
+to its own ledger even when Kafka's committed offsets lag behind (Kafka offsets are committed only after
+the ledger).
+
+Per-record failures are isolated with a SAVEPOINT per effect: a failing ``write`` rolls back only that
+record (ledger row included), which is reported in ``BatchResult.failed``; the rest of the batch commits.
+Failed records do not advance the ledger offsets; the caller decides (retry, dead-letter). Connection
+level failures (the connection dies, the server goes away) roll back the whole batch and re-raise.
+
+A ``PgLedger`` owns one connection and is not thread-safe; use one instance per worker thread.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+__all__ = ["BatchResult", "Effect", "PgLedger", "WriteFn"]
+
+
+@dataclass(frozen=True)
+class Effect:
+    """One effect to apply: its deterministic id (derived from the record's event_id) and source coordinates."""
+
+    effect_id: str
+    topic: str
+    partition: int
+    offset: int
+    payload: Any
+
+
+@dataclass
+class BatchResult:
+    """Outcome of ``PgLedger.apply_batch``.
+
+    ``applied``: effect ids written now; ``duplicates``: ids already in the ledger (write skipped);
+    ``failed``: ids whose write raised (rolled back, not recorded); ``offsets``: the ledger's next offset
+    per (topic, partition) after the commit, for the partitions this batch touched.
+    """
+
+    applied: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+    failed: dict[str, Exception] = field(default_factory=dict)
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+
+
+WriteFn = Callable[[psycopg.Cursor[Any], Effect], "str | None"]
+"""Performs the target write on the given cursor (same transaction); returns an optional target_ref."""
+
+
+class PgLedger:
+    """Ledger of applied effects for one connector, stored in ``<schema>.applied_effects`` / ``offsets``."""
+
+    def __init__(self, dsn: str, connector: str, schema: str = "bizbus_ledger") -> None:
+        """Store the settings only; ``setup()`` connects."""
+        self.dsn = dsn
+        self.connector = connector
+        self.schema = schema
+        self._conn: psycopg.Connection[Any] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Connect (autocommit off) and create schema and tables idempotently, safe against concurrent setups.
+
+        DDL runs under a transaction-scoped advisory lock keyed on the schema name, so two processes
+        creating the same ledger at once serialize instead of racing on pg_namespace / pg_type.
+        """
+        conn = self._connection()
+        s = sql.Identifier(self.schema)
+        lock_key = zlib.crc32(f"bizbus_ledger:{self.schema}".encode()) - 2**31
+        with conn.transaction(), conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key,))
+            cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(s))
+            cur.execute(
+                sql.SQL(
+                    """CREATE TABLE IF NOT EXISTS {}.applied_effects (
+                        connector text NOT NULL,
+                        effect_id text NOT NULL,
+                        applied_at timestamptz NOT NULL DEFAULT now(),
+                        source_topic text NOT NULL,
+                        source_partition int NOT NULL,
+                        source_offset bigint NOT NULL,
+                        target_ref text NULL,
+                        PRIMARY KEY (connector, effect_id))"""
+                ).format(s)
+            )
+            cur.execute(
+                sql.SQL(
+                    """CREATE TABLE IF NOT EXISTS {}.offsets (
+                        connector text NOT NULL,
+                        topic text NOT NULL,
+                        partition int NOT NULL,
+                        next_offset bigint NOT NULL,
+                        updated_at timestamptz NOT NULL DEFAULT now(),
+                        PRIMARY KEY (connector, topic, partition))"""
+                ).format(s)
+            )
+
+    def close(self) -> None:
+        """Close the connection (an open transaction is rolled back by the server)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        """The live connection; reconnects if it was never opened, closed, or broken (e.g. terminated)."""
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            if self._conn is not None:
+                self._conn.close()
+            self._conn = psycopg.connect(self.dsn, autocommit=False)
+        return self._conn
+
+    # -- writing -----------------------------------------------------------------------------------
+
+    def apply_batch(self, effects: Sequence[Effect], write: WriteFn) -> BatchResult:
+        """Apply ``effects`` exactly once, in one transaction, and advance the ledger offsets.
+
+        For each effect a ledger row is inserted (``ON CONFLICT DO NOTHING``); only if it is new is
+        ``write(cur, effect)`` called on the same cursor, and its return value stored as target_ref.
+        Existing rows count as duplicates. Each effect runs in its own savepoint, so a raising ``write``
+        only drops that effect (reported in ``failed``). Offsets move to max(offset)+1 of the applied and
+        duplicate effects per partition, never backwards. A broken connection re-raises with nothing
+        committed.
+        """
+        conn = self._connection()
+        s = sql.Identifier(self.schema)
+        insert = sql.SQL(
+            "INSERT INTO {}.applied_effects (connector, effect_id, source_topic, source_partition, source_offset)"
+            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (connector, effect_id) DO NOTHING RETURNING effect_id"
+        ).format(s)
+        set_ref = sql.SQL(
+            "UPDATE {}.applied_effects SET target_ref = %s WHERE connector = %s AND effect_id = %s"
+        ).format(s)
+        upsert_offset = sql.SQL(
+            "INSERT INTO {0}.offsets (connector, topic, partition, next_offset) VALUES (%s, %s, %s, %s)"
+            " ON CONFLICT (connector, topic, partition) DO UPDATE"
+            " SET next_offset = GREATEST({0}.offsets.next_offset, EXCLUDED.next_offset), updated_at = now()"
+            " RETURNING next_offset"
+        ).format(s)
+        result = BatchResult()
+        high: dict[tuple[str, int], int] = {}
+        try:
+            with conn.transaction(), conn.cursor() as cur:
+                for eff in effects:
+                    try:
+                        with conn.transaction():
+                            cur.execute(
+                                insert, (self.connector, eff.effect_id, eff.topic, eff.partition, eff.offset)
+                            )
+                            if cur.fetchone() is None:
+                                result.duplicates.append(eff.effect_id)
+                            else:
+                                ref = write(cur, eff)
+                                if ref is not None:
+                                    cur.execute(set_ref, (ref, self.connector, eff.effect_id))
+                                result.applied.append(eff.effect_id)
+                    except Exception as exc:
+                        if conn.broken or conn.closed or isinstance(exc, psycopg.OperationalError):
+                            raise
+                        result.failed[eff.effect_id] = exc
+                        continue
+                    key = (eff.topic, eff.partition)
+                    high[key] = max(high.get(key, -1), eff.offset + 1)
+                for (topic, partition), nxt in sorted(high.items()):
+                    cur.execute(upsert_offset, (self.connector, topic, partition, nxt))
+                    row = cur.fetchone()
+                    assert row is not None
+                    result.offsets[(topic, partition)] = int(row[0])
+        except BaseException:
+            if conn.broken or conn.closed:
+                self.close()
+            raise
+        return result
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    def _query(self, query: sql.Composable, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """Run a read in its own short transaction (no idle-in-transaction sessions left behind)."""
+        conn = self._connection()
+        with conn.transaction(), conn.cursor() as cur:
+            cur.execute(query, params)
+            return cur.fetchall()
+
+    def committed_offsets(self) -> dict[tuple[str, int], int]:
+        """Next offset to consume per (topic, partition): where a restarted sink should seek."""
+        rows = self._query(
+            sql.SQL("SELECT topic, partition, next_offset FROM {}.offsets WHERE connector = %s").format(
+                sql.Identifier(self.schema)
+            ),
+            (self.connector,),
+        )
+        return {(str(t), int(p)): int(n) for t, p, n in rows}
+
+    def is_applied(self, effect_id: str) -> bool:
+        """Whether this connector's ledger records ``effect_id`` as applied."""
+        rows = self._query(
+            sql.SQL("SELECT 1 FROM {}.applied_effects WHERE connector = %s AND effect_id = %s").format(
+                sql.Identifier(self.schema)
+            ),
+            (self.connector, effect_id),
+        )
+        return bool(rows)
+
+    def applied_count(self) -> int:
+        """Number of effects recorded for this connector."""
+        rows = self._query(
+            sql.SQL("SELECT count(*) FROM {}.applied_effects WHERE connector = %s").format(
+                sql.Identifier(self.schema)
+            ),
+            (self.connector,),
+        )
+        return int(rows[0][0])
