@@ -1,0 +1,116 @@
+"""Dead letters: a record a connector cannot process goes to ``bizbus.ops.dead-letter.v1`` with the original
+key, value and headers as bytes, its source coordinates, the error class and message and the attempts.
+
+The dead letter's ``event_id`` derives from (connector, topic, partition, offset), so dead-lettering the
+same record twice (after a crash before the offset commit) yields the same id, and a replay can tell.
+A sink must ``flush()`` the writer (delivery acknowledged) before it commits the source offset; otherwise
+a crash could lose the record.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from bizbus.connectors.errors import ConnectorError
+from bizbus.schemas import catalog
+from confluent_kafka import Producer
+
+from bizbus import lineage
+from bizbus.serde import AvroSerde
+
+DEAD_LETTER_TOPIC = "bizbus.ops.dead-letter.v1"
+DEAD_LETTER_SCHEMA = "bizbus.ops.DeadLetter"
+MAX_MESSAGE = 2000  # characters of the error message kept (enough to act on, bounded in size)
+
+
+class DeadLetterNotDelivered(ConnectorError):
+    """The broker did not acknowledge a dead letter: the source offset must not be committed."""
+
+    _error_class = "retryable"
+
+
+def dead_letter(
+    *,
+    connector: str,
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    headers: list[tuple[str, bytes | None]] | None,
+    timestamp_ms: int | None,
+    error: ConnectorError,
+    attempts: int,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """A ``bizbus.ops.DeadLetter`` record for one failed source record."""
+    original = lineage.read_headers(headers)
+    error_class = "POISON" if error.error_class == "poison" else (
+        "RETRYABLE" if error.error_class == "retryable" else "PERMANENT")  # fmt: skip
+    return {
+        "meta": lineage.meta(
+            event_id=lineage.event_id("dead-letter", connector, topic, partition, offset),
+            correlation_id=original.get("correlation_id") or f"{topic}/{partition}/{offset}",
+            source_system="bizbus",
+            occurred_at=now or datetime.now(UTC),
+            causation_id=original.get("event_id"),
+        ),
+        "key": key,
+        "value": value,
+        "headers": [{"key": k, "value": v} for k, v in (headers or [])],
+        "source_topic": topic,
+        "source_partition": partition,
+        "source_offset": offset,
+        "source_timestamp": (datetime.fromtimestamp(timestamp_ms / 1000, UTC) if timestamp_ms and timestamp_ms > 0 else None),
+        "connector": connector,
+        "error_class": error_class,
+        "error_type": type(error).__name__ + (f"/{error.reason}" if getattr(error, "reason", None) else ""),
+        "error_message": str(error)[:MAX_MESSAGE] or type(error).__name__,
+        "attempts": attempts,
+        "failed_at": now or datetime.now(UTC),
+    }
+
+
+class DeadLetterWriter:
+    """Produces dead letters with the idempotent producer; ``flush()`` raises if any was not delivered."""
+
+    def __init__(self, kafka_config: dict[str, Any], serde: AvroSerde, topic: str = DEAD_LETTER_TOPIC) -> None:
+        self.kafka_config = kafka_config
+        self.serde = serde
+        self.topic = topic
+        self.sent = 0
+        self._failed: list[str] = []
+
+    def setup(self) -> None:
+        self._encode = self.serde.encoder(f"{self.topic}-value", catalog.load(DEAD_LETTER_SCHEMA))
+        self._producer = Producer({**self.kafka_config, "enable.idempotence": True, "acks": "all", "linger.ms": 5})
+
+    def _on_delivery(self, err: Any, _msg: Any) -> None:
+        if err is not None:
+            self._failed.append(str(err))
+
+    def send(self, record: dict[str, Any]) -> None:
+        self._producer.produce(
+            self.topic,
+            key=record["key"],
+            value=self._encode(record),
+            headers=lineage.headers(record["meta"]),
+            on_delivery=self._on_delivery,
+        )
+        self._producer.poll(0)
+        self.sent += 1
+
+    def flush(self, timeout: float = 30.0) -> None:
+        left = self._producer.flush(timeout)
+        failed, self._failed = self._failed, []
+        if left or failed:
+            raise DeadLetterNotDelivered(
+                f"{left} dead letter(s) still in flight and {len(failed)} refused by the broker"
+                + (f": {failed[0]}" if failed else "")
+            )
+
+    def close(self) -> None:
+        producer = getattr(self, "_producer", None)
+        if producer is not None:
+            producer.flush(10)
