@@ -1,0 +1,211 @@
+"""The sink loop: consume a batch, decode, write idempotently, dead-letter what cannot be written, and only
+then commit the offsets (Kafka Connect's preCommit idea: the writer says what is safe).
+
+    consume (size/time bound) -> decode (poison -> DLQ) -> writer.write(batch) with retries
+      -> permanent per-record failures -> DLQ -> DLQ flush acknowledged -> commit offsets
+
+A crash anywhere before the commit re-delivers the batch; the writer's ledger (or the target's own
+idempotency key) absorbs what was already applied. A record is never dropped: it is applied, or it is a
+dead letter whose delivery the broker acknowledged before the offset moved past it.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from threading import Event
+from typing import Any
+
+from bizbus.connectors.dlq import DeadLetterWriter, dead_letter
+from bizbus.connectors.errors import ConnectorError, Poison, RetryPolicy, call_with_retry, classify
+from confluent_kafka import Consumer, TopicPartition
+
+from bizbus.serde import AvroSerde, PoisonRecord
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SinkRecord:
+    """One decoded source record with its coordinates; ``effect_id`` is derived from its event_id."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: dict[str, Any]
+    raw: bytes
+    headers: list[tuple[str, bytes | None]]
+    timestamp_ms: int | None
+
+    @property
+    def effect_id(self) -> str:
+        return str(self.value["meta"]["event_id"])
+
+
+@dataclass
+class WriteResult:
+    """What a writer did with a batch; ``failed`` maps effect ids to classified per-record errors."""
+
+    applied: int = 0
+    duplicates: int = 0
+    failed: dict[str, ConnectorError] = field(default_factory=dict)
+
+
+class SinkWriter(ABC):
+    """Writes a batch idempotently; raises for batch-wide failures, reports per-record ones."""
+
+    def setup(self) -> None:
+        """Open connections."""
+
+    @abstractmethod
+    def write(self, records: list[SinkRecord]) -> WriteResult: ...
+
+    def safe_offsets(self) -> dict[tuple[str, int], int]:
+        """Next offsets the target has durably applied (seek there on assignment); {} if unknown."""
+        return {}
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+@dataclass
+class SinkStats:
+    consumed: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0
+    batches: int = 0
+
+
+class SinkRunner:
+    """Runs one sink task: a consumer-group member over ``topics`` feeding ``writer``."""
+
+    def __init__(
+        self,
+        name: str,
+        topics: list[str],
+        kafka_config: dict[str, Any],
+        serde: AvroSerde,
+        writer: SinkWriter,
+        dlq: DeadLetterWriter,
+        policy: RetryPolicy | None = None,
+        batch_size: int = 500,
+        batch_timeout: float = 0.2,
+    ) -> None:
+        self.name, self.topics, self.serde, self.writer, self.dlq = name, topics, serde, writer, dlq
+        self.kafka_config = kafka_config
+        self.policy = policy or RetryPolicy()
+        self.batch_size, self.batch_timeout = batch_size, batch_timeout
+        self.stats = SinkStats()
+
+    def setup(self) -> None:
+        self.writer.setup()
+        self.dlq.setup()
+        self._consumer = Consumer({
+            **self.kafka_config, "group.id": f"bizbus-sink-{self.name}", "enable.auto.commit": False,
+            "auto.offset.reset": "earliest", "session.timeout.ms": 6000, "isolation.level": "read_committed",
+        })  # fmt: skip
+        self._consumer.subscribe(self.topics, on_assign=self._on_assign)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Start each partition at the later of Kafka's committed offset and the writer's ledger."""
+        safe = self.writer.safe_offsets()
+        committed = {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(partitions, timeout=10)}
+        for tp in partitions:
+            ledger = safe.get((tp.topic, tp.partition))
+            kafka = committed.get((tp.topic, tp.partition), -1001)
+            if ledger is not None and ledger > kafka:
+                tp.offset = ledger
+        consumer.assign(partitions)
+
+    def run(self, stop: Event) -> None:
+        while not stop.is_set():
+            msgs = self._consumer.consume(self.batch_size, self.batch_timeout)
+            msgs = [m for m in msgs if m.error() is None]
+            if msgs:
+                self.process(msgs)
+
+    def process(self, msgs: list[Any]) -> None:
+        """One batch through decode -> write -> dead letters -> commit."""
+        self.stats.consumed += len(msgs)
+        records: list[SinkRecord] = []
+        failures: list[tuple[Any, ConnectorError, int]] = []
+        for m in msgs:
+            try:
+                value = self.serde.decode(m.value())
+                if not isinstance(value, dict) or "meta" not in value:
+                    raise PoisonRecord("record has no meta: not a bizbus event")
+            except PoisonRecord as exc:
+                failures.append((m, Poison(str(exc)), 1))
+                continue
+            records.append(SinkRecord(m.topic(), m.partition(), m.offset(), m.key(), value, m.value(),
+                                      list(m.headers() or []), m.timestamp()[1]))  # fmt: skip
+        if records:
+            attempts = [0]
+
+            def attempt() -> WriteResult:
+                attempts[0] += 1
+                return self.writer.write(records)
+
+            try:
+                result = call_with_retry(attempt, self.policy)
+            except ConnectorError as exc:
+                if exc.error_class == "fatal":
+                    raise
+                # batch-wide failure past the retry budget: isolate per record so one bad record
+                # cannot block the partition; each gets its own verdict
+                result = self._one_by_one(records)
+            self.stats.applied += result.applied
+            self.stats.duplicates += result.duplicates
+            by_id = {r.effect_id: r for r in records}
+            for effect_id, err in result.failed.items():
+                failures.append((by_id[effect_id], err, attempts[0]))
+        for item, err, n in failures:
+            self.dlq.send(self._dead_letter(item, err, n))
+        if failures:
+            self.dlq.flush()  # acknowledged before the offsets move past them
+            self.stats.dead_lettered += len(failures)
+        self._commit(msgs)
+        self.stats.batches += 1
+
+    def _one_by_one(self, records: list[SinkRecord]) -> WriteResult:
+        total = WriteResult()
+        for r in records:
+            try:
+                res = call_with_retry(lambda r=r: self.writer.write([r]), self.policy)
+            except ConnectorError as exc:
+                if exc.error_class == "fatal":
+                    raise
+                total.failed[r.effect_id] = exc
+                continue
+            total.applied += res.applied
+            total.duplicates += res.duplicates
+            total.failed.update(res.failed)
+        return total
+
+    def _dead_letter(self, item: Any, err: ConnectorError, attempts: int) -> dict[str, Any]:
+        if isinstance(item, SinkRecord):
+            coords = (item.topic, item.partition, item.offset, item.key, item.raw, item.headers, item.timestamp_ms)
+        else:
+            coords = (item.topic(), item.partition(), item.offset(), item.key(), item.value(),
+                      list(item.headers() or []), item.timestamp()[1])  # fmt: skip
+        topic, partition, offset, key, value, headers, ts = coords
+        log.warning("sink %s: dead-lettering %s[%d]@%d: %s", self.name, topic, partition, offset, err)
+        return dead_letter(connector=self.name, topic=topic, partition=partition, offset=offset, key=key, value=value,
+                           headers=headers, timestamp_ms=ts, error=classify(err), attempts=attempts)  # fmt: skip
+
+    def _commit(self, msgs: list[Any]) -> None:
+        nxt: dict[tuple[str, int], int] = {}
+        for m in msgs:
+            k = (m.topic(), m.partition())
+            nxt[k] = max(nxt.get(k, 0), m.offset() + 1)
+        self._consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in nxt.items()], asynchronous=False)
+
+    def close(self) -> None:
+        consumer = getattr(self, "_consumer", None)
+        if consumer is not None:
+            consumer.close()
+        self.dlq.close()
+        self.writer.close()
