@@ -45,7 +45,7 @@ class ComponentThread:
         COMPONENT_UP.labels(self.name, self.type_name).set(1)
         try:
             self.component.run(self.stop)
-        except Exception as exc:
+        except Exception as exc:  # any crash is kept for /readyz and logged, never swallowed
             self.error = exc
             log.exception("component %s failed: %s", self.name, exc)
         finally:

@@ -59,12 +59,9 @@ def _first_problem(schema: Any, record: Any, error: Exception) -> tuple[str, str
             e = exc.errors[0]
             return str(e.field), f"{e.datum!r} is not a valid {json.dumps(e.schema, default=str)[:80]}"
         return "(unknown)", str(exc)
-    except (ValueError, TypeError):  # fastavro's decimal checks raise plain errors without the field
+    except (ValueError, TypeError):  # fastavro raises plain errors for some types, without the field
         pass
-    found = decimal_problems(schema, record)  # fastavro's decimal errors do not say which field
-    if found:
-        path, _, reason = found[0].partition(": ")
-        return path, reason
+    # decimals were checked (with their field) before writing, so what is left has no known field
     return "(unknown)", f"{type(error).__name__}: {error}"
 
 

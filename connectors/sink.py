@@ -18,7 +18,7 @@ from threading import Event
 from typing import Any
 
 from bizbus.connectors.dlq import DeadLetterWriter, dead_letter
-from bizbus.connectors.errors import ConnectorError, Poison, RetryPolicy, call_with_retry, classify
+from bizbus.connectors.errors import ConnectorError, Poison, RetryPolicy, call_with_retry
 from confluent_kafka import Consumer, TopicPartition
 
 from bizbus.serde import AvroSerde, PoisonRecord
@@ -194,7 +194,7 @@ class SinkRunner:
         topic, partition, offset, key, value, headers, ts = coords
         log.warning("sink %s: dead-lettering %s[%d]@%d: %s", self.name, topic, partition, offset, err)
         return dead_letter(connector=self.name, topic=topic, partition=partition, offset=offset, key=key, value=value,
-                           headers=headers, timestamp_ms=ts, error=classify(err), attempts=attempts)  # fmt: skip
+                           headers=headers, timestamp_ms=ts, error=err, attempts=attempts)  # fmt: skip
 
     def _commit(self, msgs: list[Any]) -> None:
         nxt: dict[tuple[str, int], int] = {}

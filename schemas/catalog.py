@@ -41,7 +41,6 @@ META_TYPE = "bizbus.common.EventMeta"
 """Full name of the envelope record that is the first field (``meta``) of every top-level event."""
 
 _FULL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
-_NAMED = ("record", "error", "enum", "fixed")
 _TYPE_KEYS = ("type", "name", "namespace", "aliases", "doc", "symbols", "default", "size", "fields",
               "items", "values", "logicalType", "precision", "scale")
 _FIELD_KEYS = ("name", "aliases", "doc", "type", "default", "order")
