@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from bizbus.connectors.dlq import DeadLetterWriter
 from bizbus.connectors.errors import Permanent, RetryPolicy
-from bizbus.connectors.sink import SinkRecord, SinkRunner
+from bizbus.connectors.sink import SinkRecord, SinkRunner, SinkWriter, WriteResult
 from bizbus.connectors.sinks.postgres import PgTableWriter
 from bizbus.schemas import catalog
 from confluent_kafka import Producer
@@ -107,3 +107,47 @@ def test_sink_applies_once_and_dead_letters_bad_records(embedded_broker, registr
     replay.close()
     assert conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == n - 1
     assert replay.stats.applied == 0 and replay.stats.duplicates == n - 1
+
+
+class _BatchHostileWriter(SinkWriter):
+    """A target that times out on any batch of more than one record and refuses one record outright."""
+
+    def __init__(self) -> None:
+        self.rows: list[str] = []
+
+    def write(self, records: list[SinkRecord]) -> WriteResult:
+        if len(records) > 1:
+            raise TimeoutError("target timed out on a batch")
+        r = records[0]
+        if r.value["project"] == "BAD":
+            raise Permanent("unknown project BAD")
+        if r.effect_id in self.rows:
+            return WriteResult(duplicates=1)
+        self.rows.append(r.effect_id)
+        return WriteResult(applied=1)
+
+
+def test_batch_failure_past_the_budget_is_isolated_per_record(embedded_broker, registry) -> None:
+    conf = {"bootstrap.servers": embedded_broker.bootstrap_servers}
+    topic, dlq_topic = f"bizbus.test.iso-{uuid.uuid4().hex[:6]}.v1", f"bizbus.test.isodlq-{uuid.uuid4().hex[:6]}.v1"
+    admin = AdminClient(conf)
+    for t in (topic, dlq_topic):
+        admin.create_topics([NewTopic(t, 1, 1)])[t].result(20)
+    serde = AvroSerde({"url": registry.url})
+    encode = serde.encoder(f"{topic}-value", catalog.load("bizbus.pm.TimesheetEntry"))
+    producer = Producer({**conf, "enable.idempotence": True, "acks": "all"})
+    for i in range(20):
+        rec = catalog.sample("bizbus.pm.TimesheetEntry")
+        rec["meta"]["event_id"] = lineage.event_id("iso", topic, i)
+        rec["project"] = "BAD" if i == 5 else "P-1"
+        producer.produce(topic, value=encode(rec))
+    assert producer.flush(20) == 0
+    writer = _BatchHostileWriter()
+    runner = SinkRunner(f"iso-{uuid.uuid4().hex[:6]}", [topic], conf, serde, writer,
+                        DeadLetterWriter(conf, serde, topic=dlq_topic), RetryPolicy(max_attempts=2, initial_delay=0.01))  # fmt: skip
+    runner.setup()
+    _run_until(runner, 20)
+    runner.close()
+    assert len(writer.rows) == 19 and len(set(writer.rows)) == 19  # nothing lost, nothing twice
+    assert lineage.event_id("iso", topic, 5) not in writer.rows
+    assert runner.stats.dead_lettered == 1 and runner.stats.applied == 19
