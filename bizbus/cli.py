@@ -23,13 +23,25 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-topics_app = typer.Typer(help="The topic catalogue (deploy/topics.yaml) and the cluster's live state.", no_args_is_help=True)
-schemas_app = typer.Typer(help="Canonical Avro schemas (schemas/avro) and the schema registry.", no_args_is_help=True)
+topics_app = typer.Typer(
+    help="The topic catalogue (deploy/topics.yaml) and the cluster's live state.", no_args_is_help=True
+)
+schemas_app = typer.Typer(
+    help="Canonical Avro schemas (schemas/avro) and the schema registry.", no_args_is_help=True
+)
 app.add_typer(topics_app, name="topics")
 app.add_typer(schemas_app, name="schemas")
 
-PipelineOpt = Annotated[Path | None, typer.Option("--pipeline", "-p", help="pipeline YAML (default: BIZBUS_PIPELINE_FILE or deploy/pipeline.yaml)")]
-TopicsOpt = Annotated[Path | None, typer.Option("--topics", help="topic catalogue YAML (default: BIZBUS_TOPICS_FILE or deploy/topics.yaml)")]
+PipelineOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--pipeline", "-p", help="pipeline YAML (default: BIZBUS_PIPELINE_FILE or deploy/pipeline.yaml)"
+    ),
+]
+TopicsOpt = Annotated[
+    Path | None,
+    typer.Option("--topics", help="topic catalogue YAML (default: BIZBUS_TOPICS_FILE or deploy/topics.yaml)"),
+]
 
 
 def _settings(pipeline: Path | None = None, topics: Path | None = None):
@@ -78,6 +90,30 @@ def up(pipeline: PipelineOpt = None, topics: TopicsOpt = None) -> None:
 
 
 @app.command()
+def worker(
+    pipeline: PipelineOpt = None,
+    topics: TopicsOpt = None,
+    only: Annotated[
+        list[str] | None, typer.Option("--only", help="run just this component (repeatable)")
+    ] = None,
+) -> None:
+    """Run the pipeline's connectors against a running broker and registry, without starting them.
+
+    Start several workers with the same pipeline to spread the work: sink tasks share a consumer group,
+    source shards are leased (a standby takes over when a worker dies). Pause and resume a connector
+    with POST /connectors/NAME/pause and /resume on the worker's HTTP port (BIZBUS_HTTP_PORT; 0 = any).
+    """
+    from bizbus.pipeline import load_pipeline
+    from bizbus.runner import worker as run_worker
+
+    s = _settings(pipeline, topics)
+    _logging(s.log_level)
+    raise typer.Exit(
+        run_worker(s, load_pipeline(s.pipeline_file), _catalogue(s), tuple(only or ()), echo=typer.echo)
+    )
+
+
+@app.command()
 def check(pipeline: PipelineOpt = None, topics: TopicsOpt = None) -> None:
     """Validate settings, the pipeline file and the topic catalogue without connecting to anything."""
     from bizbus.pipeline import load_pipeline
@@ -85,7 +121,9 @@ def check(pipeline: PipelineOpt = None, topics: TopicsOpt = None) -> None:
     s = _settings(pipeline, topics)
     pl = load_pipeline(s.pipeline_file)
     cat = _catalogue(s)
-    typer.echo(f"ok: pipeline '{pl.name}' ({len(pl.components)} components) and {len(cat.topics)} catalogue topics are valid")
+    typer.echo(
+        f"ok: pipeline '{pl.name}' ({len(pl.components)} components) and {len(cat.topics)} catalogue topics are valid"
+    )
 
 
 @app.command()
@@ -101,7 +139,9 @@ def components() -> None:
 
 
 @app.command()
-def docs(check_only: Annotated[bool, typer.Option("--check", help="fail when docs/reference.md is stale")] = False) -> None:
+def docs(
+    check_only: Annotated[bool, typer.Option("--check", help="fail when docs/reference.md is stale")] = False,
+) -> None:
     """Generate docs/reference.md (settings, component configs, topics) from the typed specs."""
     from bizbus.refdocs import REFERENCE, render
 
@@ -120,7 +160,9 @@ def docs(check_only: Annotated[bool, typer.Option("--check", help="fail when doc
 @app.command()
 def tail(
     topic: Annotated[str, typer.Argument(help="catalogue topic, e.g. bizbus.pm.timesheet.v1")],
-    from_beginning: Annotated[bool, typer.Option("--from-beginning", help="start at the oldest record")] = False,
+    from_beginning: Annotated[
+        bool, typer.Option("--from-beginning", help="start at the oldest record")
+    ] = False,
     max_records: Annotated[int, typer.Option("--max", help="stop after N records (0: run until Ctrl-C)")] = 0,
     timeout: Annotated[float, typer.Option(help="stop after this many idle seconds (0: never)")] = 0.0,
 ) -> None:
@@ -219,23 +261,33 @@ def _read_text(path: Path) -> str:
 
 
 @topics_app.command("list")
-def topics_list(topics: TopicsOpt = None, offline: Annotated[bool, typer.Option(help="catalogue only, no cluster")] = False) -> None:
+def topics_list(
+    topics: TopicsOpt = None,
+    offline: Annotated[bool, typer.Option(help="catalogue only, no cluster")] = False,
+) -> None:
     """Print the catalogue with each topic's live state (missing / ok / drift)."""
     from bizbus import catalogue as c
 
     s = _settings(topics=topics)
     cat = _catalogue(s)
-    states = [c.TopicState(t, False, action="-") for t in cat.topics] if offline else c.live_state(_admin(s), cat)
+    states = (
+        [c.TopicState(t, False, action="-") for t in cat.topics] if offline else c.live_state(_admin(s), cat)
+    )
     typer.echo(f"{'topic':<36} {'part':>4} {'policy':<8} {'retention':<9} {'owner':<20} {'schema':<34} live")
     for st in states:
         t = st.spec
-        typer.echo(f"{t.name:<36} {t.partitions:>4} {t.cleanup_policy:<8} {t.retention:<9} {t.owner:<20} {t.value_schema:<34} {st.status}")
+        typer.echo(
+            f"{t.name:<36} {t.partitions:>4} {t.cleanup_policy:<8} {t.retention:<9} {t.owner:<20} {t.value_schema:<34} {st.status}"
+        )
         for d in st.drift:
             typer.echo(f"    drift: {d}")
 
 
 @topics_app.command("apply")
-def topics_apply(topics: TopicsOpt = None, dry_run: Annotated[bool, typer.Option("--dry-run", help="show, change nothing")] = False) -> None:
+def topics_apply(
+    topics: TopicsOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="show, change nothing")] = False,
+) -> None:
     """Create the catalogue's missing topics; report drift on existing ones (never changes them)."""
     from bizbus import catalogue as c
 
@@ -247,7 +299,9 @@ def topics_apply(topics: TopicsOpt = None, dry_run: Annotated[bool, typer.Option
             typer.echo(f"    drift: {d}")
     failed = [st for st in states if st.action.startswith("FAILED")]
     drift = [st for st in states if st.drift]
-    typer.echo(f"{sum(st.action.startswith('created') for st in states)} created, {len(drift)} with drift, {len(failed)} failed")
+    typer.echo(
+        f"{sum(st.action.startswith('created') for st in states)} created, {len(drift)} with drift, {len(failed)} failed"
+    )
     if failed:
         raise typer.Exit(1)
 
@@ -286,7 +340,9 @@ def schemas_register(topics: TopicsOpt = None) -> None:
 
 @schemas_app.command("check")
 def schemas_check(
-    against: Annotated[str, typer.Option(help="registry, git, or auto (registry when reachable, else git)")] = "auto",
+    against: Annotated[
+        str, typer.Option(help="registry, git, or auto (registry when reachable, else git)")
+    ] = "auto",
     topics: TopicsOpt = None,
 ) -> None:
     """Fail when a working-tree schema is incompatible with what readers already have.
@@ -309,7 +365,9 @@ def schemas_check(
         except httpx.HTTPError:
             typer.echo(f"no registry at {s.registry_url}: checking against git history instead")
             against = "git"
-    findings = chk.against_registry(cat, s.registry_config()) if against == "registry" else chk.against_git(cat)
+    findings = (
+        chk.against_registry(cat, s.registry_config()) if against == "registry" else chk.against_git(cat)
+    )
     typer.echo(chk.render(findings))
     if any(not f.ok for f in findings):
         raise typer.Exit(1)

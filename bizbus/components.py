@@ -82,5 +82,17 @@ COMPONENT_TYPES: dict[str, ComponentType] = {
             "bizbus.connectors.sources.sample:SampleEventsSource",
             "Emits realistic canonical sample events to a catalogue topic at a fixed rate (demo, smoke tests).",
         ),
+        ComponentType(
+            "pg-outbox",
+            "source",
+            "bizbus.connectors.sources.pg_outbox:PgOutboxSource",
+            "Transactional outbox in PostgreSQL: each row becomes a canonical event; cursor and shard lease in PostgreSQL.",
+        ),
+        ComponentType(
+            "pg-table",
+            "sink",
+            "bizbus.connectors.sinks.postgres:PgTableSink",
+            "Writes each event as a row of a PostgreSQL table exactly once (row and ledger in one transaction).",
+        ),
     )
 }

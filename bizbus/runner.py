@@ -87,6 +87,27 @@ class Health:
         self._cache = (now, result)
         return result
 
+    def connectors(self) -> dict[str, Any]:
+        """Each component's state and, for connectors, its tasks' states."""
+        out: dict[str, Any] = {}
+        for c in self.components:
+            states = getattr(c.component, "states", None)
+            out[c.name] = {"type": c.type_name, "state": c.state, "tasks": states() if states else {}}
+        return out
+
+    def control(self, name: str, action: str) -> tuple[int, dict[str, Any]]:
+        """Pause or resume a connector's tasks (they keep their group membership and leases)."""
+        comp = next((c for c in self.components if c.name == name), None)
+        if comp is None:
+            return 404, {
+                "error": f"no component {name!r}; known: {', '.join(c.name for c in self.components)}"
+            }
+        fn = getattr(comp.component, action, None)
+        if fn is None:
+            return 409, {"error": f"{name} ({comp.type_name}) cannot {action}"}
+        fn()
+        return 202, {"component": name, "requested": action}
+
 
 def serve_http(host: str, port: int, health: Health) -> ThreadingHTTPServer:
     """Start the HTTP endpoints on a background thread."""
@@ -99,9 +120,23 @@ def serve_http(host: str, port: int, health: Health) -> ThreadingHTTPServer:
             self.end_headers()
             self.wfile.write(body)
 
+        def do_POST(self) -> None:
+            parts = self.path.split("?", 1)[0].strip("/").split("/")
+            if len(parts) == 3 and parts[0] == "connectors" and parts[2] in ("pause", "resume"):
+                code, body = health.control(parts[1], parts[2])
+                self._send(code, json.dumps(body).encode(), "application/json")
+            else:
+                self._send(
+                    404,
+                    b'{"error":"not found; try POST /connectors/NAME/pause or /resume"}',
+                    "application/json",
+                )
+
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
-            if path == "/healthz":
+            if path == "/connectors":
+                self._send(200, json.dumps(health.connectors()).encode(), "application/json")
+            elif path == "/healthz":
                 self._send(200, b'{"status":"alive"}', "application/json")
             elif path == "/readyz":
                 checks = health.checks()
@@ -124,15 +159,41 @@ def serve_http(host: str, port: int, health: Health) -> ThreadingHTTPServer:
     return server
 
 
-def up(settings: Settings, pipeline: Pipeline, catalogue: Catalogue, echo: Callable[[str], None] = print) -> int:
-    """Run the bus in the foreground until SIGINT/SIGTERM; everything started is stopped on the way out."""
-    stop = threading.Event()
+def start_components(pipeline: Pipeline, ctx: RuntimeContext, stop: threading.Event,
+                     only: tuple[str, ...] = ()) -> list[ComponentThread]:  # fmt: skip
+    """Build and set up the enabled components (or just ``only``); not started yet."""
+    threads: list[ComponentThread] = []
+    for cc in pipeline.enabled():
+        if only and cc.name not in only:
+            continue
+        comp = cc.type.load()(cc.name, cc.config, ctx)
+        comp.setup()
+        threads.append(ComponentThread(cc.name, cc.type.name, comp, stop))
+    return threads
 
+
+def stop_components(threads: list[ComponentThread], stop: threading.Event) -> None:
+    """Stop with drain: each loop finishes its batch and commits, then its connections close."""
+    stop.set()
+    for t in threads:
+        t.thread.join(timeout=30)
+        t.component.close()
+
+
+def _signals(stop: threading.Event, echo: Callable[[str], None]) -> dict[int, Any]:
     def on_signal(signum: int, _frame: Any) -> None:
         echo(f"\n{signal.Signals(signum).name} received: stopping ...")
         stop.set()
 
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    return {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+
+
+def up(
+    settings: Settings, pipeline: Pipeline, catalogue: Catalogue, echo: Callable[[str], None] = print
+) -> int:
+    """Run the bus in the foreground until SIGINT/SIGTERM; everything started is stopped on the way out."""
+    stop = threading.Event()
+    old = _signals(stop, echo)
     stack = Stack(settings)
     threads: list[ComponentThread] = []
     server: ThreadingHTTPServer | None = None
@@ -140,11 +201,7 @@ def up(settings: Settings, pipeline: Pipeline, catalogue: Catalogue, echo: Calla
         stack.start(progress=echo)
         serde = AvroSerde(settings.registry_config())
         bootstrap(settings, catalogue, serde, progress=echo)
-        ctx = RuntimeContext(settings, catalogue, serde)
-        for cc in pipeline.enabled():
-            comp = cc.type.load()(cc.name, cc.config, ctx)
-            comp.setup()
-            threads.append(ComponentThread(cc.name, cc.type.name, comp, stop))
+        threads = start_components(pipeline, RuntimeContext(settings, catalogue, serde), stop)
         server = serve_http(settings.http_host, settings.http_port, Health(settings, threads))
         for t in threads:
             t.thread.start()
@@ -152,14 +209,13 @@ def up(settings: Settings, pipeline: Pipeline, catalogue: Catalogue, echo: Calla
         while not stop.wait(0.5):
             dead = stack.dead_children()
             if dead:
-                echo(f"the embedded {' and '.join(dead)} exited unexpectedly; stopping (logs: {settings.data_dir / 'logs'})")
+                echo(
+                    f"the embedded {' and '.join(dead)} exited unexpectedly; stopping (logs: {settings.data_dir / 'logs'})"
+                )
                 return 1
         return 0
     finally:
-        stop.set()
-        for t in threads:
-            t.thread.join(timeout=15)
-            t.component.close()
+        stop_components(threads, stop)
         if server is not None:
             server.shutdown()
             server.server_close()
@@ -167,6 +223,45 @@ def up(settings: Settings, pipeline: Pipeline, catalogue: Catalogue, echo: Calla
         for s, handler in old.items():
             signal.signal(s, handler)
         echo("bizbus stopped; every child process has exited.")
+
+
+def worker(settings: Settings, pipeline: Pipeline, catalogue: Catalogue, only: tuple[str, ...] = (),
+           echo: Callable[[str], None] = print) -> int:  # fmt: skip
+    """Run pipeline components against an already running broker and registry (no embedded stack).
+
+    Start as many workers as you like with the same pipeline: sink tasks share their consumer group,
+    source shards are leased, so work spreads and a dead worker's share is taken over.
+    """
+    stop = threading.Event()
+    old = _signals(stop, echo)
+    threads: list[ComponentThread] = []
+    server: ThreadingHTTPServer | None = None
+    try:
+        serde = AvroSerde(settings.registry_config())
+        threads = start_components(pipeline, RuntimeContext(settings, catalogue, serde), stop, only)
+        if not threads:
+            echo(
+                f"nothing to run: no enabled component{' named ' + ', '.join(only) if only else ''} in {pipeline.path}"
+            )
+            return 2
+        server = serve_http(settings.http_host, settings.http_port, Health(settings, threads))
+        for t in threads:
+            t.thread.start()
+        echo(f"bizbus worker: {', '.join(t.name for t in threads)} against {settings.bootstrap_servers}; "
+             f"http://{settings.http_host}:{server.server_address[1]}/connectors")  # fmt: skip
+        while not stop.wait(0.5):
+            failed = [t for t in threads if t.error is not None]
+            if failed:
+                echo(f"component {failed[0].name} failed: {failed[0].error}; stopping")
+                return 1
+        return 0
+    finally:
+        stop_components(threads, stop)
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        for s, handler in old.items():
+            signal.signal(s, handler)
 
 
 def banner(settings: Settings, stack: Stack, pipeline: Pipeline, http_port: int) -> str:
@@ -187,7 +282,7 @@ bizbus is up — pipeline '{pipeline.name}' from {pipeline.path}
 Try next (in another terminal, with .venv/bin on PATH or via `.venv/bin/bizbus`):
   bizbus topics list                          the catalogue with live state
   bizbus tail {first_topic}        decoded records as they arrive
-  curl -s http://{settings.registry_url.split('//', 1)[-1]}/subjects           subjects in the registry
+  curl -s http://{settings.registry_url.split("//", 1)[-1]}/subjects           subjects in the registry
   curl -s http://{settings.http_host}:{http_port}/readyz
 Ctrl-C stops everything.
 """

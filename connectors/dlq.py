@@ -15,12 +15,15 @@ from typing import Any
 from bizbus.connectors.errors import ConnectorError
 from bizbus.schemas import catalog
 from confluent_kafka import Producer
+from prometheus_client import Counter
 
 from bizbus import lineage
 from bizbus.serde import AvroSerde
 
 DEAD_LETTER_TOPIC = "bizbus.ops.dead-letter.v1"
 DEAD_LETTER_SCHEMA = "bizbus.ops.DeadLetter"
+DEAD_LETTERS = Counter("bizbus_dead_letters_total", "Records sent to the dead-letter topic",
+                       ["connector", "error_class", "error_type"])  # fmt: skip
 MAX_MESSAGE = 2000  # characters of the error message kept (enough to act on, bounded in size)
 
 
@@ -62,7 +65,9 @@ def dead_letter(
         "source_topic": topic,
         "source_partition": partition,
         "source_offset": offset,
-        "source_timestamp": (datetime.fromtimestamp(timestamp_ms / 1000, UTC) if timestamp_ms and timestamp_ms > 0 else None),
+        "source_timestamp": (
+            datetime.fromtimestamp(timestamp_ms / 1000, UTC) if timestamp_ms and timestamp_ms > 0 else None
+        ),
         "connector": connector,
         "error_class": error_class,
         "error_type": type(error).__name__ + (f"/{error.reason}" if getattr(error, "reason", None) else ""),
@@ -75,7 +80,9 @@ def dead_letter(
 class DeadLetterWriter:
     """Produces dead letters with the idempotent producer; ``flush()`` raises if any was not delivered."""
 
-    def __init__(self, kafka_config: dict[str, Any], serde: AvroSerde, topic: str = DEAD_LETTER_TOPIC) -> None:
+    def __init__(
+        self, kafka_config: dict[str, Any], serde: AvroSerde, topic: str = DEAD_LETTER_TOPIC
+    ) -> None:
         self.kafka_config = kafka_config
         self.serde = serde
         self.topic = topic
@@ -84,7 +91,9 @@ class DeadLetterWriter:
 
     def setup(self) -> None:
         self._encode = self.serde.encoder(f"{self.topic}-value", catalog.load(DEAD_LETTER_SCHEMA))
-        self._producer = Producer({**self.kafka_config, "enable.idempotence": True, "acks": "all", "linger.ms": 5})
+        self._producer = Producer(
+            {**self.kafka_config, "enable.idempotence": True, "acks": "all", "linger.ms": 5}
+        )
 
     def _on_delivery(self, err: Any, _msg: Any) -> None:
         if err is not None:
@@ -100,6 +109,7 @@ class DeadLetterWriter:
         )
         self._producer.poll(0)
         self.sent += 1
+        DEAD_LETTERS.labels(record["connector"], record["error_class"], record["error_type"]).inc()
 
     def flush(self, timeout: float = 30.0) -> None:
         left = self._producer.flush(timeout)

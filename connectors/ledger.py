@@ -211,6 +211,18 @@ class PgLedger:
         )
         return bool(rows)
 
+    def applied_ids(self, effect_ids: Sequence[str]) -> set[str]:
+        """Which of ``effect_ids`` this connector's ledger records as applied (one query)."""
+        if not effect_ids:
+            return set()
+        rows = self._query(
+            sql.SQL("SELECT effect_id FROM {}.applied_effects WHERE connector = %s AND effect_id = ANY(%s)").format(
+                sql.Identifier(self.schema)
+            ),
+            (self.connector, list(effect_ids)),
+        )
+        return {str(r[0]) for r in rows}
+
     def applied_count(self) -> int:
         """Number of effects recorded for this connector."""
         rows = self._query(

@@ -15,15 +15,30 @@ import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from threading import Event
-from typing import Any
+from typing import Any, Literal
 
+from bizbus.connectors.base import Task
 from bizbus.connectors.dlq import DeadLetterWriter, dead_letter
-from bizbus.connectors.errors import ConnectorError, Poison, RetryPolicy, call_with_retry
+from bizbus.connectors.errors import ConnectorError, Permanent, Poison, RetryPolicy, call_with_retry
 from confluent_kafka import Consumer, TopicPartition
+from prometheus_client import Counter
 
 from bizbus.serde import AvroSerde, PoisonRecord
 
 log = logging.getLogger(__name__)
+
+SINK_RECORDS = Counter("bizbus_sink_records_total", "Records a sink finished with, by outcome",
+                       ["connector", "outcome"])  # fmt: skip
+
+
+def field_at(value: Any, path: str) -> Any:
+    """The field at a dotted ``path`` of a decoded event; a missing one is a per-record ``Permanent`` error."""
+    cur = value
+    for part in path.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            raise Permanent(f"the record has no field {path!r}", reason="mapping")
+        cur = cur[part]
+    return cur
 
 
 @dataclass(frozen=True)
@@ -53,6 +68,15 @@ class WriteResult:
     failed: dict[str, ConnectorError] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class PlannedEffect:
+    """What ``write`` would do with one record (``bizbus dlq replay --dry-run``): nothing is written."""
+
+    effect_id: str
+    action: Literal["create", "skip"]  # skip: the ledger (or the target) already has this effect
+    detail: str  # one line a person can check, e.g. the row or the request body
+
+
 class SinkWriter(ABC):
     """Writes a batch idempotently; raises for batch-wide failures, reports per-record ones."""
 
@@ -61,6 +85,10 @@ class SinkWriter(ABC):
 
     @abstractmethod
     def write(self, records: list[SinkRecord]) -> WriteResult: ...
+
+    @abstractmethod
+    def plan(self, records: list[SinkRecord]) -> list[PlannedEffect]:
+        """What ``write(records)`` would do, record by record, without writing anything."""
 
     def safe_offsets(self) -> dict[tuple[str, int], int]:
         """Next offsets the target has durably applied (seek there on assignment); {} if unknown."""
@@ -79,8 +107,11 @@ class SinkStats:
     batches: int = 0
 
 
-class SinkRunner:
-    """Runs one sink task: a consumer-group member over ``topics`` feeding ``writer``."""
+class SinkRunner(Task):
+    """Runs one sink task: a consumer-group member over ``topics`` feeding ``writer``.
+
+    All tasks of one connector (in any number of processes) share the group ``bizbus-sink-<name>``.
+    """
 
     def __init__(
         self,
@@ -99,6 +130,7 @@ class SinkRunner:
         self.policy = policy or RetryPolicy()
         self.batch_size, self.batch_timeout = batch_size, batch_timeout
         self.stats = SinkStats()
+        self._paused = False
 
     def setup(self) -> None:
         self.writer.setup()
@@ -119,13 +151,29 @@ class SinkRunner:
             if ledger is not None and ledger > kafka:
                 tp.offset = ledger
         consumer.assign(partitions)
+        if self._paused:
+            consumer.pause(partitions)
+
+    def step(self) -> int:
+        """Consume one batch (size/time bound) and process it; paused partitions return nothing."""
+        msgs = self._consumer.consume(self.batch_size, self.batch_timeout)
+        msgs = [m for m in msgs if m.error() is None]
+        if msgs:
+            self.process(msgs)
+        return len(msgs)
+
+    def pause(self) -> None:
+        self._paused = True
+        self._consumer.pause(self._consumer.assignment())
+
+    def resume(self) -> None:
+        self._paused = False
+        self._consumer.resume(self._consumer.assignment())
 
     def run(self, stop: Event) -> None:
+        """Loop without the task runtime (tests, one-off tools)."""
         while not stop.is_set():
-            msgs = self._consumer.consume(self.batch_size, self.batch_timeout)
-            msgs = [m for m in msgs if m.error() is None]
-            if msgs:
-                self.process(msgs)
+            self.step()
 
     def process(self, msgs: list[Any]) -> None:
         """One batch through decode -> write -> dead letters -> commit."""
@@ -159,6 +207,8 @@ class SinkRunner:
                 result = self._one_by_one(records)
             self.stats.applied += result.applied
             self.stats.duplicates += result.duplicates
+            SINK_RECORDS.labels(self.name, "applied").inc(result.applied)
+            SINK_RECORDS.labels(self.name, "duplicate").inc(result.duplicates)
             by_id = {r.effect_id: r for r in records}
             for effect_id, err in result.failed.items():
                 failures.append((by_id[effect_id], err, attempts[0]))
@@ -167,6 +217,7 @@ class SinkRunner:
         if failures:
             self.dlq.flush()  # acknowledged before the offsets move past them
             self.stats.dead_lettered += len(failures)
+            SINK_RECORDS.labels(self.name, "dead_letter").inc(len(failures))
         self._commit(msgs)
         self.stats.batches += 1
 
@@ -187,7 +238,15 @@ class SinkRunner:
 
     def _dead_letter(self, item: Any, err: ConnectorError, attempts: int) -> dict[str, Any]:
         if isinstance(item, SinkRecord):
-            coords = (item.topic, item.partition, item.offset, item.key, item.raw, item.headers, item.timestamp_ms)
+            coords = (
+                item.topic,
+                item.partition,
+                item.offset,
+                item.key,
+                item.raw,
+                item.headers,
+                item.timestamp_ms,
+            )
         else:
             coords = (item.topic(), item.partition(), item.offset(), item.key(), item.value(),
                       list(item.headers() or []), item.timestamp()[1])  # fmt: skip
@@ -201,7 +260,9 @@ class SinkRunner:
         for m in msgs:
             k = (m.topic(), m.partition())
             nxt[k] = max(nxt.get(k, 0), m.offset() + 1)
-        self._consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in nxt.items()], asynchronous=False)
+        self._consumer.commit(
+            offsets=[TopicPartition(t, p, o) for (t, p), o in nxt.items()], asynchronous=False
+        )
 
     def close(self) -> None:
         consumer = getattr(self, "_consumer", None)

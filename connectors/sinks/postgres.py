@@ -1,6 +1,9 @@
-"""PostgreSQL table sink: each record becomes one row, written in the same transaction as its ledger row.
+"""``pg-table`` sink: each record becomes one row of a PostgreSQL table, written in the same transaction as
+its ledger row (connectors/ledger.py), so a replay or a crash-restart never writes a row twice.
 
-The target table needs no unique constraint: exactly once comes from the ledger (connectors/ledger.py).
+The target table needs no unique constraint: exactly once comes from the ledger. Columns are filled from
+dotted paths into the decoded event (``employee.code``) or from the record's coordinates
+(``$effect_id``, ``$topic``, ``$partition``, ``$offset``).
 """
 
 from __future__ import annotations
@@ -8,12 +11,59 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from bizbus.connectors.errors import classify
+import psycopg
+from bizbus.connectors.base import Connector, Task, TaskSpec
+from bizbus.connectors.dlq import DeadLetterWriter
+from bizbus.connectors.errors import RetryPolicy, classify
 from bizbus.connectors.ledger import Effect, PgLedger
-from bizbus.connectors.sink import SinkRecord, SinkWriter, WriteResult
+from bizbus.connectors.sink import PlannedEffect, SinkRecord, SinkRunner, SinkWriter, WriteResult, field_at
+from bizbus.connectors.sources.pg_outbox import no_password
 from psycopg import sql
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from bizbus.errors import ConfigError
 
 RowFn = Callable[[SinkRecord], dict[str, Any]]
+
+
+class PgTableSinkConfig(BaseModel):
+    """Configuration of the ``pg-table`` sink."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    topics: tuple[str, ...] = Field(min_length=1, description="catalogue topics to consume",
+                                    examples=[["bizbus.pm.timesheet.v1"]])  # fmt: skip
+    dsn: str = Field(
+        description="libpq DSN of the target database (no password: use PGPASSWORD or ~/.pgpass)"
+    )
+    table: str = Field(pattern=r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$", description="schema-qualified target table",
+                       examples=["public.timesheet_entries"])  # fmt: skip
+    columns: dict[str, str] = Field(min_length=1, description="column -> dotted field path or $effect_id/$topic/$partition/$offset",
+                                    examples=[{"effect_id": "$effect_id", "employee": "employee.code", "hours": "hours"}])  # fmt: skip
+    ledger_schema: str = Field(
+        default="bizbus_ledger", description="schema of the ledger tables in the target database"
+    )
+    tasks_max: int = Field(default=1, ge=1, le=64, description="consumer-group members in this process")
+    batch_size: int = Field(default=500, ge=1, le=50_000, description="records per transaction at most")
+    batch_timeout_seconds: float = Field(
+        default=0.2, gt=0, le=60, description="wait at most this long to fill a batch"
+    )
+    retry: RetryPolicy = Field(default_factory=RetryPolicy, description="backoff for retryable errors")
+
+    _dsn = field_validator("dsn")(no_password)
+
+
+def column_mapper(columns: dict[str, str]) -> RowFn:
+    """A row function filling each column from its path (a missing field is a per-record Permanent error)."""
+    coords: dict[str, Callable[[SinkRecord], Any]] = {
+        "$effect_id": lambda r: r.effect_id, "$topic": lambda r: r.topic,
+        "$partition": lambda r: r.partition, "$offset": lambda r: r.offset,
+    }  # fmt: skip
+
+    def row(r: SinkRecord) -> dict[str, Any]:
+        return {col: coords[p](r) if p in coords else field_at(r.value, p) for col, p in columns.items()}
+
+    return row
 
 
 class PgTableWriter(SinkWriter):
@@ -35,16 +85,81 @@ class PgTableWriter(SinkWriter):
             row = self.row(effect.payload)
             cur.execute(
                 sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
-                    target, sql.SQL(", ").join(map(sql.Identifier, row)), sql.SQL(", ").join(sql.Placeholder() * len(row))
+                    target,
+                    sql.SQL(", ").join(map(sql.Identifier, row)),
+                    sql.SQL(", ").join(sql.Placeholder() * len(row)),
                 ),
                 tuple(row.values()),
             )
 
         res = self.ledger.apply_batch(effects, insert)
-        return WriteResult(len(res.applied), len(res.duplicates), {k: classify(v) for k, v in res.failed.items()})
+        return WriteResult(
+            len(res.applied), len(res.duplicates), {k: classify(v) for k, v in res.failed.items()}
+        )
+
+    def plan(self, records: list[SinkRecord]) -> list[PlannedEffect]:
+        done = self.ledger.applied_ids([r.effect_id for r in records])
+        out = []
+        for r in records:
+            if r.effect_id in done:
+                out.append(PlannedEffect(r.effect_id, "skip", "already applied (ledger)"))
+                continue
+            try:
+                row = self.row(r)
+            except Exception as exc:
+                out.append(PlannedEffect(r.effect_id, "skip", f"error: {classify(exc)}"))
+                continue
+            cols = ", ".join(f"{k}={v!r}" for k, v in row.items())
+            out.append(
+                PlannedEffect(r.effect_id, "create", f"INSERT INTO {self.schema}.{self.table}: {cols}")
+            )
+        return out
 
     def safe_offsets(self) -> dict[tuple[str, int], int]:
         return self.ledger.committed_offsets()
 
     def close(self) -> None:
         self.ledger.close()
+
+
+class PgTableSink(Connector):
+    """``tasks_max`` consumer-group members; more processes running it join the same group."""
+
+    Config = PgTableSinkConfig
+    config: PgTableSinkConfig
+    kind = "sink"
+
+    def validate(self) -> None:
+        for t in self.config.topics:
+            self.ctx.catalogue.get(t)  # ConfigError naming the known topics
+        schema, table = self.config.table.split(".")
+        try:
+            with psycopg.connect(self.config.dsn, connect_timeout=5) as conn:
+                cols = {r[0] for r in conn.execute(
+                    "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s",
+                    (schema, table)).fetchall()}  # fmt: skip
+        except psycopg.OperationalError as exc:
+            raise ConfigError(
+                f"connector {self.name}: cannot connect to the target database: {exc}"
+            ) from None
+        if not cols:
+            raise ConfigError(f"connector {self.name}: target table {self.config.table} does not exist")
+        missing = sorted(set(self.config.columns) - cols)
+        if missing:
+            raise ConfigError(
+                f"connector {self.name}: {self.config.table} has no column(s) {', '.join(missing)}"
+            )
+
+    def task_specs(self, max_tasks: int) -> list[TaskSpec]:
+        return [TaskSpec(i) for i in range(max_tasks)]
+
+    def writer(self) -> PgTableWriter:
+        schema, table = self.config.table.split(".")
+        return PgTableWriter(self.config.dsn, self.name, table, column_mapper(self.config.columns), schema,
+                             self.config.ledger_schema)  # fmt: skip
+
+    def create_task(self, spec: TaskSpec) -> Task:
+        kafka = self.ctx.settings.kafka_config()
+        return SinkRunner(self.name, list(self.config.topics), kafka, self.ctx.serde, self.writer(),
+                          DeadLetterWriter(kafka, self.ctx.serde), self.config.retry, self.config.batch_size,
+                          self.config.batch_timeout_seconds)  # fmt: skip

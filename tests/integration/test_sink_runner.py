@@ -115,6 +115,9 @@ class _BatchHostileWriter(SinkWriter):
     def __init__(self) -> None:
         self.rows: list[str] = []
 
+    def plan(self, records: list[SinkRecord]) -> list:
+        return []
+
     def write(self, records: list[SinkRecord]) -> WriteResult:
         if len(records) > 1:
             raise TimeoutError("target timed out on a batch")

@@ -1,0 +1,122 @@
+"""Source cursors: where a source shard has durably got to, and the rules for moving it.
+
+Rule (DESIGN.md, "Sources at least once, never less"): a cursor moves past a record only after the broker
+acknowledged that record *and every record before it*. ``CursorTracker`` applies the rule to a batch in
+flight; ``PgCursorStore`` keeps the result in PostgreSQL (the bus's state database), one opaque JSON map
+per (connector, shard) as in Kafka Connect's source offsets, read back when a task starts.
+
+A crash after the broker acknowledged and before the cursor was stored re-sends those records with the
+same deterministic event ids; sinks absorb them (applied-effect ledger).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+Position = Mapping[str, Any]  # an opaque cursor map, e.g. {"id": 42}
+
+
+@dataclass
+class CursorTracker:
+    """Records sent in order; tells which cursor is safe to store once deliveries are reported.
+
+    ``add(ref, position)`` in send order; ``ack(ref)`` / ``fail(ref)`` from delivery reports in any
+    order. ``committable()`` is the position of the last record of the longest acknowledged prefix
+    (None if the first record is not acknowledged yet): everything up to it reached the broker.
+    """
+
+    _order: list[Hashable] = field(default_factory=list)
+    _pos: dict[Hashable, Position] = field(default_factory=dict)
+    _state: dict[Hashable, str] = field(default_factory=dict)
+
+    def add(self, ref: Hashable, position: Position) -> None:
+        if ref in self._pos:
+            raise ValueError(f"record {ref!r} added twice")
+        self._order.append(ref)
+        self._pos[ref] = position
+        self._state[ref] = "sent"
+
+    def ack(self, ref: Hashable) -> None:
+        self._state[ref] = "acked"
+
+    def fail(self, ref: Hashable) -> None:
+        self._state[ref] = "failed"
+
+    def committable(self) -> Position | None:
+        last: Position | None = None
+        for ref in self._order:
+            if self._state[ref] != "acked":
+                break
+            last = self._pos[ref]
+        return last
+
+    @property
+    def complete(self) -> bool:
+        """Every record added has been acknowledged."""
+        return all(s == "acked" for s in self._state.values())
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for s in self._state.values() if s == "failed")
+
+    @property
+    def pending(self) -> int:
+        return sum(1 for s in self._state.values() if s == "sent")
+
+
+class CursorFenced(Exception):
+    """The cursor was not stored because this task no longer holds its shard's lease."""
+
+
+class PgCursorStore:
+    """Cursor maps in ``<schema>.source_cursors``; one connection per task (not thread-safe)."""
+
+    def __init__(self, dsn: str, schema: str = "bizbus_state") -> None:
+        self.dsn, self.schema = dsn, schema
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def setup(self, conn: psycopg.Connection[Any] | None = None) -> None:
+        """Connect (or share ``conn``, e.g. the lease's session, so a lost lease also fails writes)."""
+        self._conn = conn or psycopg.connect(self.dsn, autocommit=True)
+        s = sql.Identifier(self.schema)
+        with self._conn.transaction(), self._conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext('bizbus_state ddl'))")
+            cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(s))
+            cur.execute(sql.SQL(
+                """CREATE TABLE IF NOT EXISTS {}.source_cursors (
+                    connector text NOT NULL, shard text NOT NULL, cursor jsonb NOT NULL,
+                    updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (connector, shard))"""
+            ).format(s))  # fmt: skip
+
+    def load(self, connector: str, shard: str) -> dict[str, Any] | None:
+        """The stored cursor map, or None when the shard never stored one (start from the beginning)."""
+        assert self._conn is not None, "setup() first"
+        row = self._conn.execute(
+            sql.SQL("SELECT cursor FROM {}.source_cursors WHERE connector = %s AND shard = %s").format(
+                sql.Identifier(self.schema)
+            ),
+            (connector, shard),
+        ).fetchone()
+        return dict(row[0]) if row else None
+
+    def store(self, connector: str, shard: str, position: Position) -> None:
+        """Durably store ``position`` (autocommit: durable when this returns)."""
+        assert self._conn is not None, "setup() first"
+        self._conn.execute(
+            sql.SQL(
+                "INSERT INTO {}.source_cursors (connector, shard, cursor) VALUES (%s, %s, %s::jsonb)"
+                " ON CONFLICT (connector, shard) DO UPDATE SET cursor = EXCLUDED.cursor, updated_at = now()"
+            ).format(sql.Identifier(self.schema)),
+            (connector, shard, json.dumps(dict(position))),
+        )
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

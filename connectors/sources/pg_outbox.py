@@ -1,0 +1,250 @@
+"""``pg-outbox``: the transactional-outbox source. An application writes its business change and an outbox
+row in one transaction; this source turns each outbox row into a canonical Avro event.
+
+Outbox table (created when ``create_table`` is true)::
+
+    id             bigserial PRIMARY KEY   -- change sequence, the cursor
+    topic          text NOT NULL           -- catalogue topic, e.g. bizbus.pm.timesheet.v1
+    entity_key     text NOT NULL           -- business key; the Kafka key
+    version        bigint NULL             -- entity version if the application has one
+    payload        jsonb NOT NULL          -- the event without ``meta``, as plain JSON (money as strings)
+    correlation_id text NULL               -- business document; defaults to entity_key
+    created_at     timestamptz NOT NULL DEFAULT now()
+
+``event_id`` = uuid5(source_system, topic, entity_key, version or id): reading a row again gives the
+same id. A row whose topic is not in the catalogue or whose payload does not fit the schema becomes a
+dead letter (origin ``pg:<table>``, offset = row id) and the cursor moves on.
+
+Ids from a sequence can become visible out of order (a transaction that took id 7 commits after the
+one that took id 8; a rolled-back one leaves 7 out for ever). ``GapGuard`` keeps the cursor from jumping
+a gap until every transaction that could still fill it has ended.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from bizbus.connectors.base import Connector, Task, TaskSpec
+from bizbus.connectors.cursor import Position
+from bizbus.connectors.dlq import DeadLetterWriter
+from bizbus.connectors.errors import Permanent
+from bizbus.connectors.source import SourceItem, SourceReader, SourceTask
+from bizbus.schemas import catalog
+from psycopg import sql
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from bizbus import lineage
+from bizbus.catalogue import Catalogue
+from bizbus.errors import ConfigError
+from bizbus.jsonavro import from_json
+
+DEFAULT_STATE_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+_PASSWORD_IN_DSN = re.compile(r"(password\s*=)|(://[^/@:]+:[^/@]+@)", re.IGNORECASE)
+
+
+def no_password(dsn: str) -> str:
+    """Refuse a DSN that carries a password: secrets come from the environment, never from config."""
+    if _PASSWORD_IN_DSN.search(dsn):
+        raise ValueError("the DSN contains a password; put it in PGPASSWORD, PGPASSFILE or ~/.pgpass instead")
+    return dsn
+
+
+class PgOutboxConfig(BaseModel):
+    """Configuration of the ``pg-outbox`` source."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    dsn: str = Field(description="libpq DSN of the application database (no password: use PGPASSWORD or ~/.pgpass)",
+                     examples=["postgresql://app@db.internal:5432/erp"])  # fmt: skip
+    table: str = Field(default="public.bizbus_outbox", pattern=r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$",
+                       description="schema-qualified outbox table")  # fmt: skip
+    create_table: bool = Field(default=True, description="create the outbox table if it does not exist")
+    source_system: str = Field(default="outbox", pattern=r"^[a-z][a-z0-9_-]*$",
+                               description="meta.source_system of the events, part of event_id", examples=["erp"])  # fmt: skip
+    topics: tuple[str, ...] = Field(
+        default=(), description="topics rows may name (default: any catalogue topic)"
+    )
+    batch_size: int = Field(default=500, ge=1, le=50_000, description="rows per read")
+    gap_grace_seconds: float = Field(default=1.0, ge=0, le=600,
+                                     description="how long a gap in ids must stay before the source checks who could still fill it")  # fmt: skip
+    state_dsn: str = Field(
+        default=DEFAULT_STATE_DSN, description="PostgreSQL for cursors and shard leases (no password)"
+    )
+
+    _dsn = field_validator("dsn", "state_dsn")(no_password)
+
+
+@dataclass
+class _Gap:
+    first_seen: float
+    xids: list[int] | None = None  # transactions in progress once the grace period was over
+    ready: bool = False  # all of them ended (checked before the read that uses it)
+
+
+class GapGuard:
+    """Decides how far a read may move the cursor when the ids it saw have holes.
+
+    ``refresh(ended)`` runs *before* each read (``ended(xids)`` asks the database whether all those
+    transactions finished); ``admit(after, ids, now, in_progress)`` runs after it and returns how many of
+    ``ids`` (ascending) may be taken. A gap is jumped only when it outlived ``grace`` and every transaction
+    in progress after that has ended while the gap stayed: nothing can fill it any more.
+    """
+
+    def __init__(self, grace: float) -> None:
+        self.grace = grace
+        self.pending: dict[int, _Gap] = {}
+
+    def refresh(self, ended: Callable[[list[int]], bool]) -> None:
+        for gap in self.pending.values():
+            if gap.xids is not None and not gap.ready:
+                gap.ready = not gap.xids or ended(gap.xids)
+
+    def admit(self, after: int, ids: Iterable[int], now: float, in_progress: Callable[[], list[int]]) -> int:
+        expected, taken = after + 1, 0
+        for i in ids:
+            if i != expected:
+                gap = self.pending.get(expected)
+                if gap is None:
+                    self.pending[expected] = _Gap(now)
+                    break
+                if now - gap.first_seen < self.grace:
+                    break
+                if gap.xids is None:
+                    gap.xids = in_progress()
+                    break
+                if not gap.ready:
+                    break
+                del self.pending[expected]
+            expected = i + 1
+            taken += 1
+        for k in [k for k in self.pending if k <= after]:
+            del self.pending[k]
+        return taken
+
+
+class PgOutboxReader(SourceReader):
+    """Reads outbox rows after the cursor ``{"id": N}`` and maps them to canonical events."""
+
+    def __init__(self, connector: str, config: PgOutboxConfig, catalogue: Catalogue) -> None:
+        self.connector, self.config, self.catalogue = connector, config, catalogue
+        self.guard = GapGuard(config.gap_grace_seconds)
+        self._schemas: dict[str, Any] = {}
+
+    def setup(self) -> None:
+        self._conn = psycopg.connect(self.config.dsn, autocommit=True)
+        if self.config.create_table:
+            create_outbox(self._conn, self.config.table)
+
+    def read(self, position: Position | None, limit: int) -> list[SourceItem]:
+        after = int(position["id"]) if position else 0
+        self.guard.refresh(self._ended)
+        schema, table = self.config.table.split(".")
+        rows = self._conn.execute(
+            sql.SQL(
+                "SELECT id, topic, entity_key, version, payload, correlation_id, created_at"
+                " FROM {} WHERE id > %s ORDER BY id LIMIT %s"
+            ).format(sql.Identifier(schema, table)),
+            (after, limit),
+        ).fetchall()
+        n = self.guard.admit(after, [r[0] for r in rows], time.monotonic(), self._in_progress)
+        return [self._item(r) for r in rows[:n]]
+
+    def _in_progress(self) -> list[int]:
+        rows = self._conn.execute(
+            "SELECT x::text::bigint FROM pg_snapshot_xip(pg_current_snapshot()) AS x"
+        ).fetchall()
+        return [int(r[0]) for r in rows]
+
+    def _ended(self, xids: list[int]) -> bool:
+        row = self._conn.execute(
+            "SELECT bool_and(coalesce(pg_xact_status(x::text::xid8), 'aborted') <> 'in progress')"
+            " FROM unnest(%s::bigint[]) AS x",
+            (xids,),
+        ).fetchone()
+        return bool(row and row[0])
+
+    def _item(self, row: tuple[Any, ...]) -> SourceItem:
+        rid, topic, key, version, payload, correlation_id, created_at = row
+        origin = f"pg:{self.config.table}"
+        raw = json.dumps({"topic": topic, "entity_key": key, "version": version, "payload": payload},
+                         ensure_ascii=False, default=str).encode()  # fmt: skip
+        common = {
+            "position": {"id": rid},
+            "origin": origin,
+            "offset": rid,
+            "raw": raw,
+            "key": str(key).encode(),
+        }
+        if self.config.topics and topic not in self.config.topics:
+            return SourceItem(**common, error=Permanent(f"row {rid}: topic {topic!r} is not one this source may write "
+                                                        f"({', '.join(self.config.topics)})", reason="unknown_topic"))  # fmt: skip
+        try:
+            spec = self.catalogue.get(topic)
+        except (KeyError, ValueError, ConfigError):
+            return SourceItem(
+                **common, error=Permanent(f"row {rid}: unknown topic {topic!r}", reason="unknown_topic")
+            )
+        if not isinstance(payload, dict):
+            return SourceItem(
+                **common, error=Permanent(f"row {rid}: payload is not a JSON object", reason="malformed")
+            )
+        schema = self._schemas.get(spec.value_schema)
+        if schema is None:
+            schema = self._schemas[spec.value_schema] = catalog.load(spec.value_schema)
+        eid = lineage.event_id(self.config.source_system, topic, key, version if version is not None else rid)
+        m = lineage.meta(event_id=eid, correlation_id=correlation_id or str(key),
+                         source_system=self.config.source_system, occurred_at=created_at)  # fmt: skip
+        try:
+            value = from_json(schema, {**payload, "meta": {**m, "occurred_at": created_at.isoformat()}})
+        except ValueError as exc:
+            return SourceItem(**common, error=Permanent(f"row {rid}: {exc}", reason="schema_mismatch"))
+        return SourceItem(**common, topic=topic, value=value)
+
+    def close(self) -> None:
+        conn = getattr(self, "_conn", None)
+        if conn is not None:
+            conn.close()
+
+
+def create_outbox(conn: psycopg.Connection[Any], table: str) -> None:
+    """Create the outbox table if missing (safe when several workers start at once)."""
+    schema, name = table.split(".")
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('bizbus outbox ddl'))")
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        conn.execute(sql.SQL(
+            """CREATE TABLE IF NOT EXISTS {} (
+                id bigserial PRIMARY KEY, topic text NOT NULL, entity_key text NOT NULL, version bigint NULL,
+                payload jsonb NOT NULL, correlation_id text NULL, created_at timestamptz NOT NULL DEFAULT now())"""
+        ).format(sql.Identifier(schema, name)))  # fmt: skip
+
+
+class PgOutboxSource(Connector):
+    """One shard per outbox table; a second worker stands by on the lease."""
+
+    Config = PgOutboxConfig
+    config: PgOutboxConfig
+    kind = "source"
+
+    def validate(self) -> None:
+        unknown = [t for t in self.config.topics if t not in self.ctx.catalogue.names()]
+        if unknown:
+            raise ConfigError(f"connector {self.name}: topics not in the catalogue: {', '.join(unknown)}")
+
+    def task_specs(self, max_tasks: int) -> list[TaskSpec]:
+        return [TaskSpec(0, shard=self.config.table)]
+
+    def create_task(self, spec: TaskSpec) -> Task:
+        assert spec.shard is not None
+        kafka = self.ctx.settings.kafka_config()
+        return SourceTask(
+            self.name, spec.shard, PgOutboxReader(self.name, self.config, self.ctx.catalogue), kafka,
+            self.ctx.serde, self.ctx.catalogue, DeadLetterWriter(kafka, self.ctx.serde), self.config.state_dsn,
+            batch_size=self.config.batch_size,
+        )  # fmt: skip

@@ -1,0 +1,165 @@
+"""Helpers for the chaos tests: a private broker and registry, worker processes to SIGKILL, a killer."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from bizbus.schemas.registry.server import EmbeddedRegistry
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from bizbus.broker import EmbeddedBroker
+from bizbus.procs import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Stack:
+    bootstrap: str
+    registry_url: str
+    workdir: Path
+
+
+@contextmanager
+def private_stack(tmp: Path, topics: dict[str, int]) -> Iterator[Stack]:
+    """A broker and registry of this test alone, with ``topics`` (name -> partitions) created."""
+    broker = EmbeddedBroker("127.0.0.1", free_port(), tmp / "broker")
+    broker.start()
+    try:
+        with EmbeddedRegistry(tmp / "registry.sqlite") as reg:
+            admin = AdminClient({"bootstrap.servers": broker.bootstrap_servers})
+            futures = admin.create_topics([NewTopic(t, n, 1) for t, n in topics.items()])
+            for f in futures.values():
+                f.result(15)
+            yield Stack(broker.bootstrap_servers, reg.url, tmp)
+    finally:
+        broker.stop()
+
+
+def write_pipeline(path: Path, connectors: list[dict]) -> Path:
+    path.write_text(yaml.safe_dump({"version": 1, "name": "chaos", "connectors": connectors, "flows": []}))
+    return path
+
+
+@dataclass
+class Worker:
+    """One `bizbus worker --only NAME` process, restartable; its output goes to a log file."""
+
+    name: str
+    stack: Stack
+    pipeline: Path
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen | None = None
+    starts: int = 0
+    kills: int = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        log = open(self.stack.workdir / f"{self.name}.{self.starts}.log", "wb")  # noqa: SIM115 (owned by the child)
+        env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": self.stack.bootstrap,
+            "SCHEMA_REGISTRY_URL": self.stack.registry_url,
+            "BIZBUS_HTTP_PORT": "0",
+            "BIZBUS_DATA_DIR": str(self.stack.workdir / "data"),
+            "BIZBUS_LOG_LEVEL": "INFO",
+            **self.env,
+        }
+        cmd = [
+            sys.executable,
+            "-m",
+            "bizbus.cli",
+            "worker",
+            "--pipeline",
+            str(self.pipeline),
+            "--only",
+            self.connector,
+        ]
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        log.close()
+
+    @property
+    def connector(self) -> str:
+        return self.name.rsplit("#", 1)[0]
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        if self.alive():
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+            self.kills += 1
+
+    def stop(self) -> None:
+        if self.alive():
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(40)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {p.name}\n" + p.read_text(errors="replace")[-3000:]
+            for p in sorted(self.stack.workdir.glob(f"{self.name}.*.log"))
+        )
+
+
+def chaos(workers: list[Worker], kills_each: int, until: Callable[[], bool], rng: random.Random,
+          pause: tuple[float, float] = (1.0, 3.5)) -> None:  # fmt: skip
+    """SIGKILL workers at random moments (each at least ``kills_each`` times) while ``until()`` is false,
+    restarting each right away; a worker that died on its own (a crash point) is restarted too."""
+    while True:
+        done = until() and all(w.kills >= kills_each for w in workers)
+        if done:
+            return
+        time.sleep(rng.uniform(*pause))
+        for w in workers:
+            if not w.alive():
+                w.start()
+        behind = [w for w in workers if w.kills < kills_each] or workers
+        victim = rng.choice(behind)
+        victim.kill()
+        victim.start()
+
+
+def wait_for(cond: Callable[[], bool], timeout: float, what: str, workers: list[Worker]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for w in workers:
+            if not w.alive():
+                w.start()  # died at a crash point: restart like an orchestrator would
+        if cond():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}\n" + "\n".join(w.logs() for w in workers))
+
+
+def count_topic(bootstrap: str, topic: str, partitions: int, idle: float = 3.0) -> int:
+    """Records in ``topic`` (all partitions from offset 0, until ``idle`` seconds bring nothing new)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "chaos-count", "enable.auto.commit": False})
+    c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    n, last = 0, time.monotonic()
+    while time.monotonic() - last < idle:
+        msgs = [m for m in c.consume(1000, 0.5) if m.error() is None]
+        if msgs:
+            n += len(msgs)
+            last = time.monotonic()
+    c.close()
+    return n
