@@ -12,11 +12,9 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
-from bizbus.connectors.base import Connector, Task, TaskSpec
-from bizbus.connectors.dlq import DeadLetterWriter
 from bizbus.connectors.errors import RetryPolicy, classify
 from bizbus.connectors.ledger import Effect, PgLedger
-from bizbus.connectors.sink import PlannedEffect, SinkRecord, SinkRunner, SinkWriter, WriteResult, field_at
+from bizbus.connectors.sink import PlannedEffect, SinkConnector, SinkRecord, SinkWriter, WriteResult, field_at
 from bizbus.connectors.sources.pg_outbox import no_password
 from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -122,16 +120,14 @@ class PgTableWriter(SinkWriter):
         self.ledger.close()
 
 
-class PgTableSink(Connector):
+class PgTableSink(SinkConnector):
     """``tasks_max`` consumer-group members; more processes running it join the same group."""
 
     Config = PgTableSinkConfig
     config: PgTableSinkConfig
-    kind = "sink"
 
     def validate(self) -> None:
-        for t in self.config.topics:
-            self.ctx.catalogue.get(t)  # ConfigError naming the known topics
+        super().validate()
         schema, table = self.config.table.split(".")
         try:
             with psycopg.connect(self.config.dsn, connect_timeout=5) as conn:
@@ -150,16 +146,7 @@ class PgTableSink(Connector):
                 f"connector {self.name}: {self.config.table} has no column(s) {', '.join(missing)}"
             )
 
-    def task_specs(self, max_tasks: int) -> list[TaskSpec]:
-        return [TaskSpec(i) for i in range(max_tasks)]
-
     def writer(self) -> PgTableWriter:
         schema, table = self.config.table.split(".")
         return PgTableWriter(self.config.dsn, self.name, table, column_mapper(self.config.columns), schema,
                              self.config.ledger_schema)  # fmt: skip
-
-    def create_task(self, spec: TaskSpec) -> Task:
-        kafka = self.ctx.settings.kafka_config()
-        return SinkRunner(self.name, list(self.config.topics), kafka, self.ctx.serde, self.writer(),
-                          DeadLetterWriter(kafka, self.ctx.serde), self.config.retry, self.config.batch_size,
-                          self.config.batch_timeout_seconds)  # fmt: skip

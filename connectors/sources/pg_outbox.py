@@ -123,7 +123,7 @@ class GapGuard:
                 del self.pending[expected]
             expected = i + 1
             taken += 1
-        for k in [k for k in self.pending if k <= after]:
+        for k in [k for k in self.pending if k < expected]:  # filled or jumped
             del self.pending[k]
         return taken
 
