@@ -100,9 +100,16 @@ def test_rows_become_events_and_bad_rows_become_dead_letters(env) -> None:
     got = {d["source_offset"]: d for _, d in dead}
     assert set(got) == {ids[1], ids[2]}
     assert got[ids[1]]["source_topic"] == f"pg:{table}" and got[ids[1]]["error_class"] == "PERMANENT"
-    assert "unknown topic" in got[ids[1]]["error_message"] and got[ids[1]]["error_type"].endswith("unknown_topic")
-    assert "hours" in got[ids[2]]["error_message"] and json.loads(got[ids[2]]["value"])["payload"]["hours"] == "seven"
-    stored = conn.execute("SELECT cursor FROM bizbus_state.source_cursors WHERE connector = %s", (env["connector"],)).fetchone()
+    assert "unknown topic" in got[ids[1]]["error_message"] and got[ids[1]]["error_type"].endswith(
+        "unknown_topic"
+    )
+    assert (
+        "hours" in got[ids[2]]["error_message"]
+        and json.loads(got[ids[2]]["value"])["payload"]["hours"] == "seven"
+    )
+    stored = conn.execute(
+        "SELECT cursor FROM bizbus_state.source_cursors WHERE connector = %s", (env["connector"],)
+    ).fetchone()
     assert stored[0] == {"id": ids[-1]}
 
 
@@ -127,7 +134,12 @@ def test_cursor_survives_a_restart_and_a_standby_takes_the_lease_over(env) -> No
     finally:
         first.close()
         second.close()
-    assert [v["worklog_id"] for _, v in consume(env["conf"], topic, env["serde"], 4)] == ["W0", "W1", "W2", "W3"]
+    assert [v["worklog_id"] for _, v in consume(env["conf"], topic, env["serde"], 4)] == [
+        "W0",
+        "W1",
+        "W2",
+        "W3",
+    ]
 
 
 def test_a_gap_from_a_running_transaction_holds_the_cursor_until_it_commits(env) -> None:
@@ -159,4 +171,9 @@ def test_a_gap_from_a_running_transaction_holds_the_cursor_until_it_commits(env)
         t.close()
         slow.close()
         rollback.close()
-    assert [v["worklog_id"] for _, v in consume(env["conf"], topic, env["serde"], 4)] == ["W1", "W2", "W3", "W5"]
+    assert [v["worklog_id"] for _, v in consume(env["conf"], topic, env["serde"], 4)] == [
+        "W1",
+        "W2",
+        "W3",
+        "W5",
+    ]
