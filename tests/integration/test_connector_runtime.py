@@ -1,0 +1,143 @@
+"""The connector runtime: a pipeline entry becomes a connector with tasks; tasks pause (keeping their group
+membership), resume, and stop with drain; the worker's HTTP endpoint drives pause/resume."""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+import time
+import urllib.request
+import uuid
+from decimal import Decimal
+
+import psycopg
+import pytest
+from bizbus.schemas import catalog
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from bizbus import lineage
+from bizbus.catalogue import Catalogue, TopicSpec
+from bizbus.components import COMPONENT_TYPES, RuntimeContext
+from bizbus.errors import ConfigError
+from bizbus.runner import ComponentThread, Health, serve_http
+from bizbus.serde import AvroSerde
+from bizbus.settings import load_settings
+
+DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture
+def rt(embedded_broker, registry):
+    try:
+        pg = psycopg.connect(DSN, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 unreachable ({exc})")
+    sfx = uuid.uuid4().hex[:8]
+    topic = f"bizbus.rt{sfx}.timesheet.v1"
+    admin = AdminClient({"bootstrap.servers": embedded_broker.bootstrap_servers})
+    admin.create_topics([NewTopic(topic, 2, 1)])[topic].result(20)
+    cat = Catalogue(topics=(TopicSpec(name=topic, description="runtime test", owner="t", key="worklog",
+                                      value_schema="bizbus.pm.TimesheetEntry", partitions=2),))  # fmt: skip
+    pg.execute(f"CREATE SCHEMA rt_{sfx}")
+    pg.execute(f"CREATE TABLE rt_{sfx}.entries (effect_id text, worklog_id text, hours numeric(9,2))")
+    settings = load_settings(
+        kafka_bootstrap_servers=embedded_broker.bootstrap_servers, schema_registry_url=registry.url
+    )
+    ctx = RuntimeContext(settings, cat, AvroSerde(settings.registry_config()))
+    yield {"ctx": ctx, "topic": topic, "pg": pg, "schema": f"rt_{sfx}", "name": f"rt-{sfx}", "admin": admin}
+    pg.execute(f"DROP SCHEMA rt_{sfx} CASCADE")
+    pg.execute("DELETE FROM bizbus_ledger.applied_effects WHERE connector = %s", (f"rt-{sfx}",))
+    pg.execute("DELETE FROM bizbus_ledger.offsets WHERE connector = %s", (f"rt-{sfx}",))
+    pg.close()
+
+
+def sink(rt, **over):
+    ctype = COMPONENT_TYPES["pg-table"]
+    config = ctype.config_model().model_validate({
+        "topics": [rt["topic"]], "dsn": DSN, "table": f"{rt['schema']}.entries", "tasks_max": 2,
+        "columns": {"effect_id": "$effect_id", "worklog_id": "worklog_id", "hours": "hours"}, **over})  # fmt: skip
+    return ctype.load()(rt["name"], config, rt["ctx"])
+
+
+def produce(rt, start: int, n: int) -> None:
+    ctx = rt["ctx"]
+    enc = ctx.serde.encoder(ctx.catalogue.get(rt["topic"]).subject, catalog.load("bizbus.pm.TimesheetEntry"))
+    p = Producer(ctx.settings.kafka_config())
+    for i in range(start, start + n):
+        rec = copy.deepcopy(catalog.sample("bizbus.pm.TimesheetEntry"))
+        rec["worklog_id"], rec["hours"] = f"W{i}", Decimal("3.00")
+        rec["meta"] = lineage.meta(
+            event_id=lineage.event_id("rt", rt["name"], i), correlation_id=f"W{i}", source_system="jira"
+        )
+        p.produce(rt["topic"], key=f"W{i}".encode(), value=enc(rec))
+    assert p.flush(20) == 0
+
+
+def rows(rt) -> int:
+    return rt["pg"].execute(f"SELECT count(*) FROM {rt['schema']}.entries").fetchone()[0]
+
+
+def wait_rows(rt, n: int, timeout: float = 40) -> int:
+    deadline = time.monotonic() + timeout
+    while rows(rt) < n and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return rows(rt)
+
+
+def test_config_is_checked_against_the_target_before_anything_runs(rt) -> None:
+    c = sink(rt, columns={"effect_id": "$effect_id", "no_such_column": "hours"})
+    with pytest.raises(ConfigError, match="no column.*no_such_column"):
+        c.setup()
+    c = sink(rt, table=f"{rt['schema']}.missing")
+    with pytest.raises(ConfigError, match="does not exist"):
+        c.setup()
+
+
+def test_pause_resume_and_stop_with_drain_over_http(rt) -> None:
+    conn = sink(rt)
+    conn.setup()
+    assert len(conn.runtimes) == 2  # tasks_max consumer-group members
+    stop = threading.Event()
+    ct = ComponentThread(rt["name"], "pg-table", conn, stop)
+    server = serve_http("127.0.0.1", 0, Health(rt["ctx"].settings, [ct]))
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+
+    def post(path: str) -> int:
+        with urllib.request.urlopen(urllib.request.Request(base + path, method="POST")) as r:
+            return r.status
+
+    def tasks() -> dict:
+        with urllib.request.urlopen(base + "/connectors") as r:
+            return json.loads(r.read())[rt["name"]]["tasks"]
+
+    try:
+        ct.thread.start()
+        produce(rt, 0, 20)
+        assert wait_rows(rt, 20) == 20
+        assert post(f"/connectors/{rt['name']}/pause") == 202
+        deadline = time.monotonic() + 10
+        while set(tasks().values()) != {"paused"} and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert set(tasks().values()) == {"paused"}
+        produce(rt, 20, 20)
+        time.sleep(3)
+        assert rows(rt) == 20  # paused: nothing new applied
+        assert post(f"/connectors/{rt['name']}/resume") == 202
+        assert wait_rows(rt, 40) == 40
+        with pytest.raises(urllib.error.HTTPError) as err:
+            post("/connectors/nope/pause")
+        assert err.value.code == 404
+    finally:
+        stop.set()
+        ct.thread.join(30)
+        conn.close()
+        server.shutdown()
+        server.server_close()
+    assert not ct.thread.is_alive() and ct.error is None
+    assert set(conn.states().values()) == {"stopped"}
+    ledger = rt["pg"].execute(
+        "SELECT count(*) FROM bizbus_ledger.applied_effects WHERE connector = %s", (rt["name"],)
+    )
+    assert ledger.fetchone()[0] == 40 == rows(rt)
