@@ -94,5 +94,11 @@ COMPONENT_TYPES: dict[str, ComponentType] = {
             "bizbus.connectors.sinks.postgres:PgTableSink",
             "Writes each event as a row of a PostgreSQL table exactly once (row and ledger in one transaction).",
         ),
+        ComponentType(
+            "http-api",
+            "sink",
+            "bizbus.connectors.sinks.http_api:HttpApiSink",
+            "Creates one object per event at a REST API exactly once (idempotency key or lookup before create).",
+        ),
     )
 }

@@ -34,9 +34,13 @@ SINK_RECORDS = Counter("bizbus_sink_records_total", "Records a sink finished wit
 def field_at(value: Any, path: str) -> Any:
     """The field at a dotted ``path`` of a decoded event; a missing one is a per-record ``Permanent`` error."""
     cur = value
-    for part in path.split("."):
+    parts = path.split(".")
+    for i, part in enumerate(parts):
         if not isinstance(cur, dict) or part not in cur:
-            raise Permanent(f"the record has no field {path!r}", reason="mapping")
+            walked = ".".join(parts[:i]) or "the record"
+            raise Permanent(
+                f"path {path!r} does not exist in the record (no {part!r} in {walked})", reason="mapping"
+            )
         cur = cur[part]
     return cur
 
