@@ -31,6 +31,12 @@ schemas_app = typer.Typer(
 )
 app.add_typer(topics_app, name="topics")
 app.add_typer(schemas_app, name="schemas")
+dlq_app = typer.Typer(
+    help="Dead letters (bizbus.ops.dead-letter.v1): list them, show one, and replay them through their sink "
+    "once the cause is fixed (the sink's ledger makes a replay apply each record at most once).",
+    no_args_is_help=True,
+)
+app.add_typer(dlq_app, name="dlq")
 
 PipelineOpt = Annotated[
     Path | None,
@@ -370,6 +376,123 @@ def schemas_check(
     )
     typer.echo(chk.render(findings))
     if any(not f.ok for f in findings):
+        raise typer.Exit(1)
+
+
+DlqConnectorOpt = Annotated[
+    str | None, typer.Option("--connector", "-c", help="only this connector's dead letters")
+]
+DlqFilterOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--filter",
+        "-f",
+        help="key=value, repeatable, all must hold; keys: error_class, error_type, topic, id (prefix), "
+        "since (ISO date or datetime of failed_at), contains (substring of the error message)",
+    ),
+]
+DlqTopicOpt = Annotated[str, typer.Option("--topic", help="the dead-letter topic")]
+DlqIdleOpt = Annotated[
+    float, typer.Option("--idle", min=0.1, help="stop reading after this many seconds bring nothing new")
+]
+
+
+def _dead_letters(s, serde, topic: str, idle: float):
+    """All dead letters on ``topic``, with progress on stderr while a long read goes on."""
+    from bizbus.connectors.replay import read_dead_letters
+
+    def progress(n: int) -> None:
+        typer.echo(f"reading dead letters from {topic} ({n} so far)", err=True)
+
+    return read_dead_letters(s.kafka_config(), serde, topic=topic, idle=idle, progress=progress)
+
+
+@dlq_app.command("list")
+def dlq_list(
+    connector: DlqConnectorOpt = None,
+    filters: DlqFilterOpt = None,
+    limit: Annotated[int, typer.Option("--limit", min=0, help="show at most N, oldest first (0: all)")] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per dead letter and line")] = False,
+    topic: DlqTopicOpt = "bizbus.ops.dead-letter.v1",
+    idle: DlqIdleOpt = 2.0,
+) -> None:
+    """List dead letters, oldest first, de-duplicated by id, with a count per connector and error class."""
+    import json
+
+    from bizbus.connectors import replay as rp
+    from bizbus.serde import AvroSerde
+
+    flt = rp.DeadLetterFilter.parse(connector, filters or ())
+    s = _settings()
+    views = flt.apply(_dead_letters(s, AvroSerde(s.registry_config()), topic, idle))
+    if not views:
+        typer.echo("no dead letters" + (f" match {flt.describe()}" if flt.describe() else f" on {topic}"))
+        return
+    shown = views[:limit] if limit else views
+    if as_json:
+        for v in shown:
+            typer.echo(json.dumps(rp.to_json(v), ensure_ascii=False))
+        return
+    for line in rp.table(shown):
+        typer.echo(line)
+    more = f" ({len(shown)} shown; --limit 0 shows all)" if len(shown) < len(views) else ""
+    typer.echo(rp.summary(views) + more)
+
+
+@dlq_app.command("show")
+def dlq_show(
+    ident: Annotated[
+        str, typer.Argument(metavar="ID", help="the id or a unique prefix (see `bizbus dlq list`)")
+    ],
+    topic: DlqTopicOpt = "bizbus.ops.dead-letter.v1",
+    idle: DlqIdleOpt = 2.0,
+) -> None:
+    """Print every field of one dead letter; the value as JSON when it decodes, else its raw bytes."""
+    from bizbus.connectors import replay as rp
+    from bizbus.serde import AvroSerde
+
+    s = _settings()
+    serde = AvroSerde(s.registry_config())
+    for line in rp.details(rp.find_by_id(_dead_letters(s, serde, topic, idle), ident), serde):
+        typer.echo(line)
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    connector: DlqConnectorOpt = None,
+    filters: DlqFilterOpt = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="show what each record would do; write nothing")
+    ] = False,
+    pipeline: PipelineOpt = None,
+    topic: DlqTopicOpt = "bizbus.ops.dead-letter.v1",
+    idle: DlqIdleOpt = 2.0,
+) -> None:
+    """Write dead letters to their sink again, through the same idempotent writer as live traffic.
+
+    Fix the cause first (master data, a constraint, the mapping). Each record keeps its original
+    coordinates and event id, so what the sink's ledger already has is reported "already applied" and
+    replaying twice writes nothing twice. Dead letters of sources, and of connectors not in the
+    pipeline, are skipped. Exits 1 when a record failed or does not decode (a dry run: when one
+    could not be planned), else 0.
+    """
+    from bizbus.components import RuntimeContext
+    from bizbus.connectors import replay as rp
+    from bizbus.pipeline import load_pipeline
+    from bizbus.serde import AvroSerde
+
+    flt = rp.DeadLetterFilter.parse(connector, filters or ())
+    s = _settings(pipeline)
+    pl = load_pipeline(s.pipeline_file)
+    serde = AvroSerde(s.registry_config())
+    views = flt.apply(_dead_letters(s, serde, topic, idle))
+    if not views:
+        typer.echo("no dead letters" + (f" match {flt.describe()}" if flt.describe() else f" on {topic}"))
+        return
+    ctx = RuntimeContext(s, _catalogue(s), serde)
+    outcomes = rp.replay(views, pl, ctx, dry_run, on_outcome=lambda o: typer.echo(rp.outcome_line(o)))
+    typer.echo(rp.outcome_summary(outcomes, dry_run))
+    if any(o.status == "failed" or (o.problem and not dry_run) for o in outcomes):
         raise typer.Exit(1)
 
 
