@@ -28,10 +28,14 @@ CRASHPOINTS_ENV = "BIZBUS_CRASHPOINTS"
 CRASHPOINT_LOG_ENV = "BIZBUS_CRASHPOINT_LOG"
 
 _armed: dict[str, float] | None = None  # None: environment not read yet
+_hits: dict[str, int] = {}  # arrivals per point, for the @N form
 
 
 def parse(spec: str) -> dict[str, float]:
-    """``"a:0.1,b:1"`` -> ``{"a": 0.1, "b": 1.0}``; empty -> ``{}``; anything malformed -> ValueError."""
+    """``"a:0.1,b:1,c:@300"`` -> ``{"a": 0.1, "b": 1.0, "c": -300.0}``; empty -> ``{}``; malformed -> ValueError.
+
+    ``@N`` (stored as ``-N``) means: on the N-th time this process reaches the point, deterministically.
+    """
     armed: dict[str, float] = {}
     for entry in spec.split(","):
         entry = entry.strip()
@@ -39,13 +43,16 @@ def parse(spec: str) -> dict[str, float]:
             continue
         name, sep, prob = entry.rpartition(":")
         name = name.strip()
+        if prob.strip().startswith("@") and prob.strip()[1:].isdigit() and int(prob.strip()[1:]) >= 1:
+            armed[name] = -float(prob.strip()[1:])
+            continue
         try:
             p = float(prob)
         except ValueError:
             p = float("nan")
         if not sep or not name or not 0.0 <= p <= 1.0:
             raise ValueError(
-                f"{CRASHPOINTS_ENV}: {entry!r} is not 'name:probability' with a probability between 0 and 1"
+                f"{CRASHPOINTS_ENV}: {entry!r} is not 'name:probability' with a probability between 0 and 1, or 'name:@N'"
             )
         armed[name] = p
     return armed
@@ -55,6 +62,7 @@ def reset() -> None:
     """Forget the parsed setting so the next call re-reads the environment (for tests)."""
     global _armed
     _armed = None
+    _hits.clear()
 
 
 def crashpoint(name: str) -> None:
@@ -64,7 +72,13 @@ def crashpoint(name: str) -> None:
     if armed is None:
         armed = _armed = parse(os.environ.get(CRASHPOINTS_ENV, ""))
     p = armed.get(name)
-    if p is None or random.random() >= p:
+    if p is None:
+        return
+    if p < 0:  # @N: the N-th arrival
+        _hits[name] = _hits.get(name, 0) + 1
+        if _hits[name] != -p:
+            return
+    elif random.random() >= p:
         return
     _record(name)
     os.kill(os.getpid(), signal.SIGKILL)

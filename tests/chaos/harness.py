@@ -163,3 +163,53 @@ def count_topic(bootstrap: str, topic: str, partitions: int, idle: float = 3.0) 
             last = time.monotonic()
     c.close()
     return n
+
+
+def timesheet_payload(n: int) -> dict:
+    """The JSON an application writes into its outbox for entry ``n``."""
+    return {"op": "CREATED", "worklog_id": f"W{n:06d}", "project": f"P{n % 7}", "task": None,
+            "employee": f"E{n % 13:04d}", "work_date": "2026-11-23", "hours": f"{1 + n % 8}.25",
+            "billable": True, "description": f"chaos entry {n}", "version": 1}  # fmt: skip
+
+
+def create_outbox_table(conn, schema: str) -> None:
+    conn.execute(f"""CREATE TABLE {schema}.outbox (id bigserial PRIMARY KEY, topic text NOT NULL,
+        entity_key text NOT NULL, version bigint NULL, payload jsonb NOT NULL, correlation_id text NULL,
+        created_at timestamptz NOT NULL DEFAULT now())""")
+
+
+def start_application(dsn: str, schema: str, topic: str, events: int):
+    """The application: outbox rows committed 25 per transaction, paced; returns (thread, done event)."""
+    import json
+    import threading
+
+    import psycopg
+
+    done = threading.Event()
+
+    def run() -> None:
+        with psycopg.connect(dsn, autocommit=False) as app:
+            for start in range(0, events, 25):
+                with app.transaction():
+                    for n in range(start, min(start + 25, events)):
+                        app.execute(
+                            f"INSERT INTO {schema}.outbox (topic, entity_key, version, payload) VALUES (%s, %s, 1, %s)",
+                            (topic, f"W{n:06d}", json.dumps(timesheet_payload(n))),
+                        )
+                time.sleep(0.02)
+        done.set()
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, done
+
+
+def crash_count(path: Path) -> dict[str, int]:
+    """Crash points hit, by name, from the BIZBUS_CRASHPOINT_LOG file."""
+    out: dict[str, int] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                name = line.split()[0]
+                out[name] = out.get(name, 0) + 1
+    return out

@@ -9,9 +9,7 @@ and "the cursor is stored" (crash point ``source.after-send``), the worst moment
 
 from __future__ import annotations
 
-import json
 import random
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -19,7 +17,16 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.chaos.harness import Worker, chaos, count_topic, private_stack, wait_for, write_pipeline
+from tests.chaos.harness import (
+    Worker,
+    chaos,
+    count_topic,
+    create_outbox_table,
+    private_stack,
+    start_application,
+    wait_for,
+    write_pipeline,
+)
 
 DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 TOPIC = "bizbus.pm.timesheet.v1"
@@ -46,12 +53,6 @@ def db():
     conn.close()
 
 
-def payload(n: int) -> dict:
-    return {"op": "CREATED", "worklog_id": f"W{n:06d}", "project": f"P{n % 7}", "task": None,
-            "employee": f"E{n % 13:04d}", "work_date": "2026-11-23", "hours": f"{1 + n % 8}.25",
-            "billable": True, "description": f"chaos entry {n}", "version": 1}  # fmt: skip
-
-
 def test_pg_target_exactly_once_under_sigkill(db, tmp_path: Path) -> None:
     conn, schema = db
     rng = random.Random(int(time.time()))
@@ -65,9 +66,7 @@ def test_pg_target_exactly_once_under_sigkill(db, tmp_path: Path) -> None:
                         "columns": {"effect_id": "$effect_id", "worklog_id": "worklog_id", "hours": "hours"}}},
         ])  # fmt: skip
         src, sink = f"{schema.replace('_', '-')}-src", f"{schema.replace('_', '-')}-sink"
-        conn.execute(f"""CREATE TABLE {schema}.outbox (id bigserial PRIMARY KEY, topic text NOT NULL,
-            entity_key text NOT NULL, version bigint NULL, payload jsonb NOT NULL, correlation_id text NULL,
-            created_at timestamptz NOT NULL DEFAULT now())""")
+        create_outbox_table(conn, schema)
         crash = {
             "BIZBUS_CRASHPOINTS": "source.after-send:0.03",
             "BIZBUS_CRASHPOINT_LOG": str(tmp_path / "crashes.log"),
@@ -77,23 +76,8 @@ def test_pg_target_exactly_once_under_sigkill(db, tmp_path: Path) -> None:
         for w in workers:
             w.start()
 
-        written = threading.Event()
-
-        def app_writes() -> None:  # the application: business rows committed in small transactions
-            with psycopg.connect(DSN, autocommit=False) as app:
-                for start in range(0, EVENTS, 25):
-                    with app.transaction():
-                        for n in range(start, min(start + 25, EVENTS)):
-                            app.execute(
-                                f"INSERT INTO {schema}.outbox (topic, entity_key, version, payload) VALUES (%s, %s, 1, %s)",
-                                (TOPIC, f"W{n:06d}", json.dumps(payload(n))),
-                            )
-                    time.sleep(0.02)
-            written.set()
-
-        writer = threading.Thread(target=app_writes, daemon=True)
         t0 = time.monotonic()
-        writer.start()
+        _, written = start_application(DSN, schema, TOPIC, EVENTS)
 
         def target_rows() -> int:
             return conn.execute(f"SELECT count(*) FROM {schema}.entries").fetchone()[0]

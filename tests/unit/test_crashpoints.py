@@ -78,3 +78,15 @@ def test_environment_is_read_once_then_cached(monkeypatch: pytest.MonkeyPatch) -
         assert len(kills) == 2
     finally:
         crashpoints.reset()
+
+
+def test_nth_arrival_form_is_deterministic(tmp_path: Path) -> None:
+    log = tmp_path / "crashes.log"
+    env = {**os.environ, crashpoints.CRASHPOINTS_ENV: "x:@3", crashpoints.CRASHPOINT_LOG_ENV: str(log)}
+    script = "from bizbus.crashpoints import crashpoint\nfor i in range(5):\n    print(i, flush=True)\n    crashpoint('x')\n"
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert proc.stdout.split() == ["0", "1", "2"]  # died on the third arrival, not before
+    assert crashpoints.parse("x:@3") == {"x": -3.0}
+    with pytest.raises(ValueError):
+        crashpoints.parse("x:@0")
