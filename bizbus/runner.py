@@ -172,12 +172,18 @@ def start_components(pipeline: Pipeline, ctx: RuntimeContext, stop: threading.Ev
     return threads
 
 
-def stop_components(threads: list[ComponentThread], stop: threading.Event) -> None:
-    """Stop with drain: each loop finishes its batch and commits, then its connections close."""
+def stop_components(threads: list[ComponentThread], stop: threading.Event, server: ThreadingHTTPServer | None = None,
+                    old_signals: dict[int, Any] | None = None) -> None:  # fmt: skip
+    """Stop with drain (each loop finishes its batch and commits, then closes), the HTTP server, signal handlers."""
     stop.set()
     for t in threads:
         t.thread.join(timeout=30)
         t.component.close()
+    if server is not None:
+        server.shutdown()
+        server.server_close()
+    for s, handler in (old_signals or {}).items():
+        signal.signal(s, handler)
 
 
 def _signals(stop: threading.Event, echo: Callable[[str], None]) -> dict[int, Any]:
@@ -215,13 +221,8 @@ def up(
                 return 1
         return 0
     finally:
-        stop_components(threads, stop)
-        if server is not None:
-            server.shutdown()
-            server.server_close()
+        stop_components(threads, stop, server, old)
         stack.stop()
-        for s, handler in old.items():
-            signal.signal(s, handler)
         echo("bizbus stopped; every child process has exited.")
 
 
@@ -256,12 +257,7 @@ def worker(settings: Settings, pipeline: Pipeline, catalogue: Catalogue, only: t
                 return 1
         return 0
     finally:
-        stop_components(threads, stop)
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        for s, handler in old.items():
-            signal.signal(s, handler)
+        stop_components(threads, stop, server, old)
 
 
 def banner(settings: Settings, stack: Stack, pipeline: Pipeline, http_port: int) -> str:

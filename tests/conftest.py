@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from bizbus.schemas.registry.server import EmbeddedRegistry
 
@@ -79,3 +80,18 @@ def broker(request: pytest.FixtureRequest) -> BrokerHandle:
 def registry(tmp_path: Path) -> Iterator[EmbeddedRegistry]:
     with EmbeddedRegistry(tmp_path / "registry.sqlite") as reg:
         yield reg
+
+
+PG_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture
+def postgres() -> Iterator[psycopg.Connection]:
+    """An autocommit connection to the PostgreSQL every bizbus machine runs (skip with how-to if absent)."""
+    try:
+        conn = psycopg.connect(PG_DSN, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 unreachable ({exc}); start it with "
+                    "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start")  # fmt: skip
+    yield conn
+    conn.close()

@@ -12,7 +12,6 @@ import time
 import uuid
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from tests.chaos.harness import (
@@ -34,11 +33,8 @@ KILLS_EACH = 3
 
 
 @pytest.fixture
-def db():
-    try:
-        conn = psycopg.connect(DSN, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 unreachable ({exc}); it runs on every bizbus machine")
+def db(postgres):
+    conn = postgres
     schema = f"hchaos_{uuid.uuid4().hex[:8]}"
     conn.execute(f"CREATE SCHEMA {schema}")
     yield conn, schema
@@ -47,7 +43,6 @@ def db():
     conn.execute("DELETE FROM bizbus_state.source_cursors WHERE connector LIKE %s", (prefix,))
     for table in ("applied_effects", "offsets", "http_intents"):
         conn.execute(f"DELETE FROM bizbus_ledger.{table} WHERE connector LIKE %s", (prefix,))
-    conn.close()
 
 
 def test_api_target_exactly_once_under_sigkill(db, tmp_path: Path) -> None:

@@ -14,7 +14,6 @@ import time
 import uuid
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from tests.chaos.harness import (
@@ -35,11 +34,8 @@ KILLS_EACH = 3  # per connector: >= 6 SIGKILLs in all, plus the crash points
 
 
 @pytest.fixture
-def db():
-    try:
-        conn = psycopg.connect(DSN, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 unreachable ({exc}); it runs on every bizbus machine")
+def db(postgres):
+    conn = postgres
     schema = f"chaos_{uuid.uuid4().hex[:8]}"
     conn.execute(f"CREATE SCHEMA {schema}")
     # deliberately no primary key and no unique constraint: duplicates would show
@@ -50,7 +46,6 @@ def db():
     conn.execute("DELETE FROM bizbus_state.source_cursors WHERE connector LIKE %s", (prefix,))
     conn.execute("DELETE FROM bizbus_ledger.applied_effects WHERE connector LIKE %s", (prefix,))
     conn.execute("DELETE FROM bizbus_ledger.offsets WHERE connector LIKE %s", (prefix,))
-    conn.close()
 
 
 def test_pg_target_exactly_once_under_sigkill(db, tmp_path: Path) -> None:

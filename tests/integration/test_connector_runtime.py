@@ -11,7 +11,6 @@ import urllib.request
 import uuid
 from decimal import Decimal
 
-import psycopg
 import pytest
 from bizbus.schemas import catalog
 from confluent_kafka import Producer
@@ -29,11 +28,8 @@ DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 @pytest.fixture
-def rt(embedded_broker, registry):
-    try:
-        pg = psycopg.connect(DSN, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 unreachable ({exc})")
+def rt(embedded_broker, registry, postgres):
+    pg = postgres
     sfx = uuid.uuid4().hex[:8]
     topic = f"bizbus.rt{sfx}.timesheet.v1"
     admin = AdminClient({"bootstrap.servers": embedded_broker.bootstrap_servers})
@@ -50,7 +46,6 @@ def rt(embedded_broker, registry):
     pg.execute(f"DROP SCHEMA rt_{sfx} CASCADE")
     pg.execute("DELETE FROM bizbus_ledger.applied_effects WHERE connector = %s", (f"rt-{sfx}",))
     pg.execute("DELETE FROM bizbus_ledger.offsets WHERE connector = %s", (f"rt-{sfx}",))
-    pg.close()
 
 
 def sink(rt, **over):

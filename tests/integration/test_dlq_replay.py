@@ -20,7 +20,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 import yaml
 from bizbus.connectors.dlq import DeadLetterWriter, dead_letter
@@ -43,11 +42,8 @@ N = 12
 
 
 @pytest.fixture
-def pg():
-    try:
-        conn = psycopg.connect(DSN, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 unreachable ({exc})")
+def pg(postgres):
+    conn = postgres
     suffix = uuid.uuid4().hex[:8]
     schema, ledger = f"dlqr_{suffix}", f"dlqr_ledger_{suffix}"
     conn.execute(f"CREATE SCHEMA {schema}")
@@ -56,7 +52,6 @@ def pg():
     yield conn, suffix, schema, ledger
     conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
     conn.execute(f"DROP SCHEMA IF EXISTS {ledger} CASCADE")
-    conn.close()
 
 
 class Env:

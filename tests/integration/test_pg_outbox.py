@@ -24,11 +24,8 @@ DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 @pytest.fixture
-def env(embedded_broker, registry):
-    try:
-        conn = psycopg.connect(DSN, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 unreachable ({exc})")
+def env(embedded_broker, registry, postgres):
+    conn = postgres
     sfx = uuid.uuid4().hex[:8]
     topic, dlq_topic, schema = f"bizbus.t{sfx}.timesheet.v1", f"bizbus.t{sfx}.dead-letter.v1", f"outbox_{sfx}"
     conf = {"bootstrap.servers": embedded_broker.bootstrap_servers}
@@ -44,7 +41,6 @@ def env(embedded_broker, registry):
            "connector": f"outbox-{sfx}", "admin": admin}  # fmt: skip
     conn.execute(f"DROP SCHEMA {schema} CASCADE")
     conn.execute("DELETE FROM bizbus_state.source_cursors WHERE connector = %s", (f"outbox-{sfx}",))
-    conn.close()
 
 
 def task(e) -> SourceTask:

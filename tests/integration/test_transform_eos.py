@@ -14,7 +14,6 @@ import time
 import uuid
 from decimal import Decimal
 
-import psycopg
 import pytest
 from bizbus.connectors.dlq import DeadLetterWriter
 from bizbus.connectors.sink import SinkRecord, SinkRunner
@@ -63,15 +62,12 @@ TOPICS: dict[str, str] = {}
 
 
 @pytest.fixture
-def world(request, registry):
+def world(request, registry, postgres):
     broker = request.getfixturevalue("broker") if "broker" in request.fixturenames else None
     bootstrap = (
         broker.bootstrap_servers if broker else request.getfixturevalue("embedded_broker").bootstrap_servers
     )
-    try:
-        pg = psycopg.connect(DSN, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 unreachable ({exc})")
+    pg = postgres
     sfx = uuid.uuid4().hex[:8]
     TOPICS.update({"in": f"bizbus.in{sfx}.timesheet.v1", "out": f"bizbus.out{sfx}.timesheet.v1",
                    "dlq": f"bizbus.dl{sfx}.dead-letter.v1"})  # fmt: skip
@@ -98,7 +94,6 @@ def world(request, registry):
     yield {"conf": conf, "cat": cat, "serde": serde, "pg": pg, "table": table, "sfx": sfx, "admin": admin}
     pg.execute(f"DROP TABLE {table}")
     pg.execute(f"DROP SCHEMA IF EXISTS ledger_{sfx} CASCADE")
-    pg.close()
 
 
 def run_transform(w, transactional: bool) -> None:
