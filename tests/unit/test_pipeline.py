@@ -79,3 +79,11 @@ def test_yaml_syntax_error_has_line(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_pipeline(tmp_path / "absent.yaml")
+
+
+def test_example_pipelines_are_valid() -> None:
+    examples = sorted((PROJECT_ROOT / "deploy" / "examples").glob("*.yaml"))
+    assert examples
+    for path in examples:
+        pl = load_pipeline(path)
+        assert {c.type.name for c in pl.components} >= {"pg-outbox"}
