@@ -155,6 +155,20 @@ class Settings(BaseSettings):
         return conf
 
 
+def no_password(dsn: str) -> str:
+    """Refuse a libpq DSN (URL or key=value) that carries a password: secrets come from the environment."""
+    from psycopg import ProgrammingError, conninfo
+
+    try:
+        params = conninfo.conninfo_to_dict(dsn)
+    except ProgrammingError:
+        raise ValueError("not a valid PostgreSQL connection string") from None
+    if params.get("password"):
+        raise ValueError("the DSN must not contain a password: set PGPASSWORD in the environment, or use "
+                         "PGPASSFILE / ~/.pgpass")  # fmt: skip
+    return dsn
+
+
 def read_properties(path: Path) -> dict[str, str]:
     """Read a Java-style ``key=value`` properties file (comments with # or !)."""
     try:
@@ -178,4 +192,6 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source="environment (BIZBUS_*)", prefix="BIZBUS_")) from None
+        raise ConfigError(
+            format_validation_error(exc, source="environment (BIZBUS_*)", prefix="BIZBUS_")
+        ) from None

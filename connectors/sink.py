@@ -45,6 +45,15 @@ def field_at(value: Any, path: str) -> Any:
     return cur
 
 
+def next_offsets(msgs: list[Any]) -> list[TopicPartition]:
+    """The offsets to commit after ``msgs``: one past the highest consumed offset per partition."""
+    nxt: dict[tuple[str, int], int] = {}
+    for m in msgs:
+        k = (m.topic(), m.partition())
+        nxt[k] = max(nxt.get(k, 0), m.offset() + 1)
+    return [TopicPartition(t, p, o) for (t, p), o in nxt.items()]
+
+
 @dataclass(frozen=True)
 class SinkRecord:
     """One decoded source record with its coordinates; ``effect_id`` is derived from its event_id."""
@@ -260,13 +269,7 @@ class SinkRunner(Task):
                            headers=headers, timestamp_ms=ts, error=err, attempts=attempts)  # fmt: skip
 
     def _commit(self, msgs: list[Any]) -> None:
-        nxt: dict[tuple[str, int], int] = {}
-        for m in msgs:
-            k = (m.topic(), m.partition())
-            nxt[k] = max(nxt.get(k, 0), m.offset() + 1)
-        self._consumer.commit(
-            offsets=[TopicPartition(t, p, o) for (t, p), o in nxt.items()], asynchronous=False
-        )
+        self._consumer.commit(offsets=next_offsets(msgs), asynchronous=False)
 
     def close(self) -> None:
         consumer = getattr(self, "_consumer", None)

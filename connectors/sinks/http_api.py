@@ -49,11 +49,12 @@ from bizbus.connectors.errors import (
 )
 from bizbus.connectors.ledger import Effect, PgLedger
 from bizbus.connectors.sink import PlannedEffect, SinkConnector, SinkRecord, SinkWriter, WriteResult, field_at
-from psycopg import conninfo, sql
+from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bizbus.crashpoints import crashpoint
 from bizbus.errors import ConfigError
+from bizbus.settings import no_password
 
 log = logging.getLogger(__name__)
 
@@ -174,18 +175,7 @@ class HttpApiSinkConfig(BaseModel):
             raise ValueError("token_env must be the NAME of an environment variable (letters, digits, '_')")
         return v
 
-    @field_validator("state_dsn")
-    @classmethod
-    def _check_dsn(cls, v: str) -> str:
-        try:
-            params = conninfo.conninfo_to_dict(v)
-        except psycopg.ProgrammingError:
-            raise ValueError("state_dsn is not a valid PostgreSQL connection string") from None
-        if params.get("password"):
-            raise ValueError(
-                "state_dsn must not contain a password: set PGPASSWORD in the environment or use ~/.pgpass"
-            )
-        return v
+    _dsn = field_validator("state_dsn")(no_password)
 
     @field_validator("ledger_schema")
     @classmethod

@@ -15,11 +15,11 @@ import psycopg
 from bizbus.connectors.errors import RetryPolicy, classify
 from bizbus.connectors.ledger import Effect, PgLedger
 from bizbus.connectors.sink import PlannedEffect, SinkConnector, SinkRecord, SinkWriter, WriteResult, field_at
-from bizbus.connectors.sources.pg_outbox import no_password
 from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bizbus.errors import ConfigError
+from bizbus.settings import no_password
 
 RowFn = Callable[[SinkRecord], dict[str, Any]]
 

@@ -23,7 +23,6 @@ a gap until every transaction that could still fill it has ended.
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -43,16 +42,9 @@ from bizbus import lineage
 from bizbus.catalogue import Catalogue
 from bizbus.errors import ConfigError
 from bizbus.jsonavro import from_json
+from bizbus.settings import no_password
 
 DEFAULT_STATE_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
-_PASSWORD_IN_DSN = re.compile(r"(password\s*=)|(://[^/@:]+:[^/@]+@)", re.IGNORECASE)
-
-
-def no_password(dsn: str) -> str:
-    """Refuse a DSN that carries a password: secrets come from the environment, never from config."""
-    if _PASSWORD_IN_DSN.search(dsn):
-        raise ValueError("the DSN contains a password; put it in PGPASSWORD, PGPASSFILE or ~/.pgpass instead")
-    return dsn
 
 
 class PgOutboxConfig(BaseModel):

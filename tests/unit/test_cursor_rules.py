@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import pytest
 from bizbus.connectors.cursor import CursorTracker
-from bizbus.connectors.sources.pg_outbox import GapGuard, no_password
+from bizbus.connectors.sources.pg_outbox import GapGuard
+
+from bizbus.settings import no_password
 
 
 def tracker(n: int) -> CursorTracker:
