@@ -173,3 +173,36 @@ def test_a_gap_from_a_running_transaction_holds_the_cursor_until_it_commits(env)
         "W3",
         "W5",
     ]
+
+
+def test_a_task_that_lost_its_lease_cannot_move_the_cursor(env) -> None:
+    conn, table, topic = env["conn"], env["cfg"].table, env["topic"]
+    insert(conn, table, topic, 0)
+    first, second = task(env), task(env)
+    try:
+        assert first.step() == 1
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+                     (f"bizbus lease {env['connector']}/{table}",))  # fmt: skip
+        deadline = time.monotonic() + 10
+        while not second.lease.held and time.monotonic() < deadline:
+            second.step()
+            time.sleep(0.1)
+        insert(conn, table, topic, 1)
+        assert second.step() == 1
+        insert(conn, table, topic, 2)
+        # the fenced task still reads and sends (harmless: same event ids) but its cursor write fails
+        first.position = {"id": 0}
+        assert first.step() == 3
+        assert not first.lease.held and first.position is None
+        stored = conn.execute("SELECT cursor FROM bizbus_state.source_cursors WHERE connector = %s",
+                              (env["connector"],)).fetchone()[0]  # fmt: skip
+        assert stored == second.position == {"id": 2}  # the fenced write of {"id": 3} did not land
+        assert first.step() == 0  # standby now: the lease is held by the other task
+    finally:
+        first.close()
+        second.close()
+    events = consume(env["conf"], topic, env["serde"], 5)
+    ids = {v["worklog_id"]: v["meta"]["event_id"] for _, v in events}
+    assert set(ids) == {"W0", "W1", "W2"}  # nothing lost
+    for _, v in events:  # re-sent copies carry the same event id, so sinks drop them
+        assert v["meta"]["event_id"] == ids[v["worklog_id"]]
