@@ -89,6 +89,30 @@ COMPONENT_TYPES: dict[str, ComponentType] = {
             "Transactional outbox in PostgreSQL: each row becomes a canonical event; cursor and shard lease in PostgreSQL.",
         ),
         ComponentType(
+            "jira",
+            "source",
+            "bizbus.connectors.sources.jira:JiraSource",
+            "Jira Cloud: signed webhooks (projects, issues, worklogs) plus a JQL / worklog backfill that finds lost ones.",
+        ),
+        ComponentType(
+            "redmine",
+            "source",
+            "bizbus.connectors.sources.redmine:RedmineSource",
+            "Redmine: polls projects, issues and time entries by updated_on (Redmine has no webhooks).",
+        ),
+        ComponentType(
+            "dingtalk",
+            "source",
+            "bizbus.connectors.sources.dingtalk:DingTalkSource",
+            "DingTalk approvals: encrypted event callbacks, instance details read through the DingTalk API.",
+        ),
+        ComponentType(
+            "feishu",
+            "source",
+            "bizbus.connectors.sources.feishu:FeishuSource",
+            "Feishu / Lark approvals: signed, encrypted v2 events for subscribed approval definitions.",
+        ),
+        ComponentType(
             "pg-table",
             "sink",
             "bizbus.connectors.sinks.postgres:PgTableSink",

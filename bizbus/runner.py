@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qsl
 
 import httpx
 from confluent_kafka import KafkaException
@@ -22,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 
 from bizbus.catalogue import Catalogue
 from bizbus.components import Component, RuntimeContext
+from bizbus.connectors.inbox import HttpRequest, HttpResponse
 from bizbus.errors import PortInUse
 from bizbus.pipeline import Pipeline
 from bizbus.serde import AvroSerde
@@ -95,6 +97,20 @@ class Health:
             out[c.name] = {"type": c.type_name, "state": c.state, "tasks": states() if states else {}}
         return out
 
+    def webhook(self, name: str, request: HttpRequest) -> HttpResponse:
+        """Hand a request to ``/webhooks/NAME`` to the component that takes that vendor's webhooks."""
+        comp = next((c for c in self.components if c.name == name), None)
+        handle = getattr(comp.component, "webhook", None) if comp is not None else None
+        if handle is None:
+            takers = [c.name for c in self.components if getattr(c.component, "webhook", None)]
+            return HttpResponse(404, json.dumps({"error": f"no webhook connector {name!r} in this worker; "
+                                                 f"here: {', '.join(takers) or 'none'}"}).encode())  # fmt: skip
+        try:
+            return handle(request)
+        except Exception as exc:  # the vendor must retry; the error is logged, never swallowed
+            log.exception("webhook %s failed: %s", name, exc)
+            return HttpResponse(500, b'{"error":"internal error, retry later"}')
+
     def control(self, name: str, action: str) -> tuple[int, dict[str, Any]]:
         """Pause or resume a connector's tasks (they keep their group membership and leases)."""
         comp = next((c for c in self.components if c.name == name), None)
@@ -120,7 +136,23 @@ def serve_http(host: str, port: int, health: Health) -> ThreadingHTTPServer:
             self.end_headers()
             self.wfile.write(body)
 
+        def _webhook(self) -> bool:
+            path, _, qs = self.path.partition("?")
+            parts = path.strip("/").split("/", 2)
+            if parts[0] != "webhooks" or len(parts) < 2:
+                return False
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length > 0 else b""
+            request = HttpRequest(self.command, parts[2] if len(parts) > 2 else "",
+                                  dict(parse_qsl(qs, keep_blank_values=True)),
+                                  {k.lower(): v for k, v in self.headers.items()}, body)  # fmt: skip
+            resp = health.webhook(parts[1], request)
+            self._send(resp.status, resp.body, resp.content_type)
+            return True
+
         def do_POST(self) -> None:
+            if self._webhook():
+                return
             parts = self.path.split("?", 1)[0].strip("/").split("/")
             if len(parts) == 3 and parts[0] == "connectors" and parts[2] in ("pause", "resume"):
                 code, body = health.control(parts[1], parts[2])
@@ -133,6 +165,8 @@ def serve_http(host: str, port: int, health: Health) -> ThreadingHTTPServer:
                 )
 
         def do_GET(self) -> None:
+            if self._webhook():
+                return
             path = self.path.split("?", 1)[0]
             if path == "/connectors":
                 self._send(200, json.dumps(health.connectors()).encode(), "application/json")

@@ -12,7 +12,7 @@ same deterministic event ids; sinks absorb them (applied-effect ledger).
 from __future__ import annotations
 
 import json
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -120,3 +120,71 @@ class PgCursorStore:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+# -- ids from a sequence: gaps that may still fill ---------------------------------------------------
+
+
+@dataclass
+class _Gap:
+    first_seen: float
+    xids: list[int] | None = None  # transactions in progress once the grace period was over
+    ready: bool = False  # all of them ended (checked before the read that uses it)
+
+
+class GapGuard:
+    """Decides how far a read may move the cursor when the ids it saw have holes.
+
+    ``refresh(ended)`` runs *before* each read (``ended(xids)`` asks the database whether all those
+    transactions finished); ``admit(after, ids, now, in_progress)`` runs after it and returns how many of
+    ``ids`` (ascending) may be taken. A gap is jumped only when it outlived ``grace`` and every transaction
+    in progress after that has ended while the gap stayed: nothing can fill it any more.
+    """
+
+    def __init__(self, grace: float) -> None:
+        self.grace = grace
+        self.pending: dict[int, _Gap] = {}
+
+    def refresh(self, ended: Callable[[list[int]], bool]) -> None:
+        for gap in self.pending.values():
+            if gap.xids is not None and not gap.ready:
+                gap.ready = not gap.xids or ended(gap.xids)
+
+    def admit(self, after: int, ids: Iterable[int], now: float, in_progress: Callable[[], list[int]]) -> int:
+        expected, taken = after + 1, 0
+        for i in ids:
+            if i != expected:
+                gap = self.pending.get(expected)
+                if gap is None:
+                    self.pending[expected] = _Gap(now)
+                    break
+                if now - gap.first_seen < self.grace:
+                    break
+                if gap.xids is None:
+                    gap.xids = in_progress()
+                    break
+                if not gap.ready:
+                    break
+                del self.pending[expected]
+            expected = i + 1
+            taken += 1
+        for k in [k for k in self.pending if k < expected]:  # filled or jumped
+            del self.pending[k]
+        return taken
+
+
+def pg_in_progress(conn: psycopg.Connection[Any]) -> list[int]:
+    """Transaction ids in progress now (the candidates that could still fill a gap)."""
+    rows = conn.execute("SELECT x::text::bigint FROM pg_snapshot_xip(pg_current_snapshot()) AS x").fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def pg_ended(conn: psycopg.Connection[Any], xids: list[int]) -> bool:
+    """Whether every one of ``xids`` has committed or aborted."""
+    row = conn.execute(
+        "SELECT bool_and(coalesce(pg_xact_status(x::text::xid8), 'aborted') <> 'in progress')"
+        " FROM unnest(%s::bigint[]) AS x",
+        (xids,),
+    ).fetchone()
+    return bool(row and row[0])
+

@@ -160,9 +160,14 @@ class SourceTask(Task):
         self.stats.read += len(items)
         tracker = CursorTracker()
         dead: list[int] = []
+        skipped = 0
         for i, item in enumerate(items):
             tracker.add(i, item.position)
             err = item.error
+            if err is None and item.topic is None:  # nothing to send for this item; the cursor may pass it
+                tracker.ack(i)
+                skipped += 1
+                continue
             if err is None:
                 try:
                     value = self._encode(item)
@@ -193,11 +198,12 @@ class SourceTask(Task):
                 self._lost_lease(exc)
                 return len(items)
             self.stats.cursor_stores += 1
-        produced = len(items) - len(dead) - tracker.failed - tracker.pending
+        produced = len(items) - len(dead) - skipped - tracker.failed - tracker.pending
         self.stats.produced += produced
         self.stats.dead_lettered += len(dead)
         SOURCE_RECORDS.labels(self.connector, "produced").inc(produced)
         SOURCE_RECORDS.labels(self.connector, "dead_letter").inc(len(dead))
+        SOURCE_RECORDS.labels(self.connector, "skipped").inc(skipped)
         if not tracker.complete:
             log.warning("source %s shard %s: %d record(s) not acknowledged by the broker; re-sending from %s",
                         self.connector, self.shard, tracker.failed + tracker.pending, pos or self.position)  # fmt: skip

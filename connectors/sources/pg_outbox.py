@@ -24,13 +24,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from bizbus.connectors.base import Connector, Task, TaskSpec
-from bizbus.connectors.cursor import Position
+from bizbus.connectors.cursor import GapGuard, Position, pg_ended, pg_in_progress
 from bizbus.connectors.dlq import DeadLetterWriter
 from bizbus.connectors.errors import Permanent
 from bizbus.connectors.source import SourceItem, SourceReader, SourceTask
@@ -72,54 +70,6 @@ class PgOutboxConfig(BaseModel):
     _dsn = field_validator("dsn", "state_dsn")(no_password)
 
 
-@dataclass
-class _Gap:
-    first_seen: float
-    xids: list[int] | None = None  # transactions in progress once the grace period was over
-    ready: bool = False  # all of them ended (checked before the read that uses it)
-
-
-class GapGuard:
-    """Decides how far a read may move the cursor when the ids it saw have holes.
-
-    ``refresh(ended)`` runs *before* each read (``ended(xids)`` asks the database whether all those
-    transactions finished); ``admit(after, ids, now, in_progress)`` runs after it and returns how many of
-    ``ids`` (ascending) may be taken. A gap is jumped only when it outlived ``grace`` and every transaction
-    in progress after that has ended while the gap stayed: nothing can fill it any more.
-    """
-
-    def __init__(self, grace: float) -> None:
-        self.grace = grace
-        self.pending: dict[int, _Gap] = {}
-
-    def refresh(self, ended: Callable[[list[int]], bool]) -> None:
-        for gap in self.pending.values():
-            if gap.xids is not None and not gap.ready:
-                gap.ready = not gap.xids or ended(gap.xids)
-
-    def admit(self, after: int, ids: Iterable[int], now: float, in_progress: Callable[[], list[int]]) -> int:
-        expected, taken = after + 1, 0
-        for i in ids:
-            if i != expected:
-                gap = self.pending.get(expected)
-                if gap is None:
-                    self.pending[expected] = _Gap(now)
-                    break
-                if now - gap.first_seen < self.grace:
-                    break
-                if gap.xids is None:
-                    gap.xids = in_progress()
-                    break
-                if not gap.ready:
-                    break
-                del self.pending[expected]
-            expected = i + 1
-            taken += 1
-        for k in [k for k in self.pending if k < expected]:  # filled or jumped
-            del self.pending[k]
-        return taken
-
-
 class PgOutboxReader(SourceReader):
     """Reads outbox rows after the cursor ``{"id": N}`` and maps them to canonical events."""
 
@@ -148,18 +98,10 @@ class PgOutboxReader(SourceReader):
         return [self._item(r) for r in rows[:n]]
 
     def _in_progress(self) -> list[int]:
-        rows = self._conn.execute(
-            "SELECT x::text::bigint FROM pg_snapshot_xip(pg_current_snapshot()) AS x"
-        ).fetchall()
-        return [int(r[0]) for r in rows]
+        return pg_in_progress(self._conn)
 
     def _ended(self, xids: list[int]) -> bool:
-        row = self._conn.execute(
-            "SELECT bool_and(coalesce(pg_xact_status(x::text::xid8), 'aborted') <> 'in progress')"
-            " FROM unnest(%s::bigint[]) AS x",
-            (xids,),
-        ).fetchone()
-        return bool(row and row[0])
+        return pg_ended(self._conn, xids)
 
     def _item(self, row: tuple[Any, ...]) -> SourceItem:
         rid, topic, key, version, payload, correlation_id, created_at = row

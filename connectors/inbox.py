@@ -1,0 +1,573 @@
+"""The webhook inbox: how a vendor's push (webhook, event callback) and pull (backfill poll) enter the bus.
+
+    vendor ──POST /webhooks/<connector>──► WebhookHandler.handle()  verify signature, decrypt, parse
+                                             │ 401 bad signature (metric)      │ 400 malformed (metric + dead letter)
+                                             ▼
+                                      inbox table (PostgreSQL)   INSERT .. ON CONFLICT DO NOTHING
+                                             │                    (delivery id and entity version are unique:
+                                             │                     a redelivery or a polled copy is dropped)
+                                             ▼  answer the vendor now (fast: one local INSERT)
+    Backfill.poll(watermark) ──► same inbox  (what no webhook delivered is counted as a gap)
+                                             │
+                     inbox source task ──────┘  reads rows in id order (cursor + lease as every source),
+                                                Converter.convert(row) -> canonical events (may call the
+                                                vendor's API, e.g. to read an approval's form) -> topic
+
+Answering fast matters (DingTalk retries after ~1.5 s); the slow part (API reads, mapping) happens in the
+source task, which keeps the usual rule: the cursor moves only after the broker acknowledged. A vendor
+field never reaches a topic: rows keep the vendor payload, the converter emits canonical events only.
+
+A vendor connector subclasses ``InboxConnector`` and provides ``handler()``, ``converter()`` and
+optionally ``backfill()``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar
+
+import psycopg
+from bizbus.connectors.base import Connector, Task, TaskSpec
+from bizbus.connectors.cursor import GapGuard, PgCursorStore, Position, pg_ended, pg_in_progress
+from bizbus.connectors.dlq import DeadLetterWriter, dead_letter
+from bizbus.connectors.errors import ConnectorError, Permanent, classify
+from bizbus.connectors.lease import PgLease
+from bizbus.connectors.source import SourceItem, SourceReader, SourceTask
+from prometheus_client import Counter, Histogram
+from psycopg import sql
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from bizbus.settings import no_password
+
+log = logging.getLogger(__name__)
+
+WEBHOOK_REQUESTS = Counter("bizbus_webhook_requests_total", "Webhook requests by outcome (accepted, duplicate, "
+                           "bad_signature, malformed, handshake, error)", ["connector", "outcome"])  # fmt: skip
+WEBHOOK_SECONDS = Histogram("bizbus_webhook_seconds", "Time from request to answer", ["connector"],
+                            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 3.0))  # fmt: skip
+BACKFILL_GAPS = Counter("bizbus_backfill_gaps_total", "Changes a backfill poll found that no webhook had "
+                        "delivered (lost webhooks)", ["connector"])  # fmt: skip
+BACKFILL_POLLS = Counter("bizbus_backfill_polls_total", "Backfill polls by outcome", ["connector", "outcome"])
+
+DEFAULT_STATE_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+# -- what a vendor module provides -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    """A request to ``/webhooks/<connector>[/<subpath>]``; header names are lower-case."""
+
+    method: str
+    subpath: str
+    query: Mapping[str, str]
+    headers: Mapping[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    status: int = 200
+    body: bytes = b'{"ok":true}'
+    content_type: str = "application/json"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One change a webhook or a poll brought in, stored as is in the inbox.
+
+    ``delivery_id``: the vendor's delivery id (a redelivery repeats it). ``entity_key``: the entity version
+    it carries, e.g. ``worklog:10042@1730000000000``; the same version from another delivery or a poll is
+    dropped, and the poller's "did a webhook bring this?" asks by it. None when the payload has no version.
+    ``kind``: what the payload is, e.g. ``jira:worklog_created``, read by the converter.
+    """
+
+    delivery_id: str
+    kind: str
+    payload: Mapping[str, Any]
+    entity_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """A verified request: the deliveries to store (maybe none) and the answer the vendor expects."""
+
+    deliveries: tuple[Delivery, ...]
+    response: HttpResponse = field(default_factory=HttpResponse)
+
+
+class WebhookRejected(Exception):
+    """Refuse a request: 401 (signature, token), 400 (malformed; also dead-lettered), 404, 405 ..."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.reason, self.message = status, reason, message
+
+    @property
+    def dead_letter(self) -> bool:
+        return self.status == 400
+
+
+class WebhookHandler(ABC):
+    """Verifies and parses one vendor's push requests. Must be fast and must not call the vendor."""
+
+    @abstractmethod
+    def handle(self, request: HttpRequest) -> Accepted | HttpResponse:
+        """``Accepted`` to store deliveries; a bare ``HttpResponse`` for handshakes (nothing stored);
+        raise ``WebhookRejected`` to refuse."""
+
+
+@dataclass(frozen=True)
+class InboxRow:
+    id: int
+    delivery_id: str
+    kind: str
+    payload: Mapping[str, Any]
+    entity_key: str | None
+    origin: str  # "webhook" or "poll"
+    received_at: datetime
+
+
+@dataclass(frozen=True)
+class Event:
+    """A canonical event for a catalogue topic; ``value`` has ``meta`` (see bizbus.lineage.meta)."""
+
+    topic: str
+    key: str
+    value: dict[str, Any]
+
+
+class Converter(ABC):
+    """Turns inbox rows into canonical events; may read the vendor's API (``setup`` opens the client)."""
+
+    def setup(self) -> None:
+        """Open clients."""
+
+    @abstractmethod
+    def convert(self, row: InboxRow) -> list[Event]:
+        """Events for one row (may be none). Raise ``Permanent`` to dead-letter the row, a retryable
+        ``ConnectorError`` (``Retryable``, ``BackOff``, ``NotConnected``) to try it again later."""
+
+    def close(self) -> None:
+        """Close clients."""
+
+
+@dataclass(frozen=True)
+class PollResult:
+    deliveries: tuple[Delivery, ...]
+    watermark: Position  # where the next poll starts; stored only after the deliveries are in the inbox
+
+
+class Backfill(ABC):
+    """Finds changes by asking the vendor (webhooks get lost; some vendors have none)."""
+
+    def setup(self) -> None:
+        """Open clients."""
+
+    @abstractmethod
+    def poll(self, watermark: Position | None) -> PollResult:
+        """Changes since ``watermark`` (None: the configured start); every one needs an ``entity_key``."""
+
+    def close(self) -> None:
+        """Close clients."""
+
+
+# -- the inbox table -----------------------------------------------------------------------------
+
+
+def inbox_table(connector: str) -> str:
+    return "inbox_" + connector.replace("-", "_")
+
+
+class PgInbox:
+    """One table per connector (ids stay dense, so the reader's gap guard works as for an outbox)."""
+
+    def __init__(self, dsn: str, schema: str, connector: str) -> None:
+        self.dsn, self.schema, self.connector = dsn, schema, connector
+        self.table = sql.Identifier(schema, inbox_table(connector))
+        self._local = threading.local()
+
+    def _conn(self) -> psycopg.Connection[Any]:
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.closed or conn.broken:
+            conn = self._local.conn = psycopg.connect(self.dsn, autocommit=True,
+                                                      application_name=f"bizbus inbox {self.connector}")  # fmt: skip
+        return conn
+
+    def setup(self) -> None:
+        conn = self._conn()
+        name = inbox_table(self.connector)
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext('bizbus inbox ddl'))")
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema)))
+            conn.execute(sql.SQL(
+                """CREATE TABLE IF NOT EXISTS {} (
+                    id bigserial PRIMARY KEY, delivery_id text NOT NULL UNIQUE, entity_key text NULL UNIQUE,
+                    kind text NOT NULL, origin text NOT NULL, payload jsonb NOT NULL,
+                    received_at timestamptz NOT NULL DEFAULT now())"""
+            ).format(self.table))  # fmt: skip
+            conn.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(
+                self.table, sql.Literal(f"bizbus webhook inbox of connector {self.connector} ({name})")))  # fmt: skip
+
+    def add(self, delivery: Delivery, origin: str) -> bool:
+        """Store a delivery; False when its delivery id or entity version is already there."""
+        row = self._conn().execute(
+            sql.SQL("INSERT INTO {} (delivery_id, entity_key, kind, origin, payload) VALUES (%s, %s, %s, %s, %s)"
+                    " ON CONFLICT DO NOTHING RETURNING id").format(self.table),
+            (delivery.delivery_id, delivery.entity_key, delivery.kind, origin,
+             json.dumps(delivery.payload, ensure_ascii=False, default=str)),
+        ).fetchone()  # fmt: skip
+        return row is not None
+
+    def has_entity(self, entity_key: str) -> bool:
+        row = self._conn().execute(
+            sql.SQL("SELECT 1 FROM {} WHERE entity_key = %s").format(self.table), (entity_key,)
+        ).fetchone()
+        return row is not None
+
+    def read(self, after: int, limit: int) -> list[InboxRow]:
+        rows = self._conn().execute(
+            sql.SQL("SELECT id, delivery_id, kind, payload, entity_key, origin, received_at FROM {}"
+                    " WHERE id > %s ORDER BY id LIMIT %s").format(self.table), (after, limit),
+        ).fetchall()  # fmt: skip
+        return [InboxRow(*r) for r in rows]
+
+    def in_progress(self) -> list[int]:
+        return pg_in_progress(self._conn())
+
+    def ended(self, xids: list[int]) -> bool:
+        return pg_ended(self._conn(), xids)
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+
+# -- the tasks -------------------------------------------------------------------------------------
+
+
+class InboxReader(SourceReader):
+    """Inbox rows after the cursor ``{"id": N}`` -> canonical events (one ``SourceItem`` per event).
+
+    A row with several events moves the cursor only with its last event; a row with none yields one
+    item without a topic (the cursor moves, nothing is sent). A retryable converter error stops the batch
+    before that row and backs off; the row is tried again.
+    """
+
+    def __init__(self, connector: str, inbox: PgInbox, converter: Converter, gap_grace: float = 1.0,
+                 backoff_max: float = 30.0) -> None:  # fmt: skip
+        self.connector, self.inbox, self.converter = connector, inbox, converter
+        self.guard = GapGuard(gap_grace)
+        self.backoff_max = backoff_max
+        self._retry_at = 0.0
+        self._failures = 0
+
+    def setup(self) -> None:
+        self.inbox.setup()
+        self.converter.setup()
+
+    def read(self, position: Position | None, limit: int) -> list[SourceItem]:
+        if time.monotonic() < self._retry_at:
+            return []
+        after = int(position["id"]) if position else 0
+        self.guard.refresh(self.inbox.ended)
+        rows = self.inbox.read(after, limit)
+        n = self.guard.admit(after, [r.id for r in rows], time.monotonic(), self.inbox.in_progress)
+        items: list[SourceItem] = []
+        for row in rows[:n]:
+            try:
+                items += self._items(row)
+            except ConnectorError as exc:
+                if exc.error_class in ("permanent", "poison"):
+                    raise  # _items turns those into dead-letter items; anything else is a bug
+                self._back_off(row, exc)
+                break
+            except Exception as exc:  # an unexpected converter failure: classify, never lose the row
+                err = classify(exc)
+                if err.error_class == "retryable":
+                    self._back_off(row, err)
+                    break
+                items.append(self._dead(row, err))
+        else:
+            self._failures = 0
+        return items
+
+    def _items(self, row: InboxRow) -> list[SourceItem]:
+        try:
+            events = self.converter.convert(row)
+        except ConnectorError as exc:
+            if exc.error_class not in ("permanent", "poison"):
+                raise
+            return [self._dead(row, exc)]
+        raw = self._raw(row)
+        origin = f"inbox:{self.connector}"
+        if not events:
+            return [SourceItem(position={"id": row.id}, origin=origin, offset=row.id, raw=raw)]
+        before = {"id": row.id - 1}
+        return [
+            SourceItem(position={"id": row.id} if i == len(events) - 1 else before, origin=origin, offset=row.id,
+                       raw=raw, topic=e.topic, key=e.key.encode(), value=e.value)
+            for i, e in enumerate(events)
+        ]  # fmt: skip
+
+    def _dead(self, row: InboxRow, err: ConnectorError) -> SourceItem:
+        log.warning("inbox %s row %d (%s): %s", self.connector, row.id, row.kind, err)
+        return SourceItem(position={"id": row.id}, origin=f"inbox:{self.connector}", offset=row.id,
+                          raw=self._raw(row), error=err)  # fmt: skip
+
+    @staticmethod
+    def _raw(row: InboxRow) -> bytes:
+        return json.dumps({"delivery_id": row.delivery_id, "kind": row.kind, "origin": row.origin,
+                           "payload": row.payload}, ensure_ascii=False, default=str).encode()  # fmt: skip
+
+    def _back_off(self, row: InboxRow, err: ConnectorError) -> None:
+        self._failures += 1
+        wait = min(self.backoff_max, 0.5 * 2 ** min(self._failures - 1, 10))
+        retry_after = getattr(err, "retry_after", None)
+        if retry_after:
+            wait = max(wait, float(retry_after))
+        self._retry_at = time.monotonic() + wait
+        log.warning("inbox %s row %d (%s): %s; trying again in %.1f s", self.connector, row.id, row.kind, err, wait)
+
+    def close(self) -> None:
+        self.converter.close()
+        self.inbox.close()
+
+
+class BackfillTask(Task):
+    """Polls the vendor every ``interval`` seconds under the shard lease ``backfill``; found changes the
+    inbox does not have yet go in (counted as gaps when the connector also takes webhooks)."""
+
+    def __init__(self, connector: str, backfill: Backfill, inbox: PgInbox, state_dsn: str, state_schema: str,
+                 interval: float, count_gaps: bool) -> None:  # fmt: skip
+        self.connector, self.backfill, self.inbox = connector, backfill, inbox
+        self.state_dsn, self.state_schema = state_dsn, state_schema
+        self.interval, self.count_gaps = interval, count_gaps
+        self._next = 0.0
+        self._paused = False
+        self.gaps = 0
+
+    def setup(self) -> None:
+        self.lease = PgLease(self.state_dsn, self.connector, "backfill")
+        self.store = PgCursorStore(self.state_dsn, self.state_schema)
+        self.inbox.setup()
+        self.backfill.setup()
+
+    def step(self) -> int:
+        if self._paused or time.monotonic() < self._next:
+            return 0
+        self._next = time.monotonic() + self.interval
+        if not self.lease.held:
+            if not self.lease.try_acquire():
+                return 0
+            self.store.setup(conn=self.lease.conn)
+        watermark = self.store.load(self.connector, "backfill")
+        try:
+            result = self.backfill.poll(watermark)
+        except Exception as exc:  # a failed poll is retried at the next interval; the watermark stays
+            err = classify(exc)
+            if err.error_class == "fatal":
+                raise
+            BACKFILL_POLLS.labels(self.connector, "failed").inc()
+            log.warning("backfill %s: poll failed (%s); next try in %.0f s", self.connector, err, self.interval)
+            return 0
+        added = 0
+        for d in result.deliveries:
+            if d.entity_key is not None and self.inbox.has_entity(d.entity_key):
+                continue
+            if self.inbox.add(d, "poll"):
+                added += 1
+                if self.count_gaps:
+                    BACKFILL_GAPS.labels(self.connector).inc()
+                    log.info("backfill %s: %s was not delivered by a webhook (gap)", self.connector, d.entity_key)
+        try:
+            self.store.store(self.connector, "backfill", dict(result.watermark))
+        except psycopg.Error as exc:
+            log.warning("backfill %s: lease session lost (%s)", self.connector, exc)
+            self.lease.release()
+        self.gaps += added if self.count_gaps else 0
+        BACKFILL_POLLS.labels(self.connector, "ok").inc()
+        return added
+
+    def pause(self) -> None:
+        self._paused = True
+
+    def resume(self) -> None:
+        self._paused = False
+
+    def close(self) -> None:
+        self.backfill.close()
+        self.inbox.close()
+        if getattr(self, "lease", None) is not None:
+            self.lease.release()
+
+
+# -- the connector -----------------------------------------------------------------------------
+
+
+class InboxConfig(BaseModel):
+    """Settings every inbox connector has (vendor configs extend this model)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+    state_dsn: str = Field(default=DEFAULT_STATE_DSN,
+                           description="PostgreSQL holding the inbox, cursors and leases (no password: PGPASSWORD or ~/.pgpass)")  # fmt: skip
+    state_schema: str = Field(default="bizbus_state", pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+                              description="schema of the inbox table inbox_<connector>")  # fmt: skip
+    batch_size: int = Field(default=200, ge=1, le=10_000, description="inbox rows converted per batch")
+    poll_interval_seconds: float = Field(default=300, ge=0.1, le=86_400,
+                                         description="how often the backfill poll runs (if the connector has one)")  # fmt: skip
+
+    _dsn = field_validator("state_dsn")(no_password)
+
+
+class InboxConnector(Connector):
+    """Webhook endpoint + inbox source task (+ backfill task) for one vendor system."""
+
+    kind = "source"
+    takes_webhooks: ClassVar[bool] = True
+
+    @abstractmethod
+    def handler(self) -> WebhookHandler | None:
+        """The push side (None: poll only)."""
+
+    @abstractmethod
+    def converter(self) -> Converter:
+        """Inbox rows -> canonical events."""
+
+    def backfill(self) -> Backfill | None:
+        """The pull side (None: webhooks only)."""
+        return None
+
+    # Connector ------------------------------------------------------------------------------------
+
+    def validate(self) -> None:
+        for topic in self.topics():
+            self.ctx.catalogue.get(topic)
+
+    def topics(self) -> tuple[str, ...]:
+        """Catalogue topics this connector writes (checked at start)."""
+        return ()
+
+    def _inbox(self) -> PgInbox:
+        c: Any = self.config
+        return PgInbox(c.state_dsn, c.state_schema, self.name)
+
+    def setup(self) -> None:
+        self._webhook = self.handler()
+        self._webhook_inbox = self._inbox()
+        self._webhook_inbox.setup()
+        kafka = self.ctx.settings.kafka_config()
+        self._dlq = DeadLetterWriter(kafka, self.ctx.serde)
+        self._dlq.setup()
+        super().setup()
+
+    def task_specs(self, max_tasks: int) -> list[TaskSpec]:
+        specs = [TaskSpec(0, shard="inbox")]
+        if self.backfill() is not None:
+            specs.append(TaskSpec(1, shard="backfill"))
+        return specs
+
+    def create_task(self, spec: TaskSpec) -> Task:
+        c: Any = self.config
+        if spec.shard == "backfill":
+            bf = self.backfill()
+            assert bf is not None
+            return BackfillTask(self.name, bf, self._inbox(), c.state_dsn, c.state_schema, c.poll_interval_seconds,
+                                count_gaps=self._webhook is not None)  # fmt: skip
+        kafka = self.ctx.settings.kafka_config()
+        reader = InboxReader(self.name, self._inbox(), self.converter())
+        return SourceTask(self.name, "inbox", reader, kafka, self.ctx.serde, self.ctx.catalogue,
+                          DeadLetterWriter(kafka, self.ctx.serde), c.state_dsn, c.state_schema, batch_size=c.batch_size)  # fmt: skip
+
+    # the push side (called by bizbus's HTTP server, one thread per request) --------------------------
+
+    def webhook(self, request: HttpRequest) -> HttpResponse:
+        started = time.perf_counter()
+        try:
+            return self._webhook_request(request)
+        finally:
+            WEBHOOK_SECONDS.labels(self.name).observe(time.perf_counter() - started)
+
+    def _webhook_request(self, request: HttpRequest) -> HttpResponse:
+        handler = getattr(self, "_webhook", None)
+        if handler is None:
+            return _json(404, {"error": f"connector {self.name} takes no webhooks"})
+        try:
+            outcome = handler.handle(request)
+        except WebhookRejected as exc:
+            WEBHOOK_REQUESTS.labels(self.name, exc.reason).inc()
+            log.warning("webhook %s: %d %s: %s", self.name, exc.status, exc.reason, exc.message)
+            if exc.dead_letter:
+                self._dead_letter_body(request, exc)
+            return _json(exc.status, {"error": exc.message})
+        if isinstance(outcome, HttpResponse):
+            WEBHOOK_REQUESTS.labels(self.name, "handshake").inc()
+            return outcome
+        try:
+            for d in outcome.deliveries:
+                added = self._webhook_inbox.add(d, "webhook")
+                WEBHOOK_REQUESTS.labels(self.name, "accepted" if added else "duplicate").inc()
+        except psycopg.Error as exc:  # not stored: the vendor must retry, so do not say "ok"
+            WEBHOOK_REQUESTS.labels(self.name, "error").inc()
+            log.error("webhook %s: inbox unavailable: %s", self.name, exc)
+            return _json(503, {"error": "inbox unavailable, retry later"})
+        return outcome.response
+
+    def _dead_letter_body(self, request: HttpRequest, exc: WebhookRejected) -> None:
+        digest = int.from_bytes(hashlib.sha256(request.body).digest()[:6], "big")
+        self._dlq.send(dead_letter(connector=self.name, topic=f"webhook:{self.name}", partition=0, offset=digest,
+                                   key=None, value=request.body, headers=None, timestamp_ms=None,
+                                   error=Permanent(exc.message, reason=exc.reason), attempts=1))  # fmt: skip
+        try:
+            self._dlq.flush(10)
+        except ConnectorError as err:
+            log.error("webhook %s: dead letter not acknowledged: %s", self.name, err)
+
+    def close(self) -> None:
+        super().close()
+        for name in ("_webhook_inbox", "_dlq"):
+            obj = getattr(self, name, None)
+            if obj is not None:
+                obj.close()
+
+
+def _json(status: int, body: dict[str, Any]) -> HttpResponse:
+    return HttpResponse(status, json.dumps(body, ensure_ascii=False).encode())
+
+
+def reject_unless(condition: bool, status: int, reason: str, message: str) -> None:
+    """Small helper for handlers: ``reject_unless(sig_ok, 401, "bad_signature", "...")``."""
+    if not condition:
+        raise WebhookRejected(status, reason, message)
+
+
+def require(mapping: Mapping[str, Any], *keys: str, what: str = "body") -> None:
+    """Raise a 400 naming the first missing key."""
+    for k in keys:
+        if k not in mapping or mapping[k] in (None, ""):
+            raise WebhookRejected(400, "malformed", f"{what} lacks {k!r}")
+
+
+def parse_json_body(body: bytes) -> Any:
+    """Decode a JSON body or raise a 400 ``malformed``."""
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise WebhookRejected(400, "malformed", f"body is not JSON: {exc}") from None
+
+
+__all__ = ["Accepted", "Backfill", "BackfillTask", "Converter", "Delivery", "Event", "HttpRequest", "HttpResponse",
+           "InboxConfig", "InboxConnector", "InboxReader", "InboxRow", "PgInbox", "PollResult", "WebhookHandler",
+           "WebhookRejected", "parse_json_body", "reject_unless", "require"]  # fmt: skip
