@@ -53,12 +53,14 @@ def write_pipeline(path: Path, connectors: list[dict]) -> Path:
 
 @dataclass
 class Worker:
-    """One `bizbus worker --only NAME` process, restartable; its output goes to a log file."""
+    """One `bizbus worker --only NAME` process (or another bizbus ``command``), restartable; its output goes
+    to a log file."""
 
     name: str
     stack: Stack
     pipeline: Path
     env: dict[str, str] = field(default_factory=dict)
+    command: list[str] | None = None  # bizbus sub-command; default: worker --only <connector>
     proc: subprocess.Popen | None = None
     starts: int = 0
     kills: int = 0
@@ -75,16 +77,8 @@ class Worker:
             "BIZBUS_LOG_LEVEL": "INFO",
             **self.env,
         }
-        cmd = [
-            sys.executable,
-            "-m",
-            "bizbus.cli",
-            "worker",
-            "--pipeline",
-            str(self.pipeline),
-            "--only",
-            self.connector,
-        ]
+        sub = self.command or ["worker", "--pipeline", str(self.pipeline), "--only", self.connector]
+        cmd = [sys.executable, "-m", "bizbus.cli", *sub]
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         log.close()
 
