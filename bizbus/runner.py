@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +28,7 @@ from bizbus.components import Component, RuntimeContext
 from bizbus.connectors.inbox import HttpRequest, HttpResponse
 from bizbus.errors import PortInUse
 from bizbus.pipeline import Pipeline
+from bizbus.procs import ChildProcess
 from bizbus.serde import AvroSerde
 from bizbus.settings import Settings
 from bizbus.stack import Stack, bootstrap
@@ -200,6 +203,8 @@ def start_components(pipeline: Pipeline, ctx: RuntimeContext, stop: threading.Ev
     for cc in pipeline.enabled():
         if only and cc.name not in only:
             continue
+        if cc.type.kind == "flow":  # flows run in their own Faust worker process (``bizbus flows run``)
+            continue
         comp = cc.type.load()(cc.name, cc.config, ctx)
         comp.setup()
         threads.append(ComponentThread(cc.name, cc.type.name, comp, stop))
@@ -237,6 +242,7 @@ def up(
     stack = Stack(settings)
     threads: list[ComponentThread] = []
     server: ThreadingHTTPServer | None = None
+    flows: ChildProcess | None = None
     try:
         stack.start(progress=echo)
         serde = AvroSerde(settings.registry_config())
@@ -245,6 +251,9 @@ def up(
         server = serve_http(settings.http_host, settings.http_port, Health(settings, threads))
         for t in threads:
             t.thread.start()
+        flows = flows_process(settings, pipeline)
+        if flows is not None:
+            flows.start()
         echo(banner(settings, stack, pipeline, server.server_address[1]))
         while not stop.wait(0.5):
             dead = stack.dead_children()
@@ -253,11 +262,26 @@ def up(
                     f"the embedded {' and '.join(dead)} exited unexpectedly; stopping (logs: {settings.data_dir / 'logs'})"
                 )
                 return 1
+            if flows is not None and not flows.alive() and not stop.is_set():
+                echo(f"the flows worker exited; restarting it (log: {flows.log_path}):\n{flows.log_tail(5)}")
+                flows.start()
         return 0
     finally:
+        if flows is not None:
+            flows.stop(30)
         stop_components(threads, stop, server, old)
         stack.stop()
         echo("bizbus stopped; every child process has exited.")
+
+
+def flows_process(settings: Settings, pipeline: Pipeline) -> ChildProcess | None:
+    """The Faust worker running the pipeline's enabled flows, as a child of ``bizbus up`` (None: no flows)."""
+    if not any(c.type.kind == "flow" for c in pipeline.enabled()):
+        return None
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+           "SCHEMA_REGISTRY_URL": settings.registry_url}  # fmt: skip
+    argv = [sys.executable, "-m", "bizbus.cli", "flows", "run", "--pipeline", str(pipeline.path)]
+    return ChildProcess("flows", argv, settings.data_dir / "logs" / "flows.log", env)
 
 
 def worker(settings: Settings, pipeline: Pipeline, catalogue: Catalogue, only: tuple[str, ...] = (),
