@@ -289,12 +289,14 @@ class InboxReader(SourceReader):
             try:
                 items += self._items(row)
             except ConnectorError as exc:
-                if exc.error_class in ("permanent", "poison"):
-                    raise  # _items turns those into dead-letter items; anything else is a bug
+                if exc.error_class in ("permanent", "poison", "fatal"):
+                    raise  # permanent/poison: _items made dead-letter items (so a bug); fatal: stop the task
                 self._back_off(row, exc)
                 break
             except Exception as exc:  # an unexpected converter failure: classify, never lose the row
                 err = classify(exc)
+                if err.error_class == "fatal":  # e.g. credentials refused: stop the task, keep the row
+                    raise err from exc
                 if err.error_class == "retryable":
                     self._back_off(row, err)
                     break
