@@ -385,14 +385,19 @@ class BackfillTask(Task):
             log.warning("backfill %s: poll failed (%s); next try in %.0f s", self.connector, err, self.interval)
             return 0
         added = 0
-        for d in result.deliveries:
-            if d.entity_key is not None and self.inbox.has_entity(d.entity_key):
-                continue
-            if self.inbox.add(d, "poll"):
-                added += 1
-                if self.count_gaps:
-                    BACKFILL_GAPS.labels(self.connector).inc()
-                    log.info("backfill %s: %s was not delivered by a webhook (gap)", self.connector, d.entity_key)
+        try:
+            for d in result.deliveries:
+                if d.entity_key is not None and self.inbox.has_entity(d.entity_key):
+                    continue
+                if self.inbox.add(d, "poll"):
+                    added += 1
+                    if self.count_gaps:
+                        BACKFILL_GAPS.labels(self.connector).inc()
+                        log.info("backfill %s: %s was not delivered by a webhook (gap)", self.connector, d.entity_key)
+        except psycopg.Error as exc:  # the inbox is down: keep the watermark, poll again next interval
+            BACKFILL_POLLS.labels(self.connector, "failed").inc()
+            log.warning("backfill %s: inbox unavailable (%s); next try in %.0f s", self.connector, exc, self.interval)
+            return added
         try:
             self.store.store(self.connector, "backfill", dict(result.watermark))
         except psycopg.Error as exc:
