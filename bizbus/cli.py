@@ -37,6 +37,14 @@ dlq_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(dlq_app, name="dlq")
+flows_app = typer.Typer(
+    help="The Faust stream processors (F1/F8 cost-centers, F2 labor-cost, F4 approvals-to-erp) of the pipeline.",
+    no_args_is_help=True,
+)
+app.add_typer(flows_app, name="flows")
+tryton_app = typer.Typer(help="A demo Tryton ERP to try the flows by hand, and what bizbus wrote into it.",
+                         no_args_is_help=True)  # fmt: skip
+app.add_typer(tryton_app, name="tryton")
 
 PipelineOpt = Annotated[
     Path | None,
@@ -117,6 +125,78 @@ def worker(
     raise typer.Exit(
         run_worker(s, load_pipeline(s.pipeline_file), _catalogue(s), tuple(only or ()), echo=typer.echo)
     )
+
+
+@flows_app.command("run")
+def flows_run(
+    pipeline: PipelineOpt = None,
+    topics: TopicsOpt = None,
+    only: Annotated[
+        list[str] | None, typer.Option("--only", help="run just this flow (repeatable; default: every enabled flow)")
+    ] = None,
+) -> None:
+    """Run ONE Faust worker in the foreground with the agents of the pipeline's flows, until Ctrl-C.
+
+    Needs a running broker and registry (KAFKA_BOOTSTRAP_SERVERS, SCHEMA_REGISTRY_URL) with the catalogue's
+    topics. Start the same command on more machines to share the partitions. /metrics is served on
+    BIZBUS_HTTP_PORT (0: any free port).
+    """
+    from bizbus.pipeline import load_pipeline
+    from bizbus.streams.app import run_worker
+
+    s = _settings(pipeline, topics)
+    raise typer.Exit(run_worker(s, load_pipeline(s.pipeline_file), _catalogue(s), tuple(only or ()), echo=typer.echo))
+
+
+@tryton_app.command("demo")
+def tryton_demo(
+    port: Annotated[int, typer.Option("--port", help="listen port of trytond")] = 8000,
+    folder: Annotated[Path | None, typer.Option("--folder", help="database folder (default <data dir>/tryton)")] = None,
+) -> None:
+    """Serve a seeded demo Tryton (company, chart, fiscal year, accounts 6601/2211, suppliers, products, the
+    bizbus_ref module) until Ctrl-C. Built once (about a minute); the admin password is generated then and
+    kept in <folder>/admin.pass, never printed."""
+    import time
+
+    from bizbus.connectors.sinks.tryton.demo import run_demo, trytond_missing
+
+    reason = trytond_missing()
+    if reason:
+        raise BizbusError(f"cannot run the demo Tryton: {reason}")
+    s = _settings()
+    where = (folder or s.data_dir / "tryton").resolve()
+    server = run_demo(where, port, log=typer.echo)
+    typer.echo(f"demo Tryton: {server.url} (user admin); for the tryton sink and `bizbus tryton show`:\n"
+               f"  export BIZBUS_TRYTON_PASSWORD=\"$(cat {where / 'admin.pass'})\"\nCtrl-C stops it.")  # fmt: skip
+    try:
+        while server.proc is not None and server.proc.poll() is None:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+@tryton_app.command("show")
+def tryton_show(
+    project: Annotated[str, typer.Argument(help="project key, e.g. DEMO")],
+    url: Annotated[str, typer.Option("--url", help="Tryton database URL")] = "http://127.0.0.1:8000/bizbus/",
+    user: Annotated[str, typer.Option("--user")] = "admin",
+    password_env: Annotated[str, typer.Option("--password-env", help="env var holding the password")] = "BIZBUS_TRYTON_PASSWORD",
+) -> None:
+    """Print the analytic account of a project and the moves posted on it, as Tryton has them."""
+    import os
+
+    from bizbus.connectors.sinks.tryton.demo import show_project
+    from bizbus.connectors.sinks.tryton.rpc import TrytonRpc
+
+    password = os.environ.get(password_env)
+    if not password:
+        raise BizbusError(f"set {password_env} to the Tryton password (demo: the file admin.pass)")
+    rpc = TrytonRpc(url, user, password)
+    rpc.login()
+    for line in show_project(rpc, project):
+        typer.echo(line)
 
 
 @app.command()
