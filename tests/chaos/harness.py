@@ -38,9 +38,10 @@ def private_stack(tmp: Path, topics: dict[str, int]) -> Iterator[Stack]:
     try:
         with EmbeddedRegistry(tmp / "registry.sqlite") as reg:
             admin = AdminClient({"bootstrap.servers": broker.bootstrap_servers})
-            futures = admin.create_topics([NewTopic(t, n, 1) for t, n in topics.items()])
-            for f in futures.values():
-                f.result(15)
+            if topics:
+                futures = admin.create_topics([NewTopic(t, n, 1) for t, n in topics.items()])
+                for f in futures.values():
+                    f.result(15)
             yield Stack(broker.bootstrap_servers, reg.url, tmp)
     finally:
         broker.stop()

@@ -61,7 +61,7 @@ class TrytonReader:
         self.url = url.rstrip("/") + "/"
         r = httpx.post(self.url, json={"id": 1, "method": "common.db.login",
                                        "params": [user, {"password": password}, "en"]}, timeout=30)  # fmt: skip
-        uid, session = r.json()["result"]
+        uid, session = r.json()["result"][:2]
         token = base64.b64encode(f"{user}:{uid}:{session}".encode()).decode()
         self.headers = {"Authorization": f"Session {token}"}
         self.context: dict[str, Any] = {}
@@ -90,6 +90,10 @@ class Scenario:
     workers: dict[str, Worker] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
 
+    def name(self, role: str) -> str:
+        """Connector names are unique per run: inboxes, cursors and leases live in the shared PostgreSQL."""
+        return f"{role}-{self.key.lower()}"
+
     # -- set up -----------------------------------------------------------------------------------
 
     def pipeline(self) -> Path:
@@ -102,14 +106,14 @@ class Scenario:
         doc = {
             "version": 1, "name": "e2e",
             "connectors": [
-                {"name": "jira", "type": "jira", "config": {
+                {"name": self.name("jira"), "type": "jira", "config": {
                     "base_url": self.jira.url, "email": self.jira.email, "token_env": "E2E_JIRA_TOKEN",
                     "secret_env": "E2E_JIRA_SECRET", "company": "Bizbus Demo Co", "backfill": False}},
-                {"name": "dingtalk", "type": "dingtalk", "config": {
+                {"name": self.name("dingtalk"), "type": "dingtalk", "config": {
                     "token_env": "E2E_DT_TOKEN", "aes_key_env": "E2E_DT_AES_KEY", "corp_id": DT_CORP,
                     "app_key": self.dingtalk.app_key, "app_secret_env": "E2E_DT_APP_SECRET",
                     "api_base_url": self.dingtalk.url, "project_field": "项目编号", "amount_field": "金额"}},
-                {"name": "erp", "type": "tryton", "config": {
+                {"name": self.name("erp"), "type": "tryton", "config": {
                     "url": self.tryton.url, "user": self.tryton.user, "password_env": self.tryton.password_env,
                     "batch_timeout_seconds": 0.5, "retry": {"max_attempts": 30, "max_elapsed": 120}}},
             ],
@@ -147,7 +151,7 @@ class Scenario:
         env = {**os.environ, **SECRETS}
         for name in ("jira", "dingtalk", "erp"):
             self.ports[name] = free_port()
-            self.workers[name] = Worker(name, self.stack, pipeline,
+            self.workers[name] = Worker(self.name(name), self.stack, pipeline,
                                         env={**env, "BIZBUS_HTTP_PORT": str(self.ports[name])})  # fmt: skip
         self.workers["flows"] = Worker("flows", self.stack, pipeline, env=env,
                                        command=["flows", "run", "--pipeline", str(pipeline)])  # fmt: skip
@@ -158,15 +162,24 @@ class Scenario:
             wait_for(lambda url=url: _answers(url), 60, f"{name} worker HTTP server", list(self.workers.values()))
 
     def stop(self) -> None:
+        import psycopg
+
         for w in self.workers.values():
             w.stop()
+        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
+            for role in ("jira", "dingtalk"):
+                name = self.name(role)
+                conn.execute(f'DROP TABLE IF EXISTS bizbus_state."inbox_{name.replace("-", "_")}"')
+                conn.execute(f'DROP TABLE IF EXISTS bizbus_state."jira_issues_{name.replace("-", "_")}"')
+                conn.execute(f'DROP TABLE IF EXISTS bizbus_state."jira_worklogs_{name.replace("-", "_")}"')
+                conn.execute("DELETE FROM bizbus_state.source_cursors WHERE connector = %s", (name,))
 
     # -- the business story -----------------------------------------------------------------------
 
     def run_story(self, between: Callable[[str], None] = lambda _step: None) -> dict[str, Any]:
         """Send the webhooks; ``between(step)`` runs between steps (the chaos variant kills there)."""
-        jira = JiraWebhookSender(f"http://127.0.0.1:{self.ports['jira']}/webhooks/jira", JIRA_SECRET)
-        ding = DingTalkCallbackSender(f"http://127.0.0.1:{self.ports['dingtalk']}/webhooks/dingtalk", DT_TOKEN,
+        jira = JiraWebhookSender(f"http://127.0.0.1:{self.ports['jira']}/webhooks/{self.name('jira')}", JIRA_SECRET)
+        ding = DingTalkCallbackSender(f"http://127.0.0.1:{self.ports['dingtalk']}/webhooks/{self.name('dingtalk')}", DT_TOKEN,
                                       DT_AES_KEY, DT_CORP, api=self.dingtalk)  # fmt: skip
         project = self.jira.add_project(self.key, "Pudong warehouse fit-out", lead=AUTHOR)
         t0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
@@ -265,10 +278,10 @@ class Scenario:
             debit = sum(dec(x["debit"]) for x in ls)
             credit = sum(dec(x["credit"]) for x in ls)
             assert debit == credit, (m, ls)  # balanced
-            codes = {x["account.code"] for x in ls}
+            codes = {x["account."]["code"] for x in ls}
             assert codes == {"6601", "2211"}, codes
             labor.append(sum(dec(x["debit"]) - dec(x["credit"]) for x in ls
-                             if x["account.code"] == "6601"))  # fmt: skip
+                             if x["account."]["code"] == "6601"))  # fmt: skip
         # W1 3 h, W2 2.5 h then 4 h, W3 1.5 h then deleted; 120.00 an hour
         assert sorted(labor) == sorted([Decimal("360.00"), Decimal("300.00"), Decimal("-300.00"),
                                         Decimal("480.00"), Decimal("180.00"), Decimal("-180.00")])  # fmt: skip
@@ -281,10 +294,10 @@ class Scenario:
         states = {p["bizbus_ref"]: p["state"] for p in purchases}
         assert states[f"OA-{story['revoked']}"] == "cancelled"
         assert states[f"OA-{story['approved']}"] in ("draft", "quotation")
-        assert {p["party.code"] for p in purchases} == {"SUP-001"}
+        assert {p["party."]["code"] for p in purchases} == {"SUP-001"}
         approved = next(p for p in purchases if p["bizbus_ref"] == f"OA-{story['approved']}")
         pl = erp.read("purchase.line", [("purchase", "=", approved["id"])], ["quantity", "unit_price", "product.code"])
-        assert [(dec(x["quantity"]), dec(x["unit_price"]), x["product.code"]) for x in pl] == [
+        assert [(dec(x["quantity"]), dec(x["unit_price"]), x["product."]["code"]) for x in pl] == [
             (Decimal("10"), Decimal("45.50"), "MAT-STEEL-10")]
 
 

@@ -327,15 +327,25 @@ def show_project(rpc: Any, project: str, cost_center_pattern: str = "CC-{project
     acc = accounts[0]
     out.append(f"analytic account {code}: {acc['name']} [{acc['state']}]")
     lines = rpc.call("model.analytic_account.line", "search_read", [("account", "=", acc["id"])], 0, None, None,
-                     ["move_line.move.bizbus_ref", "move_line.move.date", "move_line.move.state", "debit", "credit"])  # fmt: skip
-    for ln in sorted(lines, key=lambda x: str(x.get("move_line.move.bizbus_ref"))):
-        out.append(f"  move {ln['move_line.move.bizbus_ref']} {ln['move_line.move.date']} "
-                   f"[{ln['move_line.move.state']}] debit {_num(ln['debit'])} credit {_num(ln['credit'])}")  # fmt: skip
+                     ["move_line", "debit", "credit"])  # fmt: skip
+    move_lines = rpc.call("model.account.move.line", "read", sorted({ln["move_line"] for ln in lines}), ["move"])
+    move_of = {ml["id"]: ml["move"] for ml in move_lines}
+    moves = {m["id"]: m for m in rpc.call("model.account.move", "read", sorted(set(move_of.values())),
+                                          ["bizbus_ref", "date", "state"])}  # fmt: skip
+    for ln in sorted(lines, key=lambda x: str(moves[move_of[x["move_line"]]]["bizbus_ref"])):
+        m = moves[move_of[ln["move_line"]]]
+        out.append(f"  move {m['bizbus_ref']} {_num(m['date'])} [{m['state']}] "
+                   f"debit {_num(ln['debit'])} credit {_num(ln['credit'])}")  # fmt: skip
     return out
 
 
 def _num(value: Any) -> str:
-    return str(value["decimal"]) if isinstance(value, dict) and "decimal" in value else str(value)
+    """Tryton's JSON for decimals ({"decimal": "1.50"}) and dates ({"year": .., "month": .., "day": ..})."""
+    if isinstance(value, dict) and "decimal" in value:
+        return str(value["decimal"])
+    if isinstance(value, dict) and "year" in value:
+        return f"{value['year']:04d}-{value['month']:02d}-{value['day']:02d}"
+    return str(value)
 
 
 if __name__ == "__main__":
