@@ -8,6 +8,7 @@ mid-run: the final state in Tryton must be the same, nothing written twice."""
 from __future__ import annotations
 
 import pytest
+from bizbus.connectors.sinks.tryton.demo import show_project
 
 from tests.chaos.harness import private_stack
 from tests.e2e.erp_scenario import Scenario
@@ -36,6 +37,10 @@ def test_projects_timesheets_and_approvals_reach_tryton_exactly(scenario: Scenar
     scenario.complete_project(story)
     scenario.wait_final(story)
     scenario.assert_books(story)
+    # what `bizbus tryton show KEY` prints for it: the closed account and its six posted moves
+    shown = show_project(scenario.tryton.rpc, scenario.key)
+    assert shown[0].endswith("[closed]") and f"CC-{scenario.key}" in shown[0]
+    assert len(shown) == 7 and all("[posted]" in line for line in shown[1:])
 
 
 def test_the_same_books_when_the_sink_and_the_flows_are_killed_mid_run(scenario: Scenario) -> None:
