@@ -321,7 +321,8 @@ def find_by_id(views: Sequence[DeadLetterView], ident: str) -> DeadLetterView:
 # -- replaying ---------------------------------------------------------------------------------------
 
 ReplayStatus = Literal[
-    "would create", "would skip", "applied", "already applied", "failed", "skipped", "undecodable"
+    "would create", "would skip", "applied", "already applied", "failed", "skipped", "undecodable",
+    "would resend", "resent",
 ]
 
 
@@ -395,6 +396,9 @@ def _replay_group(
 ) -> None:
     """One connector's dead letters through one writer (opened once, always closed)."""
     name = group[0].connector
+    if cc is not None and cc.type.kind == "flow":
+        _resend_group(group, ctx, dry_run, emit)
+        return
     found = _sink_for(name, cc, pipeline, ctx)
     if isinstance(found, str):
         for v in group:
@@ -414,6 +418,34 @@ def _replay_group(
             emit(_replay_one(v, writer, ctx.serde, dry_run, pol))
     finally:
         writer.close()
+
+
+def _resend_group(group: list[DeadLetterView], ctx: RuntimeContext, dry_run: bool,
+                  emit: Callable[[ReplayOutcome], None]) -> None:  # fmt: skip
+    """A flow's dead letters go back to the flow's input topic as they were (key, value, headers), once the
+    cause is fixed (e.g. the master data arrived). The flow derives the same output ids from the same input,
+    so a second replay only repeats outputs the sinks already applied."""
+    from confluent_kafka import Producer
+
+    if dry_run:
+        for v in group:
+            emit(_outcome(v, "would resend", f"to {v.source_topic} (key {v.key!r}) for {v.connector} to process again"))
+        return
+    producer = Producer({**ctx.settings.kafka_config(), "enable.idempotence": True, "acks": "all"})
+    results: dict[str, str | None] = {}
+    for v in group:
+        if v.value is None:
+            emit(_outcome(v, "undecodable", "the dead letter has no value; nothing to resend"))
+            continue
+        producer.produce(v.source_topic, key=v.key, value=v.value, headers=list(v.headers),
+                         on_delivery=lambda err, _m, i=v.id: results.__setitem__(i, str(err) if err else None))  # fmt: skip
+        producer.poll(0)
+    producer.flush(30)
+    for v in group:
+        if v.value is None:
+            continue
+        err = results.get(v.id, "not acknowledged by the broker")
+        emit(_outcome(v, "failed", err) if err else _outcome(v, "resent", f"to {v.source_topic}"))
 
 
 def _sink_for(
