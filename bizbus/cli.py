@@ -169,7 +169,7 @@ def tryton_demo(
     typer.echo(f"demo Tryton: {server.url} (user admin); for the tryton sink and `bizbus tryton show`:\n"
                f"  export BIZBUS_TRYTON_PASSWORD=\"$(cat {where / 'admin.pass'})\"\nCtrl-C stops it.")  # fmt: skip
     try:
-        while server.proc is not None and server.proc.poll() is None:
+        while server.proc is not None and server.proc.alive():
             time.sleep(0.5)
     except KeyboardInterrupt:
         pass

@@ -252,6 +252,7 @@ def up(
         for t in threads:
             t.thread.start()
         flows = flows_process(settings, pipeline)
+        flows_retry = 0.0
         if flows is not None:
             flows.start()
         echo(banner(settings, stack, pipeline, server.server_address[1]))
@@ -262,8 +263,10 @@ def up(
                     f"the embedded {' and '.join(dead)} exited unexpectedly; stopping (logs: {settings.data_dir / 'logs'})"
                 )
                 return 1
-            if flows is not None and not flows.alive() and not stop.is_set():
-                echo(f"the flows worker exited; restarting it (log: {flows.log_path}):\n{flows.log_tail(5)}")
+            if flows is not None and not flows.alive() and not stop.is_set() and time.monotonic() > flows_retry:
+                echo(f"the flows worker exited; restarting it in 5 s (log: {flows.log_path}):\n{flows.log_tail(5)}")
+                flows_retry = time.monotonic() + 5
+                stop.wait(5)
                 flows.start()
         return 0
     finally:
@@ -279,7 +282,7 @@ def flows_process(settings: Settings, pipeline: Pipeline) -> ChildProcess | None
     if not any(c.type.kind == "flow" for c in pipeline.enabled()):
         return None
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-           "SCHEMA_REGISTRY_URL": settings.registry_url}  # fmt: skip
+           "SCHEMA_REGISTRY_URL": settings.registry_url, "BIZBUS_HTTP_PORT": "0"}  # fmt: skip
     argv = [sys.executable, "-m", "bizbus.cli", "flows", "run", "--pipeline", str(pipeline.path)]
     return ChildProcess("flows", argv, settings.data_dir / "logs" / "flows.log", env)
 

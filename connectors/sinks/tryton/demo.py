@@ -15,7 +15,7 @@ Test modules import the fixtures by name (no ``pytest_plugins``)::
 
 The seed (company "Bizbus Demo Co" in CNY, chart of accounts, fiscal year 2026 with monthly periods, accounts
 6601 / 2211 / 1403, the analytic root ``CC``, suppliers SUP-001 / SUP-002, products MAT-STEEL-10 / SVC-INSTALL)
-runs through trytond's own API in a child process (``python -m tests.tryton_env seed DB``), so trytond's
+runs through trytond's own API in a child process (``python -m bizbus.connectors.sinks.tryton.demo seed DB``), so trytond's
 global configuration never leaks into the test process.
 """
 
