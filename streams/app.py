@@ -1,0 +1,305 @@
+"""The Faust app of the flows and its worker: ``bizbus flows run`` runs one worker in the foreground.
+
+One worker hosts the agents of the pipeline's enabled flows (or of ``--only`` ones). Its app id, and so
+its consumer group and table changelog topics, is ``bizbus-flows-<pipeline>-<flow names>``: run the same
+set of flows on more machines to share the partitions. Faust runs ``at_least_once`` (the embedded Tansu
+broker cannot do aiokafka transactions); an input counts as processed only after the broker acknowledged
+every output, and outputs carry ids derived from the input, so a crash re-sends identical records.
+
+Table recovery on Tansu: Faust reads a changelog up to the partition's end offset, and Tansu reports end
+offsets that lag behind the records it serves (measured: 109 reported, 112 there), so a restarted worker
+lost the last table writes. :class:`ProbingRecovery` reads on from the reported end until the partition
+stays quiet and recovers up to the true end; on Apache Kafka the probe finds nothing more.
+
+In ``bizbus up`` / ``bizbus worker`` a flow component runs ``bizbus flows run --only NAME`` as a child
+process and restarts it when it dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from threading import Event
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from bizbus.streams import f1_cost_centers as f1
+from bizbus.streams import f2_labor_cost as f2
+from bizbus.streams import f4_approvals as f4
+from bizbus.streams.mapping import FlowConfig
+
+from bizbus.components import Component
+from bizbus.errors import ConfigError
+
+if TYPE_CHECKING:
+    import faust
+
+    from bizbus.catalogue import Catalogue
+    from bizbus.pipeline import Pipeline
+    from bizbus.settings import Settings
+
+log = logging.getLogger("bizbus.flows")
+
+PROBE_IDLE_SECONDS = 1.0  # a changelog partition quiet this long is at its end
+
+
+@dataclass(frozen=True)
+class FlowPlan:
+    """Which flows one worker runs: (component name, config) per flow type, or None."""
+
+    pipeline: str
+    cost_centers: tuple[str, f1.CostCentersConfig] | None = None
+    labor_cost: tuple[str, f2.LaborCostConfig] | None = None
+    approvals: tuple[str, f4.ApprovalsConfig] | None = None
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(f[0] for f in (self.cost_centers, self.labor_cost, self.approvals) if f is not None)
+
+    @property
+    def app_id(self) -> str:
+        return f"bizbus-flows-{self.pipeline}-{'-'.join(self.names)}"
+
+
+_FIELD_BY_CONFIG: dict[type[FlowConfig], str] = {
+    f1.CostCentersConfig: "cost_centers",
+    f2.LaborCostConfig: "labor_cost",
+    f4.ApprovalsConfig: "approvals",
+}
+
+
+def plan_flows(pipeline: Pipeline, only: tuple[str, ...] = ()) -> FlowPlan:
+    """The flows to run: the pipeline's enabled flows, or the ``only`` ones (enabled or not)."""
+    flows = [c for c in pipeline.components if c.type.kind == "flow"]
+    known = {c.name for c in flows}
+    unknown = [n for n in only if n not in known]
+    if unknown:
+        raise ConfigError(f"no flow named {', '.join(unknown)} in {pipeline.path}; flows there: "
+                          f"{', '.join(sorted(known)) or 'none'}")  # fmt: skip
+    chosen = [c for c in flows if (c.name in only if only else c.enabled)]
+    if not chosen:
+        raise ConfigError(f"nothing to run: no enabled flow in {pipeline.path} (add one under `flows:`; "
+                          "see `bizbus components`)")  # fmt: skip
+    fields: dict[str, Any] = {}
+    for c in chosen:
+        field = _FIELD_BY_CONFIG.get(type(c.config))
+        if field is None:
+            raise ConfigError(f"flow {c.name}: type {c.type.name} is not a Faust flow")
+        if field in fields:
+            raise ConfigError(f"flows {fields[field][0]} and {c.name} are both of type {c.type.name}; one worker "
+                              "runs at most one flow of each type (run them with --only in separate workers)")  # fmt: skip
+        fields[field] = (c.name, c.config)
+    return FlowPlan(pipeline.name, **fields)
+
+
+# -- Faust app -----------------------------------------------------------------------------------------
+
+
+def true_end_offsets(kafka_config: dict[str, Any], reported: dict[tuple[str, int], int],
+                     idle: float = PROBE_IDLE_SECONDS) -> dict[tuple[str, int], int]:  # fmt: skip
+    """End offsets of partitions as the records show them: read from just before each reported end
+    until nothing new arrives for ``idle`` seconds (the broker's own figure may lag behind)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    if not reported:
+        return {}
+    consumer = Consumer({**kafka_config, "group.id": f"bizbus-probe-{uuid.uuid4().hex[:12]}",
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})  # fmt: skip
+    last: dict[tuple[str, int], int] = {}
+    try:
+        consumer.assign([TopicPartition(t, p, max(end - 1, 0)) for (t, p), end in reported.items()])
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < idle:
+            for m in consumer.consume(1000, 0.2):
+                if m.error() is None:
+                    last[(m.topic(), m.partition())] = max(
+                        m.offset(), last.get((m.topic(), m.partition()), -1)
+                    )
+                    quiet_since = time.monotonic()
+    finally:
+        consumer.close()
+    return {tp: max(end, last.get(tp, -1) + 1) for tp, end in reported.items()}
+
+
+def _table_manager(kafka_config: dict[str, Any]) -> type:
+    """Faust's TableManager with :class:`ProbingRecovery` (see the module doc)."""
+    from faust.tables.manager import TableManager
+    from faust.tables.recovery import Recovery
+
+    class ProbingRecovery(Recovery):
+        async def _build_highwaters(self, consumer: Any, tps: Any, destination: Any, title: str) -> None:
+            reported = await consumer.highwaters(*tps)
+            ends = {(tp.topic, tp.partition): (v if v is not None else 0) for tp, v in reported.items()}
+            true_ends = await asyncio.to_thread(true_end_offsets, kafka_config, ends)
+            behind = {k: (ends[k], v) for k, v in true_ends.items() if v != ends[k]}
+            if behind:
+                log.info("recovery (%s): the broker's end offsets lag behind its records, using the records' "
+                         "end: %s", title, behind)  # fmt: skip
+            destination.clear()
+            # Faust's highwater is the offset of the last record (end offset - 1)
+            destination.update({tp: true_ends[(tp.topic, tp.partition)] - 1 for tp in reported})
+
+    class ProbingTableManager(TableManager):
+        @property
+        def recovery(self) -> Recovery:
+            if self._recovery is None:
+                self._recovery = ProbingRecovery(self.app, self, beacon=self.beacon, loop=self.loop)
+            return self._recovery
+
+    return ProbingTableManager
+
+
+def _credentials(settings: Settings) -> Any:
+    """Faust broker credentials from the settings (None for PLAINTEXT)."""
+    import ssl
+
+    import faust
+
+    proto = settings.kafka_security_protocol
+    if proto == "PLAINTEXT":
+        return None
+    ctx = None
+    if proto in ("SSL", "SASL_SSL"):
+        ctx = ssl.create_default_context(cafile=settings.kafka_ssl_ca_location)
+        if settings.kafka_ssl_certificate_location:
+            ctx.load_cert_chain(settings.kafka_ssl_certificate_location, settings.kafka_ssl_key_location)
+    if proto == "SSL":
+        return faust.SSLCredentials(ctx)
+    password = settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else None
+    return faust.SASLCredentials(username=settings.kafka_sasl_username, password=password,
+                                 mechanism=settings.kafka_sasl_mechanism or "PLAIN", ssl_context=ctx)  # fmt: skip
+
+
+def create_app(settings: Settings, plan: FlowPlan, replication_factor: int = 1) -> faust.App:
+    """The Faust app of ``plan`` (no agents yet; :func:`bizbus.streams.agents.register` adds them)."""
+    import faust
+
+    return faust.App(
+        plan.app_id,
+        broker=[f"kafka://{host}" for host in settings.bootstrap_servers.split(",")],
+        broker_credentials=_credentials(settings),
+        store="memory://",
+        processing_guarantee="at_least_once",
+        broker_session_timeout=6.0,
+        broker_heartbeat_interval=2.0,
+        consumer_auto_offset_reset="earliest",
+        key_serializer="raw",
+        value_serializer="raw",
+        web_enabled=False,
+        autodiscover=False,
+        datadir=str(settings.data_dir / "faust" / plan.app_id),
+        topic_replication_factor=replication_factor,
+        topic_allow_declare=True,
+        producer_acks=-1,
+        producer_linger=0.0,  # every event awaits its acks: batching by time only adds latency
+        producer_max_batch_size=256 * 1024,
+        TableManager=_table_manager(settings.kafka_config()),
+    )
+
+
+def run_worker(settings: Settings, pipeline: Pipeline, catalogue: Catalogue, only: tuple[str, ...] = (),
+               echo: Callable[[str], None] = print) -> int:  # fmt: skip
+    """Run one Faust worker with the agents of the planned flows until SIGINT/SIGTERM; the exit code."""
+    import faust
+    from bizbus.streams import agents
+    from confluent_kafka.admin import AdminClient
+    from prometheus_client import start_http_server
+
+    from bizbus.broker import wait_for_metadata
+    from bizbus.errors import PortInUse
+    from bizbus.serde import AvroSerde
+
+    plan = plan_flows(pipeline, only)
+    wait_for_metadata(settings.kafka_config(), timeout=15)
+    brokers = len(AdminClient(settings.kafka_config()).list_topics(timeout=10).brokers)
+    (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
+    app = create_app(settings, plan, replication_factor=min(3, max(brokers, 1)))
+    agents.register(app, plan, settings, catalogue, AvroSerde(settings.registry_config()))
+    try:
+        server, _thread = start_http_server(settings.http_port, settings.http_host)
+    except OSError:
+        raise PortInUse(
+            "the flows worker's /metrics", settings.http_host, settings.http_port, "BIZBUS_HTTP_PORT"
+        ) from None
+    echo(f"bizbus flows: {', '.join(plan.names)} as Faust app {plan.app_id} against {settings.bootstrap_servers}; "
+         f"metrics on http://{settings.http_host}:{server.server_address[1]}/metrics")  # fmt: skip
+    worker = faust.Worker(app, loglevel=settings.log_level.lower(), redirect_stdouts=False, quiet=True)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        return int(exc.code or 0) if isinstance(exc.code, int | None) else 1
+    finally:
+        server.shutdown()
+    return 0
+
+
+# -- pipeline components (bizbus up / bizbus worker) ----------------------------------------------------
+
+
+class FlowComponent(Component):
+    """A flow in ``bizbus up`` / ``bizbus worker``: runs ``bizbus flows run --only NAME`` as a child
+    process (a Faust worker needs its own event loop and signal handling), restarting it when it dies."""
+
+    Config: ClassVar[type[FlowConfig]]
+    STOP_TIMEOUT = 30.0
+
+    def _command(self) -> list[str]:
+        return [sys.executable, "-m", "bizbus.cli", "flows", "run", "--pipeline",
+                str(self.ctx.settings.pipeline_file), "--only", self.name]  # fmt: skip
+
+    def _env(self) -> dict[str, str]:
+        s = self.ctx.settings
+        return {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": s.bootstrap_servers, "SCHEMA_REGISTRY_URL": s.registry_url,
+                "BIZBUS_TOPICS_FILE": str(s.topics_file), "BIZBUS_HTTP_PORT": "0"}  # fmt: skip
+
+    def run(self, stop: Event) -> None:
+        backoff = 1.0
+        while not stop.is_set():
+            proc = subprocess.Popen(self._command(), env=self._env())
+            started = time.monotonic()
+            while proc.poll() is None and not stop.wait(0.5):
+                pass
+            if stop.is_set():
+                self._stop_child(proc)
+                return
+            log.warning(
+                "flow %s: worker exited with code %s; restarting in %.0f s",
+                self.name,
+                proc.returncode,
+                backoff,
+            )
+            backoff = 1.0 if time.monotonic() - started > 60 else min(backoff * 2, 30.0)
+            stop.wait(backoff)
+
+    def _stop_child(self, proc: subprocess.Popen[bytes]) -> None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(self.STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+class CostCentersFlow(FlowComponent):
+    """F1 + F8 close: projects → cost centers and the dated project → cost center crosswalk."""
+
+    Config = f1.CostCentersConfig
+
+
+class LaborCostFlow(FlowComponent):
+    """F2: timesheets × rates → labor-cost vouchers (reversal on change)."""
+
+    Config = f2.LaborCostConfig
+
+
+class ApprovalsFlow(FlowComponent):
+    """F4: approved OA purchase requests → purchase orders; revoked → cancelled."""
+
+    Config = f4.ApprovalsConfig

@@ -1,0 +1,261 @@
+"""F2: timesheet hours × the employee's hourly cost rate → a balanced labor-cost voucher.
+
+One TimesheetEntry version posts at most one voucher ``LAB-<worklog>-<version>``: line 1 debits the labor
+cost account on the project's cost center (from the dated crosswalk on the work date), line 2 credits
+accrued payroll. A later version of a worklog that already posted first reverses that voucher (a new
+voucher ``LAB-<worklog>-<version>-R`` with debit and credit swapped, ``reversal_of`` set, posted on the day
+of the change but never before the original) and then posts the new one; DELETED only reverses; zero
+hours post nothing. Vouchers are never edited in place.
+
+Decided here: the voucher currency is the rate's currency (the Employee record's, or the mapping rate
+row's, else ``default_currency``); the credit line carries no cost center / project; an entry with
+negative hours is refused (``invalid_input``); a worklog moved to another project is reversed on its old
+cost center and posted on the new one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from datetime import date
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Annotated, Any
+
+from bizbus.streams import crosswalk
+from bizbus.streams.f8_project_close import labor_after_close
+from bizbus.streams.mapping import (
+    VOUCHER_TOPIC,
+    AccountCode,
+    Code,
+    DecimalText,
+    FlowConfig,
+    MappingModel,
+    Missing,
+    Output,
+    Reject,
+    Result,
+    TimeZoneName,
+    Verdict,
+    check_pattern,
+    derived_meta,
+    local_date,
+    version_gate,
+    with_outputs,
+)
+from pydantic import Field, StringConstraints, field_validator
+
+FLOW = "labor-cost"
+CENT = Decimal("0.01")
+ZERO = Decimal("0.00")
+MAX_VOUCHER_NO = 64
+Lookup = Callable[[str], dict[str, Any] | None]
+
+
+class RateRow(MappingModel):
+    """One dated hourly cost rate of an employee (used when the Employee topic has none)."""
+
+    employee: Code = Field(description="employee code")
+    rate: DecimalText = Field(gt=0, description='hourly cost rate as a quoted decimal, e.g. "186.50"')
+    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] = Field(
+        default="CNY", description="ISO 4217"
+    )
+    valid_from: date = Field(description="first day the rate applies (ISO date)")
+    valid_to: date | None = Field(default=None, description="last day, inclusive; null = open-ended")
+
+
+class LaborCostMapping(MappingModel):
+    """f2_labor_cost.yaml: accounts, voucher numbering, employee aliases and fallback rates."""
+
+    labor_cost_account: AccountCode = Field(
+        default="6601", description="debit: labor cost (e.g. 6601 / 5001.01)"
+    )
+    accrued_payroll_account: AccountCode = Field(
+        default="2211", description="credit: accrued payroll (应付职工薪酬)"
+    )
+    voucher_type: str | None = Field(default="记", description="voucher word in the ERP, e.g. 记")
+    voucher_prefix: Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9]{0,9}$")] = Field(
+        default="LAB", description="voucher_no = <prefix>-<worklog>-<version>"
+    )
+    default_currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] = Field(
+        default="CNY", description="currency of a rate that names none"
+    )
+    timezone: TimeZoneName = Field(
+        default="Asia/Shanghai", description="time zone of the change date of a reversal"
+    )
+    description_pattern: str = Field(
+        default="Labor {employee} {work_date}: {hours} h x {rate} {currency}/h on {project} (worklog {worklog})",
+        description="voucher text; placeholders {employee} {work_date} {hours} {rate} {currency} {project} {worklog}",
+    )
+    employee_aliases: dict[str, Code] = Field(
+        default_factory=dict, description='"<source_system>:<user id>" -> employee code'
+    )
+    rates: tuple[RateRow, ...] = Field(default=(), description="dated fallback rates by employee code")
+
+    @field_validator("description_pattern")
+    @classmethod
+    def _pattern(cls, v: str) -> str:
+        return check_pattern(v, ("employee", "work_date", "hours", "rate", "currency", "project", "worklog"))
+
+    @field_validator("rates")
+    @classmethod
+    def _no_overlap(cls, rows: tuple[RateRow, ...]) -> tuple[RateRow, ...]:
+        for row in rows:
+            if row.valid_to is not None and row.valid_to < row.valid_from:
+                raise ValueError(
+                    f"rate of {row.employee}: valid_to {row.valid_to} is before valid_from {row.valid_from}"
+                )
+        return rows
+
+
+class LaborCostConfig(FlowConfig):
+    """Config of the ``labor-cost`` flow (F2)."""
+
+    MAPPING_FILE = "f2_labor_cost.yaml"
+    MAPPING_MODEL = LaborCostMapping
+
+
+def voucher_no(prefix: str, worklog: str, version: int, suffix: str = "") -> str:
+    """``<prefix>-<worklog>-<version><suffix>``; a worklog id too long for 64 characters is shortened
+    and a hash of the full id keeps the number unique (deterministic either way)."""
+    full = f"{prefix}-{worklog}-{version}{suffix}"
+    if len(full) <= MAX_VOUCHER_NO:
+        return full
+    digest = hashlib.sha256(worklog.encode("utf-8")).hexdigest()[:12]
+    room = MAX_VOUCHER_NO - len(f"{prefix}--{version}{suffix}") - len(digest) - 1
+    return f"{prefix}-{worklog[: max(room, 0)]}~{digest}-{version}{suffix}"
+
+
+def employee_code(entry: dict[str, Any], m: LaborCostMapping) -> str:
+    """The employee code: an alias ``<source_system>:<id>`` from the mapping, else the value as sent."""
+    alias = f"{entry['meta']['source_system']}:{entry['employee']}"
+    return m.employee_aliases.get(alias, entry["employee"])
+
+
+def rate_on(
+    code: str, day: date, employee: dict[str, Any] | None, m: LaborCostMapping
+) -> tuple[Decimal, str] | None:
+    """(hourly rate, currency) valid on ``day``: the Employee topic's first, then the mapping's rates."""
+    if employee is not None:
+        hit = crosswalk.valid_on([r for r in employee.get("rates") or [] if r.get("rate") is not None], day)
+        if hit is not None:
+            return Decimal(hit["rate"]), hit.get("currency") or m.default_currency
+    rows = [{"valid_from": r.valid_from, "valid_to": r.valid_to, "rate": r.rate, "currency": r.currency}
+            for r in m.rates if r.employee == code]  # fmt: skip
+    hit = crosswalk.valid_on(rows, day)
+    return (hit["rate"], hit["currency"]) if hit is not None else None
+
+
+def amount(hours: Decimal, rate: Decimal) -> Decimal:
+    """hours × rate rounded to cents, half up."""
+    return (hours * rate).quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+def _line(no: int, account: str, cc: str | None, project: str | None, debit: Decimal, credit: Decimal,
+          text: str) -> dict[str, Any]:  # fmt: skip
+    return {"line_no": no, "account_code": account, "cost_center": cc, "project": project,
+            "debit": debit, "credit": credit, "description": text}  # fmt: skip
+
+
+def _voucher(entry: dict[str, Any], number: str, role: str, head: dict[str, Any], lines: list[dict[str, Any]],
+             reversal_of: str | None, text: str) -> Output:  # fmt: skip
+    value = {
+        "meta": derived_meta(entry["meta"], role, entry["project"], FLOW),
+        "voucher_no": number,
+        "company": head["company"],
+        "voucher_type": head["voucher_type"],
+        "posting_date": head["posting_date"],
+        "currency": head["currency"],
+        "exchange_rate": None,
+        "lines": lines,
+        "reversal_of": reversal_of,
+        "source_refs": [
+            {
+                "system": entry["meta"]["source_system"],
+                "document_type": "worklog",
+                "document_no": entry["worklog_id"],
+                "line_no": None,
+            }
+        ],  # fmt: skip
+        "description": text,
+    }
+    return Output(VOUCHER_TOPIC, number, value)
+
+
+def _reversal(entry: dict[str, Any], prev: dict[str, Any], m: LaborCostMapping) -> Output:
+    changed_on = local_date(entry["meta"]["occurred_at"], m.timezone)
+    head = {**prev, "posting_date": max(changed_on, prev["posting_date"])}
+    why = "deleted" if entry["op"] == "DELETED" else f"changed (version {entry['version']})"
+    text = f"Reversal of {prev['voucher_no']}: worklog {entry['worklog_id']} {why}"
+    lines = [_line(ln["line_no"], ln["account_code"], ln["cost_center"], ln["project"], ln["credit"], ln["debit"],
+                   f"Reversal: {ln['description']}") for ln in prev["lines"]]  # fmt: skip
+    number = voucher_no(m.voucher_prefix, entry["worklog_id"], entry["version"], "-R")
+    return _voucher(entry, number, "reversal", head, lines, prev["voucher_no"], text)
+
+
+def post_labor(entry: dict[str, Any], state: dict[str, Any] | None, projects: Lookup, employees: Lookup,
+               m: LaborCostMapping) -> Verdict:  # fmt: skip
+    """Handle one TimesheetEntry against the worklog's last ``state``; ``projects`` / ``employees`` read
+    the master-data tables (project state of F1, employee rates)."""
+    gate = version_gate(state, entry["version"])
+    if gate is not None:
+        return gate
+    hours: Decimal = entry["hours"]
+    if hours < 0:
+        return Reject("invalid_input", f"worklog {entry['worklog_id']} version {entry['version']} has negative "
+                                       f"hours ({hours})")  # fmt: skip
+    prev = (state or {}).get("voucher")
+    posts = entry["op"] != "DELETED" and hours > 0
+    project = projects(entry["project"])
+    if project is None and posts:
+        return Missing(f"project:{entry['project']}",
+                       f"project {entry['project']} is unknown (no ProjectChanged seen)")  # fmt: skip
+    if project is not None:
+        refused = labor_after_close(entry, project)
+        if refused is not None:
+            return refused
+    outputs: list[Output] = []
+    voucher: dict[str, Any] | None = None
+    if posts:
+        assert project is not None
+        code = employee_code(entry, m)
+        rate = rate_on(code, entry["work_date"], employees(code), m)
+        if rate is None:
+            return Missing(f"rate:{code}:{entry['work_date']}",
+                           f"no rate for employee {code} on {entry['work_date']}")  # fmt: skip
+        hourly, currency = rate
+        cc = crosswalk.cost_center_on(project.get("intervals") or [], entry["work_date"])
+        total = amount(hours, hourly)
+        text = m.description_pattern.format(employee=code, work_date=entry["work_date"], hours=hours, rate=hourly,
+                                            currency=currency, project=entry["project"], worklog=entry["worklog_id"])  # fmt: skip
+        lines = [_line(1, m.labor_cost_account, cc, entry["project"], total, ZERO, text),
+                 _line(2, m.accrued_payroll_account, None, None, ZERO, total, text)]  # fmt: skip
+        head = {"company": project["company"], "voucher_type": m.voucher_type, "posting_date": entry["work_date"],
+                "currency": currency}  # fmt: skip
+        number = voucher_no(m.voucher_prefix, entry["worklog_id"], entry["version"])
+        voucher = {**head, "voucher_no": number, "lines": lines}
+    if prev is not None:
+        outputs.append(_reversal(entry, prev, m))
+    if voucher is not None:
+        outputs.append(_voucher(entry, voucher["voucher_no"], "voucher", voucher, voucher["lines"], None,
+                                voucher["lines"][0]["description"]))  # fmt: skip
+    new_state = {"version": entry["version"], "project": entry["project"], "voucher": voucher}
+    out = tuple(outputs)
+    return Result("emitted" if out else "ignored", out, with_outputs(new_state, out))
+
+
+def is_balanced(voucher: dict[str, Any]) -> bool:
+    """Sum of debits equals sum of credits, and each line has exactly one non-zero side."""
+    lines = voucher["lines"]
+    one_side = all((ln["debit"] == 0) != (ln["credit"] == 0) for ln in lines)
+    return one_side and sum(ln["debit"] for ln in lines) == sum(ln["credit"] for ln in lines)
+
+
+def merge_employee(record: dict[str, Any], state: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The employees-table state after an Employee record: its dated rates, one per ``valid_from``
+    (a higher version replaces); None when the record is older than what is known."""
+    entry = {"valid_from": record["valid_from"], "valid_to": record.get("valid_to"),
+             "rate": record.get("hourly_cost_rate"), "currency": record.get("currency"), "version": record["version"]}  # fmt: skip
+    rates = crosswalk.merge_dated(list((state or {}).get("rates") or []), entry)
+    if rates is None:
+        return None
+    return {"code": record["code"], "rates": rates}
