@@ -1,22 +1,11 @@
-"""A seeded Tryton 8.2 database and server, for the tests and for ``bizbus tryton demo``.
+"""A seeded Tryton 8.2 database and its server: the ERP of the tests and of ``bizbus tryton demo``.
 
-Test modules import the fixtures by name (no ``pytest_plugins``)::
-
-    from tests.tryton_env import tryton_template, tryton  # noqa: F401  (fixture import)
-
-* ``tryton_template`` (session): builds the template once (``trytond-admin`` + :func:`seed`, ~40 s, progress
-  printed); skipped with the reason when trytond is not installed. To iterate faster, build one with
-  ``python -m tests.tryton_env build FOLDER`` and point ``BIZBUS_TRYTON_TEMPLATE`` at the printed file
-  (rebuild it after changing the seed or the bizbus_ref module).
-* ``tryton`` (function): copies the template into a fresh folder, starts ``trytond`` on a free port and
-  yields a :class:`TrytonServer` (``url``, ``database``, ``user``, ``password_env``, ``rpc``,
-  ``restart()``); the admin password is put into the environment variable ``PASSWORD_ENV``.
-* :func:`start_tryton_server` does the same outside fixtures.
-
-The seed (company "Bizbus Demo Co" in CNY, chart of accounts, fiscal year 2026 with monthly periods, accounts
-6601 / 2211 / 1403, the analytic root ``CC``, suppliers SUP-001 / SUP-002, products MAT-STEEL-10 / SVC-INSTALL)
-runs through trytond's own API in a child process (``python -m bizbus.connectors.sinks.tryton.demo seed DB``), so trytond's
-global configuration never leaks into the test process.
+``build_template(folder)`` creates ``<folder>/<name>.sqlite`` with the modules bizbus writes to (including our
+own ``bizbus_ref``) and seeds it in a child process through trytond's API (``python -m
+bizbus.connectors.sinks.tryton.demo seed DB``, so trytond's global configuration stays out of the caller):
+company "Bizbus Demo Co" in CNY, a chart of accounts, fiscal year 2026 by month, accounts 6601 / 2211 / 1403,
+the analytic root ``CC``, suppliers SUP-001 / SUP-002 and products MAT-STEEL-10 / SVC-INSTALL.
+``TrytonServer`` runs ``trytond`` for one database; ``run_demo`` and ``show_project`` back the CLI.
 """
 
 from __future__ import annotations
