@@ -11,8 +11,9 @@ offsets that lag behind the records it serves (measured: 109 reported, 112 there
 lost the last table writes. :class:`ProbingRecovery` reads on from the reported end until the partition
 stays quiet and recovers up to the true end; on Apache Kafka the probe finds nothing more.
 
-In ``bizbus up`` / ``bizbus worker`` a flow component runs ``bizbus flows run --only NAME`` as a child
-process and restarts it when it dies.
+``bizbus up`` starts one ``bizbus flows run`` child for all enabled flows and restarts it when it dies
+(bizbus/runner.py); ``bizbus worker`` runs connectors only. ``FlowComponent.run`` (one child per flow) is
+for embedding a single flow in another supervisor.
 """
 
 from __future__ import annotations
@@ -156,6 +157,34 @@ def _table_manager(kafka_config: dict[str, Any]) -> type:
     return ProbingTableManager
 
 
+def _app_class() -> type:
+    """``faust.App`` whose flow control clears the stream buffers only when flow really resumes.
+
+    Faust 0.15 finishes a table recovery with: resume the stream partitions, seek them to the committed
+    offsets (the fetcher already delivers records meanwhile), then ``flow_control.resume()``, which
+    clears every stream buffer even though flow was already on. Records fetched in between were dropped
+    while the consumer's position had moved past them: an agent stalled until the next restart (seen
+    after a SIGKILL whose table write had to be recovered). Clearing on the real suspended → resumed
+    transition keeps what the rebalance must drop, and nothing else.
+    """
+    import faust
+    from mode.utils.objects import cached_property
+    from mode.utils.queues import FlowControlEvent
+
+    class SteadyFlowControl(FlowControlEvent):
+        def resume(self) -> None:
+            if self.is_active():
+                return
+            super().resume()
+
+    class FlowsApp(faust.App):
+        @cached_property
+        def flow_control(self) -> FlowControlEvent:
+            return SteadyFlowControl(loop=self.loop)
+
+    return FlowsApp
+
+
 def _credentials(settings: Settings) -> Any:
     """Faust broker credentials from the settings (None for PLAINTEXT)."""
     import ssl
@@ -179,9 +208,7 @@ def _credentials(settings: Settings) -> Any:
 
 def create_app(settings: Settings, plan: FlowPlan, replication_factor: int = 1) -> faust.App:
     """The Faust app of ``plan`` (no agents yet; :func:`bizbus.streams.agents.register` adds them)."""
-    import faust
-
-    return faust.App(
+    return _app_class()(
         plan.app_id,
         broker=[f"kafka://{host}" for host in settings.bootstrap_servers.split(",")],
         broker_credentials=_credentials(settings),
