@@ -187,9 +187,8 @@ class Runtime:
         last = int(raw) if raw is not None else None
         if last is not None and msg.offset > last + 1:
             await self._fill_gap(spec, msg.topic, msg.partition, last + 1, msg.offset)
-        log.info("DBG start %s %s[%d]@%d last=%s", spec.flow, msg.topic, msg.partition, msg.offset, last)
         outcome = await self._handle(spec, msg)
-        log.info("DBG done %s %s[%d]@%d %s", spec.flow, msg.topic, msg.partition, msg.offset, outcome)
+        log.debug("flow %s: %s[%d]@%d %s", spec.flow, msg.topic, msg.partition, msg.offset, outcome)
         FLOW_EVENTS.labels(spec.flow, outcome).inc()
         if last is None or msg.offset > last:
             spec.progress[key] = str(msg.offset).encode()
