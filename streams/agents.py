@@ -17,17 +17,21 @@ bytes and headers and are flushed before the agent moves on; nothing stops the a
 Tables (memory store, changelog-backed): ``projects``, ``employees`` and ``suppliers`` are GlobalTables
 (read by agents of other topics); ``worklogs`` and ``approvals`` are partitioned like their topics.
 
-Skipped input: under load, a rebalance (a worker joins, or leaves on SIGTERM) made Faust 0.15 on Tansu
-skip a run of records (32 in a row, measured): an offset was committed, or the fetch position moved,
-past records no agent had handled. So every agent keeps a ``progress-<topic>`` table (partition → last
-handled offset, written after the outputs were acknowledged); when the next event's offset is beyond
-it, the records in between are read from the broker directly and handled first.
+Skipped input: a rebalance under load (a worker joining, another leaving on SIGTERM) made Faust 0.15
+on Tansu skip 32 records in a row (measured): they were fetched, dropped from the stream buffer and
+never handled, while later ones were. The cause found (buffers cleared after the seek that ends a
+table recovery) is fixed in ``app.py``; as a second line of defence every agent keeps a
+``progress-<topic>`` table (partition → last handled offset, written after the outputs were
+acknowledged), and an event beyond it first has the records in between read from the broker and handled.
+Records fetched and dropped with no later record to reveal the gap would stall the partition: the
+watchdog (:func:`watch`) then stops the worker for a restart.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -171,6 +175,7 @@ class Runtime:
         self.app, self.catalogue, self.serde, self.dlq = app, catalogue, serde, dlq
         self.kafka_config = kafka_config
         self.encoders: dict[str, Callable[[dict[str, Any]], bytes]] = {}
+        self.busy: set[str] = set()  # topics whose agent is inside an event right now
 
     def setup(self, output_topics: list[str]) -> None:
         """Register the output schemas and open the dead-letter producer (fails fast without a registry)."""
@@ -181,6 +186,13 @@ class Runtime:
 
     async def handle(self, spec: AgentSpec, event: Any) -> str:
         """Process one input event completely (see the module doc), first any records skipped before it."""
+        self.busy.add(event.message.topic)
+        try:
+            return await self._handle_event(spec, event)
+        finally:
+            self.busy.discard(event.message.topic)
+
+    async def _handle_event(self, spec: AgentSpec, event: Any) -> str:
         msg = event.message
         key = str(msg.partition).encode()
         raw = spec.progress.get(key)
@@ -243,9 +255,7 @@ class Runtime:
     def _decide(flow: str, decide: Callable[[dict[str, Any]], Verdict], record: dict[str, Any]) -> Verdict:
         try:
             return decide(record)
-        except (
-            Exception
-        ) as exc:  # a bug or an input the flow did not foresee: dead letter, never a dead agent
+        except Exception as exc:  # a bug or an unforeseen input: dead letter, never a dead agent
             log.exception("flow %s failed on event %s", flow, (record.get("meta") or {}).get("event_id"))
             return Reject("unexpected", f"flow {flow} failed on this record: {type(exc).__name__}: {exc}")
 
@@ -300,6 +310,91 @@ class Runtime:
                 backoff = min(backoff * 2, MAX_BACKOFF)
 
 
+class StallDetector:
+    """Decides when a partition is stuck: records wait after the last handled offset, and that offset has
+    not moved for ``seconds`` (pure; the watchdog feeds it)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._since: dict[tuple[str, int], tuple[int | None, float]] = {}
+
+    def stalled(
+        self, tp: tuple[str, int], handled: int | None, pending: bool, busy: bool, now: float
+    ) -> bool:
+        """``busy``: the partition's agent is inside an event (e.g. waiting for master data)."""
+        if not pending or busy:
+            self._since.pop(tp, None)
+            return False
+        seen = self._since.get(tp)
+        if seen is None or seen[0] != handled:
+            self._since[tp] = (handled, now)
+            return False
+        return now - seen[1] >= self.seconds
+
+
+def pending_partitions(kafka_config: dict[str, Any], group: str, starts: dict[tuple[str, int], int | None],
+                       wait: float = 1.0) -> set[tuple[str, int]]:  # fmt: skip
+    """The partitions that hold a record at or after their start offset (None: the group's committed
+    offset, else the beginning)."""
+    consumer = Consumer({**kafka_config, "group.id": group, "enable.auto.commit": False,
+                         "auto.offset.reset": "earliest"})  # fmt: skip
+    found: set[tuple[str, int]] = set()
+    try:
+        unknown = [TopicPartition(t, p) for (t, p), start in starts.items() if start is None]
+        committed = (
+            {(c.topic, c.partition): c.offset for c in consumer.committed(unknown, timeout=10)}
+            if unknown
+            else {}
+        )
+        begin = {
+            tp: start if start is not None else max(committed.get(tp, 0), 0) for tp, start in starts.items()
+        }
+        consumer.assign([TopicPartition(t, p, off) for (t, p), off in begin.items()])
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and len(found) < len(begin):
+            for m in consumer.consume(100, 0.2):
+                if m.error() is None and m.offset() >= begin[(m.topic(), m.partition())]:
+                    found.add((m.topic(), m.partition()))
+    finally:
+        consumer.close()
+    return found
+
+
+def watch(
+    app: faust.App, rt: Runtime, specs: dict[str, AgentSpec], settings: Settings, seconds: float
+) -> None:
+    """Stall watchdog: a partition with records waiting after its last handled one, its agent idle and no
+    progress for ``seconds``, stops the worker with exit code 3, so its supervisor restarts it.
+
+    Faust 0.15 on Tansu was seen, rarely, to stop delivering a partition after a restart; a restarted
+    worker resumes from the committed offsets and handles the records (same ids: sinks dedupe)."""
+    detector = StallDetector(seconds)
+    config = settings.kafka_config()
+
+    @app.timer(min(15.0, seconds / 3))
+    async def stall_watchdog() -> None:
+        if app.rebalancing or not app.consumer.assignment():
+            return
+        handled: dict[tuple[str, int], int | None] = {}
+        for tp in app.consumer.assignment():
+            spec = specs.get(tp.topic)
+            if spec is not None:
+                raw = spec.progress.get(str(tp.partition).encode())
+                handled[(tp.topic, tp.partition)] = int(raw) if raw is not None else None
+        starts = {tp: (h + 1 if h is not None else None) for tp, h in handled.items()}
+        pending = await asyncio.to_thread(pending_partitions, config, app.conf.id, starts)
+        now = time.monotonic()
+        stuck = [
+            tp for tp, h in handled.items() if detector.stalled(tp, h, tp in pending, tp[0] in rt.busy, now)
+        ]
+        if stuck:
+            log.error("no progress for %.0f s on %s although records wait there: stopping this worker "
+                      "(exit code 3) so that it is restarted", detector.seconds,
+                      ", ".join(f"{t}[{p}]" for t, p in stuck))  # fmt: skip
+            logging.shutdown()
+            os._exit(3)
+
+
 def _stored(new_state: dict[str, Any] | None) -> Result:
     """Verdict of a master-data merge: stored (nothing to send) or older than what is known."""
     return Result("skipped_stale") if new_state is None else Result("ignored", (), new_state)
@@ -321,6 +416,8 @@ def register(
         outputs.append(PURCHASE_ORDER_TOPIC)
     rt.setup(outputs)
 
+    specs: dict[str, AgentSpec] = {}
+
     def table(name: str, source: str, global_: bool = False) -> Any:
         factory = app.GlobalTable if global_ else app.Table
         return factory(name, partitions=catalogue.get(source).partitions, key_type=bytes, value_type=bytes)
@@ -330,6 +427,7 @@ def register(
         """An agent on ``source`` that hands every event to the runtime with this spec."""
         short = source.split(".")[2]
         spec = AgentSpec(flow, decide, store, grace, table(f"progress-{short}", source))
+        specs[source] = spec
         channel = app.topic(source, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
                             partitions=catalogue.get(source).partitions)  # fmt: skip
 
@@ -374,4 +472,9 @@ def register(
               lambda r: f4.handle_approval(r, approvals.get(r["instance_id"]), projects.get, suppliers.get, m4),
               lambda r, s: approvals.set(r["instance_id"], s), grace4)  # fmt: skip
 
+    configs = [cfg for _, cfg in plan.configured()]
+    stall = max(
+        max(c.stall_restart_seconds for c in configs), 3 * max(c.master_data_grace_seconds for c in configs)
+    )
+    watch(app, rt, specs, settings, stall)
     return rt

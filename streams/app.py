@@ -62,7 +62,11 @@ class FlowPlan:
 
     @property
     def names(self) -> list[str]:
-        return sorted(f[0] for f in (self.cost_centers, self.labor_cost, self.approvals) if f is not None)
+        return sorted(name for name, _ in self.configured())
+
+    def configured(self) -> list[tuple[str, FlowConfig]]:
+        """(name, config) of every flow in the plan."""
+        return [f for f in (self.cost_centers, self.labor_cost, self.approvals) if f is not None]
 
     @property
     def app_id(self) -> str:

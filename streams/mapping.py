@@ -144,6 +144,12 @@ class FlowConfig(BaseModel):
                     "before it goes to the dead-letter topic as unknown_master_data",
     )  # fmt: skip
 
+    stall_restart_seconds: float = Field(
+        default=60.0, ge=5, le=86400,
+        description="a worker whose input partition holds unhandled records this long while its agent is idle "
+                    "stops itself (exit code 3) to be restarted; the largest value of the worker's flows applies",
+    )  # fmt: skip
+
     _mapping: Any = PrivateAttr(default=None)
 
     @model_validator(mode="after")

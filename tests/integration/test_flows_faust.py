@@ -44,6 +44,7 @@ pytestmark = [pytest.mark.kafka, pytest.mark.timeout(300)]
 
 T0 = datetime(2026, 3, 13, 2, 0, tzinfo=UTC)
 DONE_AT = datetime(2026, 6, 30, 9, 0, tzinfo=UTC)
+FLOW_CONFIG = {"master_data_grace_seconds": 1, "stall_restart_seconds": 10}
 OUTPUT_TOPICS = ("bizbus.md.cost-center.v1", "bizbus.md.id-crosswalk.v1", "bizbus.finance.voucher.v1",
                  "bizbus.purchase.order.v1", "bizbus.ops.dead-letter.v1")  # fmt: skip
 
@@ -65,9 +66,17 @@ class Env:
 
     def read_all(self) -> list[tuple[str, bytes | None, dict[str, Any]]]:
         """Every record on the output topics: (topic, key, decoded value), all partitions from 0 until idle."""
-        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "flows-test-reader", "enable.auto.commit": False})
+        c = Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": "flows-test-reader",
+                "enable.auto.commit": False,
+            }
+        )
         try:
-            c.assign([TopicPartition(t, p, 0) for t in OUTPUT_TOPICS for p in range(self.cat.get(t).partitions)])
+            c.assign(
+                [TopicPartition(t, p, 0) for t in OUTPUT_TOPICS for p in range(self.cat.get(t).partitions)]
+            )
             out, quiet = [], time.monotonic()
             while time.monotonic() - quiet < 1.0:
                 for m in c.consume(500, 0.2):
@@ -88,7 +97,9 @@ def env(tmp_path: Path, registry: Any) -> Iterator[Env]:
         states = catalogue.apply(AdminClient({"bootstrap.servers": broker.bootstrap_servers}), cat)
         assert not [s for s in states if s.action.startswith("FAILED")]
         producer = Producer({"bootstrap.servers": broker.bootstrap_servers, "enable.idempotence": True})
-        yield Env(broker.bootstrap_servers, registry.url, tmp_path, AvroSerde({"url": registry.url}), producer, cat)
+        yield Env(
+            broker.bootstrap_servers, registry.url, tmp_path, AvroSerde({"url": registry.url}), producer, cat
+        )
     finally:
         broker.stop()
 
@@ -130,8 +141,12 @@ class FlowsWorker:
 
 
 def wait_for(cond: Callable[[], bool], timeout: float, what: str, worker: FlowsWorker) -> None:
+    """Wait for ``cond``; a worker that stopped itself (stall watchdog, exit code 3) is restarted like a
+    supervisor would."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if worker.proc is not None and worker.proc.poll() is not None:
+            worker.start()
         if cond():
             return
         time.sleep(0.5)
@@ -175,7 +190,14 @@ def worklog(wid: str, prj: str, emp: str, hours: str, day: date, version: int = 
 
 
 def approval(status: str, version: int) -> dict[str, Any]:
-    form = {"供应商编码": "S1", "物料编码": "M-STEEL-20", "数量": "3", "单价": "10.005", "项目编号": "PRJ-1", "用途": "桥架"}
+    form = {
+        "供应商编码": "S1",
+        "物料编码": "M-STEEL-20",
+        "数量": "3",
+        "单价": "10.005",
+        "项目编号": "PRJ-1",
+        "用途": "桥架",
+    }
     return {"meta": meta("dingtalk", "approval", "A1", version, "A1", T0), "instance_id": "A1",
             "template_code": "PROC-PURCHASE-01", "template_name": "采购申请", "status": status, "applicant": "E1",
             "title": "采购申请", "amount": None, "currency": None, "project": None, "business_ref": None,
@@ -185,7 +207,9 @@ def approval(status: str, version: int) -> dict[str, Any]:
 # -- the test ---------------------------------------------------------------------------------------------
 
 
-def by_key(records: list[tuple[str, bytes | None, dict[str, Any]]], topic: str) -> dict[str, list[dict[str, Any]]]:
+def by_key(
+    records: list[tuple[str, bytes | None, dict[str, Any]]], topic: str
+) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
     for t, key, value in records:
         if t == topic:
@@ -214,9 +238,9 @@ def lines(v: dict[str, Any]) -> list[tuple[str, str | None, Decimal, Decimal]]:
 def test_flows_end_to_end_with_crashes(env: Env) -> None:
     pipeline = env.tmp / "pipeline.yaml"
     pipeline.write_text(yaml.safe_dump({"version": 1, "name": "it", "flows": [
-        {"name": "cost-centers", "type": "cost-centers", "config": {"master_data_grace_seconds": 1}},
-        {"name": "labor-cost", "type": "labor-cost", "config": {"master_data_grace_seconds": 1}},
-        {"name": "approvals", "type": "approvals-to-erp", "config": {"master_data_grace_seconds": 1}},
+        {"name": "cost-centers", "type": "cost-centers", "config": FLOW_CONFIG},
+        {"name": "labor-cost", "type": "labor-cost", "config": FLOW_CONFIG},
+        {"name": "approvals", "type": "approvals-to-erp", "config": FLOW_CONFIG},
     ]}))  # fmt: skip
     worker = FlowsWorker(env, pipeline)
     crash_log = env.tmp / "crashes.log"
@@ -263,7 +287,9 @@ def test_flows_end_to_end_with_crashes(env: Env) -> None:
                                                    at=datetime(2026, 6, 29, 9, 0, tzinfo=UTC)), "PRJ-1")  # fmt: skip
         env.send("bizbus.pm.timesheet.v1", worklog("W3", "PRJ-1", "E1", "2.00", date(2026, 7, 1),
                                                    at=datetime(2026, 7, 1, 9, 0, tzinfo=UTC)), "PRJ-1")  # fmt: skip
-        wait_for(lambda: "LAB-W4-1" in vouchers(env) and "W3" in dead_letters(env), 60, "phase C outputs", worker)
+        wait_for(
+            lambda: "LAB-W4-1" in vouchers(env) and "W3" in dead_letters(env), 60, "phase C outputs", worker
+        )
     finally:
         worker.stop()
     check_outputs(env, worker)
@@ -277,18 +303,24 @@ def check_outputs(env: Env, worker: FlowsWorker) -> None:
         if topic == "bizbus.ops.dead-letter.v1":
             continue
         text = json.dumps(value, default=str, sort_keys=True)
-        assert seen.setdefault(value["meta"]["event_id"], text) == text, f"{value['meta']['event_id']} differs"
+        assert seen.setdefault(value["meta"]["event_id"], text) == text, (
+            f"{value['meta']['event_id']} differs"
+        )
     vs = by_key(records, "bizbus.finance.voucher.v1")
     for number, copies in vs.items():
-        assert len({json.dumps(c, default=str, sort_keys=True) for c in copies}) == 1, f"{number} has two contents"
+        assert len({json.dumps(c, default=str, sort_keys=True) for c in copies}) == 1, (
+            f"{number} has two contents"
+        )
     # 2. exactly the expected vouchers, with the expected amounts
     assert set(vs) == {"LAB-W1-1", "LAB-W2-1", "LAB-W1-2-R", "LAB-W1-2", "LAB-W4-1"}, worker.logs()
     w1 = vs["LAB-W1-1"][0]
     assert (w1["company"], w1["posting_date"], w1["currency"]) == ("SH01", date(2026, 3, 13), "CNY")
     assert lines(w1) == [("6601", "CC-PRJ-1", Decimal("925.93"), Decimal("0.00")),
                          ("2211", None, Decimal("0.00"), Decimal("925.93"))]  # fmt: skip
-    assert lines(vs["LAB-W2-1"][0]) == [("6601", "CC-SPECIAL", Decimal("2000.00"), Decimal("0.00")),
-                                        ("2211", None, Decimal("0.00"), Decimal("2000.00"))]  # fmt: skip  (8 h x 250 from July)
+    assert lines(vs["LAB-W2-1"][0]) == [
+        ("6601", "CC-SPECIAL", Decimal("2000.00"), Decimal("0.00")),
+        ("2211", None, Decimal("0.00"), Decimal("2000.00")),
+    ]  # fmt: skip  (8 h x 250 from July)
     rev = vs["LAB-W1-2-R"][0]
     assert (rev["reversal_of"], rev["posting_date"]) == ("LAB-W1-1", date(2026, 3, 21))
     assert lines(rev) == [("6601", "CC-PRJ-1", Decimal("0.00"), Decimal("925.93")),
@@ -300,13 +332,21 @@ def check_outputs(env: Env, worker: FlowsWorker) -> None:
     assert set(pos) == {("CREATED", "APPROVED"), ("DELETED", "CANCELLED")}
     created = pos[("CREATED", "APPROVED")]
     assert (created["supplier"], created["company"], created["project"], created["total_amount"]) == (
-        "S1", "SH01", "PRJ-1", Decimal("30.02"))  # 3 x 10.005 half up
+        "S1",
+        "SH01",
+        "PRJ-1",
+        Decimal("30.02"),
+    )  # 3 x 10.005 half up
     assert created["lines"][0]["quantity"] == Decimal("3.0000")
     # 4. cost centers: opened, then closed on completion
     ccs = by_key(records, "bizbus.md.cost-center.v1")
     opened = [v for v in ccs["CC-PRJ-1"] if v["active"]][0]
     closed = [v for v in ccs["CC-PRJ-1"] if not v["active"]][0]
-    assert (opened["name"], opened["valid_from"], opened["parent_code"]) == ("PRJ-1 张江办公楼", date(2026, 1, 5), "CC")
+    assert (opened["name"], opened["valid_from"], opened["parent_code"]) == (
+        "PRJ-1 张江办公楼",
+        date(2026, 1, 5),
+        "CC",
+    )
     assert closed["valid_to"] == date(2026, 6, 30)
     assert ccs["CC-SPECIAL"][0]["project"] == "PRJ-2"
     xw = by_key(records, "bizbus.md.id-crosswalk.v1")
@@ -315,11 +355,16 @@ def check_outputs(env: Env, worker: FlowsWorker) -> None:
     dls = dead_letters(env)
     assert set(dls) == {"W9", "W3"}
     assert (dls["W9"]["connector"], dls["W9"]["error_class"], dls["W9"]["error_type"]) == (
-        "labor-cost", "PERMANENT", "Permanent/unknown_master_data")
+        "labor-cost",
+        "PERMANENT",
+        "Permanent/unknown_master_data",
+    )
     assert "project PRJ-9 is unknown (no ProjectChanged seen)" in dls["W9"]["error_message"]
     assert dls["W9"]["source_topic"] == "bizbus.pm.timesheet.v1" and dls["W9"]["key"] == b"PRJ-9"
     assert {h["key"] for h in dls["W9"]["headers"]} >= {"event_id", "correlation_id", "occurred_at"}
-    assert dls["W3"]["error_type"] == "Permanent/cost_center_closed" and "CC-PRJ-1" in dls["W3"]["error_message"]
+    assert (
+        dls["W3"]["error_type"] == "Permanent/cost_center_closed" and "CC-PRJ-1" in dls["W3"]["error_message"]
+    )
 
 
 def test_true_end_offsets_reads_past_a_lagging_end_offset(env: Env) -> None:
@@ -332,4 +377,58 @@ def test_true_end_offsets_reads_past_a_lagging_end_offset(env: Env) -> None:
         env.producer.produce(topic, key=b"k", value=str(n).encode(), partition=n % 2)
     assert env.producer.flush(15) == 0
     reported = {(topic, 0): 3, (topic, 1): 0}  # as a lagging broker might report them
-    assert true_end_offsets({"bootstrap.servers": env.bootstrap}, reported, idle=1.0) == {(topic, 0): 15, (topic, 1): 15}
+    assert true_end_offsets({"bootstrap.servers": env.bootstrap}, reported, idle=1.0) == {
+        (topic, 0): 15,
+        (topic, 1): 15,
+    }
+
+
+def test_records_the_consumer_skipped_are_handled_before_the_next_one(env: Env) -> None:
+    """The progress guard: an event beyond the partition's last handled offset first handles the gap."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from bizbus.streams.agents import AgentSpec, Runtime, pending_partitions, read_range
+    from bizbus.streams.mapping import GraceClock, Result
+
+    for n in range(6):
+        env.send(
+            "bizbus.md.supplier.v1",
+            {**supplier(f"S{n}"), "meta": meta("kingdee", "supplier", f"S{n}", 1, "x", T0)},
+            "same-key",
+        )
+    raw = read_range(
+        {"bootstrap.servers": env.bootstrap}, "bizbus.md.supplier.v1", partition_of(env, "same-key"), 0, 6
+    )
+    assert [m.offset for m in raw] == [0, 1, 2, 3, 4, 5]
+    seen: list[str] = []
+    stored: dict[str, dict[str, Any]] = {}
+    progress: dict[bytes, bytes] = {str(raw[0].partition).encode(): b"1"}  # offsets 0 and 1 were handled
+    spec = AgentSpec("test", lambda r: seen.append(r["code"]) or Result("ignored", (), {"code": r["code"]}),
+                     lambda r, s: stored.update({r["code"]: s}), GraceClock(1, time.monotonic), progress)  # fmt: skip
+    rt = Runtime(None, env.cat, env.serde, None, {"bootstrap.servers": env.bootstrap})  # type: ignore[arg-type]
+    asyncio.run(rt.handle(spec, SimpleNamespace(message=raw[5])))  # the consumer jumped from 1 to 5
+    assert seen == ["S2", "S3", "S4", "S5"] and set(stored) == {"S2", "S3", "S4", "S5"}
+    assert progress[str(raw[0].partition).encode()] == b"5"
+    conf, tp = {"bootstrap.servers": env.bootstrap}, ("bizbus.md.supplier.v1", raw[0].partition)
+    assert pending_partitions(conf, "flows-test-watchdog", {tp: 6}) == set()  # all handled: nothing waits
+    assert pending_partitions(conf, "flows-test-watchdog", {tp: 5}) == {tp}
+    assert pending_partitions(conf, "flows-test-watchdog", {tp: None}) == {tp}  # no commit: from the start
+    asyncio.run(rt.handle(spec, SimpleNamespace(message=raw[3])))  # a redelivery: handled again, no gap
+    assert seen[-1] == "S3" and progress[str(raw[0].partition).encode()] == b"5"
+
+
+def partition_of(env: Env, key: str) -> int:
+    c = Consumer(
+        {"bootstrap.servers": env.bootstrap, "group.id": "flows-test-partition", "enable.auto.commit": False}
+    )
+    try:
+        c.assign([TopicPartition("bizbus.md.supplier.v1", p, 0) for p in range(3)])
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            for m in c.consume(10, 0.2):
+                if m.error() is None and m.key() == key.encode():
+                    return m.partition()
+        raise AssertionError(f"no record with key {key}")
+    finally:
+        c.close()

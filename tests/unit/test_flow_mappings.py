@@ -176,3 +176,18 @@ def test_plan_refuses_two_flows_of_one_type(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match="both of type labor-cost"):
         plan_flows(pl)
+
+
+def test_stall_detector_needs_waiting_records_an_idle_agent_and_no_progress() -> None:
+    from bizbus.streams.agents import StallDetector
+
+    d = StallDetector(60)
+    tp = ("bizbus.pm.timesheet.v1", 2)
+    assert not d.stalled(tp, 7, pending=True, busy=False, now=0)  # starts the clock
+    assert not d.stalled(tp, 7, pending=True, busy=False, now=59)
+    assert d.stalled(tp, 7, pending=True, busy=False, now=60)
+    assert not d.stalled(tp, 8, pending=True, busy=False, now=61)  # progress: the clock starts again
+    assert not d.stalled(tp, 8, pending=True, busy=True, now=200)  # busy (e.g. waiting for master data)
+    assert not d.stalled(tp, 8, pending=True, busy=False, now=201)
+    assert not d.stalled(tp, 8, pending=False, busy=False, now=300)  # nothing waits: not a stall
+    assert not d.stalled(tp, 8, pending=True, busy=False, now=301)
