@@ -258,23 +258,9 @@ class TrytonWriter(SinkWriter):
         args: list[Any] = []
         for _, record_id, values in items:
             args += [[record_id], values]
-        try:
-            rpc.call(model, "write", *args)
-            return [True] * len(items)
-        except ConnectorError as exc:
-            if exc.error_class != "permanent":
-                raise
-        results = []
-        for effect_ids, record_id, values in items:
-            try:
-                rpc.call(model, "write", [record_id], values)
-                results.append(True)
-            except ConnectorError as exc:
-                if exc.error_class != "permanent":
-                    raise
-                out.fail(effect_ids, exc)
-                results.append(False)
-        return results
+        return _all_or_each(lambda: rpc.call(model, "write", *args),
+                            [(ids, lambda r=record_id, v=values: rpc.call(model, "write", [r], v))
+                             for ids, record_id, values in items], out)  # fmt: skip
 
     def button(
         self, model: str, method: str, items: list[tuple[list[str], int]], out: Outcomes
@@ -283,20 +269,29 @@ class TrytonWriter(SinkWriter):
         if not items:
             return []
         rpc = self.client()
+        return _all_or_each(lambda: rpc.call(model, method, [record_id for _, record_id in items]),
+                            [(ids, lambda r=record_id: rpc.call(model, method, [r])) for ids, record_id in items],
+                            out)  # fmt: skip
+
+
+def _all_or_each(call_all: Callable[[], Any], each: list[tuple[list[str], Callable[[], Any]]],
+                 out: Outcomes) -> list[bool]:  # fmt: skip
+    """One call for the whole batch; if Tryton refuses it (permanent), one call per item so only the bad
+    ones fail. Retryable errors propagate (the runner retries the batch)."""
+    try:
+        call_all()
+        return [True] * len(each)
+    except ConnectorError as exc:
+        if exc.error_class != "permanent":
+            raise
+    results = []
+    for effect_ids, call_one in each:
         try:
-            rpc.call(model, method, [record_id for _, record_id in items])
-            return [True] * len(items)
+            call_one()
+            results.append(True)
         except ConnectorError as exc:
             if exc.error_class != "permanent":
                 raise
-        results = []
-        for effect_ids, record_id in items:
-            try:
-                rpc.call(model, method, [record_id])
-                results.append(True)
-            except ConnectorError as exc:
-                if exc.error_class != "permanent":
-                    raise
-                out.fail(effect_ids, exc)
-                results.append(False)
-        return results
+            out.fail(effect_ids, exc)
+            results.append(False)
+    return results
