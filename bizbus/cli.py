@@ -226,21 +226,27 @@ def components() -> None:
 
 @app.command()
 def docs(
-    check_only: Annotated[bool, typer.Option("--check", help="fail when docs/reference.md is stale")] = False,
+    check_only: Annotated[bool, typer.Option("--check", help="fail when a generated file is stale")] = False,
 ) -> None:
-    """Generate docs/reference.md (settings, component configs, topics) from the typed specs."""
-    from bizbus.refdocs import REFERENCE, render
+    """Generate the files derived from code: docs/reference.md (settings, component configs, topics) and
+    the others listed by ``bizbus.refdocs.generated`` (dashboards, alert rules, topic catalogue page)."""
+    from bizbus.refdocs import generated
+    from bizbus.settings import PROJECT_ROOT
 
-    text = render(_catalogue(_settings()))
-    current = REFERENCE.read_text(encoding="utf-8") if REFERENCE.exists() else ""
-    if check_only:
-        if current != text:
-            raise BizbusError(f"{REFERENCE} is stale: run `bizbus docs` and commit the result")
-        typer.echo(f"{REFERENCE} is current")
-        return
-    REFERENCE.parent.mkdir(exist_ok=True)
-    REFERENCE.write_text(text, encoding="utf-8")
-    typer.echo(f"wrote {REFERENCE}")
+    stale = []
+    for path, text in generated(_catalogue(_settings())).items():
+        current = path.read_text(encoding="utf-8") if path.exists() else ""
+        rel = path.relative_to(PROJECT_ROOT) if path.is_relative_to(PROJECT_ROOT) else path
+        if current == text:
+            typer.echo(f"{rel} is current")
+        elif check_only:
+            stale.append(str(rel))
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+            typer.echo(f"wrote {rel}")
+    if stale:
+        raise BizbusError(f"stale generated file(s): {', '.join(stale)}; run `bizbus docs` and commit the result")
 
 
 @app.command()

@@ -86,3 +86,9 @@ def render(catalogue: Catalogue) -> str:
 
     out += _model_table(TopicSpec)
     return "\n".join(out) + "\n"
+
+
+def generated(catalogue: Catalogue) -> dict[Path, str]:
+    """Every file ``bizbus docs`` writes, with its current text (a test compares each with the committed one)."""
+    files: dict[Path, str] = {REFERENCE: render(catalogue)}
+    return files
