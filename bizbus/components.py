@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from bizbus.serde import AvroSerde
     from bizbus.settings import Settings
 
-Kind = Literal["source", "sink", "flow"]
+Kind = Literal["source", "sink", "flow", "monitor"]
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,12 @@ COMPONENT_TYPES: dict[str, ComponentType] = {
             "source",
             "bizbus.connectors.sources.sample:SampleEventsSource",
             "Emits realistic canonical sample events to a catalogue topic at a fixed rate (demo, smoke tests).",
+        ),
+        ComponentType(
+            "pg-slot-monitor",
+            "monitor",
+            "bizbus.connectors.monitors.pg_slots:PgSlotMonitor",
+            "Reports the WAL each PostgreSQL replication (CDC) slot holds back, as bizbus_cdc_slot_lag_bytes.",
         ),
         ComponentType(
             "pg-outbox",

@@ -101,6 +101,12 @@ SOURCE_NEWEST_CHANGE = Gauge(
     ["component"],
 )
 
+FLOW_EVENTS = Counter(
+    "bizbus_flow_events_total",
+    "Input records a flow handled, by outcome (emitted, ignored, skipped_stale, reemitted, dead_letter, ...)",
+    ["component", "outcome"],
+)
+
 # -- webhooks and backfill ------------------------------------------------------------------------------
 WEBHOOK_REQUESTS = Counter(
     "bizbus_webhook_requests_total",
@@ -136,8 +142,9 @@ DOCUMENTS = Counter(
 )
 VOUCHER_AMOUNT = Counter(
     "bizbus_voucher_amount_total",
-    "Sum of the debit side of the vouchers a sink posted (reversals count negative), by currency",
-    ["component", "currency"],
+    "Sum of the debit side of the vouchers a sink posted, by document (voucher, voucher_reversal: net = "
+    "voucher - voucher_reversal) and currency",
+    ["component", "document", "currency"],
 )
 BUDGET_ALERTS = Counter(
     "bizbus_budget_alerts_total",

@@ -87,7 +87,7 @@ def load_pipeline(path: Path) -> Pipeline:
     problems: list[str] = []
     out: list[ConfiguredComponent] = []
     sections: list[tuple[str, tuple[Kind, ...], tuple[ComponentEntry, ...]]] = [
-        ("connectors", ("source", "sink"), pf.connectors),
+        ("connectors", ("source", "sink", "monitor"), pf.connectors),
         ("flows", ("flow",), pf.flows),
     ]
     for section, kinds, entries in sections:

@@ -21,21 +21,22 @@ from urllib.parse import parse_qsl
 import httpx
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
-from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from bizbus import metrics
 from bizbus.catalogue import Catalogue
 from bizbus.components import Component, RuntimeContext
 from bizbus.connectors.inbox import HttpRequest, HttpResponse
 from bizbus.errors import PortInUse
 from bizbus.pipeline import Pipeline
-from bizbus.procs import ChildProcess
+from bizbus.procs import ChildProcess, free_port
 from bizbus.serde import AvroSerde
 from bizbus.settings import Settings
 from bizbus.stack import Stack, bootstrap
 
 log = logging.getLogger("bizbus.up")
 
-COMPONENT_UP = Gauge("bizbus_component_up", "1 while a pipeline component's loop runs", ["component", "type"])
+COMPONENT_UP = metrics.COMPONENT_UP
 
 
 class ComponentThread:
@@ -66,11 +67,18 @@ class ComponentThread:
 class Health:
     """Readiness checks, cached for a second so a probing load balancer cannot hammer the broker."""
 
-    def __init__(self, settings: Settings, components: list[ComponentThread]) -> None:
+    def __init__(self, settings: Settings, components: list[ComponentThread],
+                 extra_checks: Callable[[], dict[str, str]] | None = None, registry: Any = None) -> None:  # fmt: skip
         self.settings = settings
         self.components = components
+        self.extra_checks = extra_checks  # further named checks ("ok" or what is wrong), e.g. the Faust worker
+        self.registry = registry if registry is not None else REGISTRY  # what /metrics serves
         self._admin = AdminClient(settings.kafka_config())
         self._cache: tuple[float, dict[str, str]] = (0.0, {})
+        metrics.register_collectors()
+
+    def metrics(self) -> bytes:
+        return generate_latest(self.registry)
 
     def checks(self) -> dict[str, str]:
         now = time.monotonic()
@@ -89,6 +97,11 @@ class Health:
             result["registry"] = f"unreachable: {exc}"
         for c in self.components:
             result[f"component:{c.name}"] = "ok" if c.state in ("running", "finished") else c.state
+        if self.extra_checks is not None:
+            try:
+                result.update(self.extra_checks())
+            except Exception as exc:  # a failing check is a finding, not a crash of the probe
+                result["checks"] = f"failed: {type(exc).__name__}: {exc}"
         self._cache = (now, result)
         return result
 
@@ -181,7 +194,7 @@ def serve_http(host: str, port: int, health: Health) -> ThreadingHTTPServer:
                 body = json.dumps({"ready": ready, "checks": checks}).encode()
                 self._send(200 if ready else 503, body, "application/json")
             elif path == "/metrics":
-                self._send(200, generate_latest(), CONTENT_TYPE_LATEST)
+                self._send(200, health.metrics(), CONTENT_TYPE_LATEST)
             else:
                 self._send(404, b'{"error":"not found; try /healthz, /readyz, /metrics"}', "application/json")
 
@@ -248,10 +261,14 @@ def up(
         serde = AvroSerde(settings.registry_config())
         bootstrap(settings, catalogue, serde, progress=echo)
         threads = start_components(pipeline, RuntimeContext(settings, catalogue, serde), stop)
-        server = serve_http(settings.http_host, settings.http_port, Health(settings, threads))
+        flows_port = free_port()
+        flows = flows_process(settings, pipeline, flows_port)
+        children = {"flows": f"http://127.0.0.1:{flows_port}"} if flows is not None else {}
+        health = Health(settings, threads, child_checks(children), metrics.MergedRegistry(
+            lambda: {name: f"{url}/metrics" for name, url in children.items()}))  # fmt: skip
+        server = serve_http(settings.http_host, settings.http_port, health)
         for t in threads:
             t.thread.start()
-        flows = flows_process(settings, pipeline)
         flows_retry = 0.0
         if flows is not None:
             flows.start()
@@ -277,12 +294,33 @@ def up(
         echo("bizbus stopped; every child process has exited.")
 
 
-def flows_process(settings: Settings, pipeline: Pipeline) -> ChildProcess | None:
-    """The Faust worker running the pipeline's enabled flows, as a child of ``bizbus up`` (None: no flows)."""
+def child_checks(children: dict[str, str]) -> Callable[[], dict[str, str]]:
+    """Readiness of child processes that serve ``/readyz`` (name -> base URL), as named checks."""
+
+    def checks() -> dict[str, str]:
+        out: dict[str, str] = {}
+        for name, url in children.items():
+            try:
+                r = httpx.get(f"{url}/readyz", timeout=2)
+                body = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
+            except (httpx.HTTPError, ValueError) as exc:
+                out[name] = f"not answering: {type(exc).__name__}"
+                continue
+            bad = {k: v for k, v in (body.get("checks") or {}).items() if v != "ok"}
+            out[name] = "ok" if r.status_code == 200 else f"not ready: {json.dumps(bad) if bad else r.status_code}"
+        return out
+
+    return checks
+
+
+def flows_process(settings: Settings, pipeline: Pipeline, http_port: int = 0) -> ChildProcess | None:
+    """The Faust worker running the pipeline's enabled flows, as a child of ``bizbus up`` (None: no flows);
+    it serves /metrics and /readyz on 127.0.0.1:``http_port``, which ``up`` merges into its own."""
     if not any(c.type.kind == "flow" for c in pipeline.enabled()):
         return None
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-           "SCHEMA_REGISTRY_URL": settings.registry_url, "BIZBUS_HTTP_PORT": "0"}  # fmt: skip
+           "SCHEMA_REGISTRY_URL": settings.registry_url, "BIZBUS_HTTP_HOST": "127.0.0.1",
+           "BIZBUS_HTTP_PORT": str(http_port)}  # fmt: skip
     argv = [sys.executable, "-m", "bizbus.cli", "flows", "run", "--pipeline", str(pipeline.path)]
     return ChildProcess("flows", argv, settings.data_dir / "logs" / "flows.log", env)
 

@@ -24,14 +24,12 @@ from dataclasses import dataclass, field
 from threading import Event
 from typing import Any, ClassVar, Literal
 
-from prometheus_client import Gauge
-
+from bizbus import metrics
 from bizbus.components import Component
 
 log = logging.getLogger(__name__)
 
-TASK_STATE = Gauge("bizbus_task_running", "1 while a connector task runs (0 when paused or stopped)",
-                   ["connector", "task"])  # fmt: skip
+TASK_STATE = metrics.TASK_RUNNING
 
 
 @dataclass(frozen=True)

@@ -15,16 +15,21 @@ from typing import Any
 from bizbus.connectors.errors import ConnectorError
 from bizbus.schemas import catalog
 from confluent_kafka import Producer
-from prometheus_client import Counter
 
-from bizbus import lineage
+from bizbus import lineage, metrics
 from bizbus.serde import AvroSerde
 
 DEAD_LETTER_TOPIC = "bizbus.ops.dead-letter.v1"
 DEAD_LETTER_SCHEMA = "bizbus.ops.DeadLetter"
-DEAD_LETTERS = Counter("bizbus_dead_letters_total", "Records sent to the dead-letter topic",
-                       ["connector", "error_class", "error_type"])  # fmt: skip
 MAX_MESSAGE = 2000  # characters of the error message kept (enough to act on, bounded in size)
+
+
+def count_dead_letter(record: dict[str, Any]) -> None:
+    """One dead letter in ``bizbus_dead_letters_total`` and, by its reason, ``bizbus_records_failed_total``."""
+    error_type = str(record["error_type"])
+    reason = error_type.split("/", 1)[1] if "/" in error_type else record["error_class"].lower()
+    metrics.DEAD_LETTERS.labels(record["connector"], record["error_class"].lower()).inc()
+    metrics.RECORDS_FAILED.labels(record["connector"], reason).inc()
 
 
 class DeadLetterNotDelivered(ConnectorError):
@@ -109,7 +114,7 @@ class DeadLetterWriter:
         )
         self._producer.poll(0)
         self.sent += 1
-        DEAD_LETTERS.labels(record["connector"], record["error_class"], record["error_type"]).inc()
+        count_dead_letter(record)
 
     def flush(self, timeout: float = 30.0) -> None:
         left = self._producer.flush(timeout)

@@ -41,21 +41,18 @@ from bizbus.connectors.dlq import DeadLetterWriter, dead_letter
 from bizbus.connectors.errors import ConnectorError, Permanent, classify
 from bizbus.connectors.lease import PgLease
 from bizbus.connectors.source import SourceItem, SourceReader, SourceTask
-from prometheus_client import Counter, Histogram
 from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from bizbus import metrics
 from bizbus.settings import no_password
 
 log = logging.getLogger(__name__)
 
-WEBHOOK_REQUESTS = Counter("bizbus_webhook_requests_total", "Webhook requests by outcome (accepted, duplicate, "
-                           "bad_signature, malformed, handshake, error)", ["connector", "outcome"])  # fmt: skip
-WEBHOOK_SECONDS = Histogram("bizbus_webhook_seconds", "Time from request to answer", ["connector"],
-                            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 3.0))  # fmt: skip
-BACKFILL_GAPS = Counter("bizbus_backfill_gaps_total", "Changes a backfill poll found that no webhook had "
-                        "delivered (lost webhooks)", ["connector"])  # fmt: skip
-BACKFILL_POLLS = Counter("bizbus_backfill_polls_total", "Backfill polls by outcome", ["connector", "outcome"])
+WEBHOOK_REQUESTS = metrics.WEBHOOK_REQUESTS
+WEBHOOK_SECONDS = metrics.WEBHOOK_SECONDS
+BACKFILL_GAPS = metrics.BACKFILL_GAPS
+BACKFILL_POLLS = metrics.BACKFILL_POLLS
 
 DEFAULT_STATE_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 

@@ -12,6 +12,7 @@ dead letter whose delivery the broker acknowledged before the offset moved past 
 from __future__ import annotations
 
 import logging
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from threading import Event
@@ -21,14 +22,13 @@ from bizbus.connectors.base import Connector, Task, TaskSpec
 from bizbus.connectors.dlq import DeadLetterWriter, dead_letter
 from bizbus.connectors.errors import ConnectorError, Permanent, Poison, RetryPolicy, call_with_retry
 from confluent_kafka import Consumer, TopicPartition
-from prometheus_client import Counter
 
+from bizbus import metrics
 from bizbus.serde import AvroSerde, PoisonRecord
 
 log = logging.getLogger(__name__)
 
-SINK_RECORDS = Counter("bizbus_sink_records_total", "Records a sink finished with, by outcome",
-                       ["connector", "outcome"])  # fmt: skip
+LAG_EVERY = 2.0  # seconds between consumer-lag updates of a sink task
 
 
 def field_at(value: Any, path: str) -> Any:
@@ -74,11 +74,15 @@ class SinkRecord:
 
 @dataclass
 class WriteResult:
-    """What a writer did with a batch; ``failed`` maps effect ids to classified per-record errors."""
+    """What a writer did with a batch; ``failed`` maps effect ids to classified per-record errors.
+
+    ``applied_ids`` (optional) names the effects newly applied; without it, end-to-end latency is only
+    recorded for batches without duplicates (a re-delivered old record would look like a slow one)."""
 
     applied: int = 0
     duplicates: int = 0
     failed: dict[str, ConnectorError] = field(default_factory=dict)
+    applied_ids: set[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -144,12 +148,16 @@ class SinkRunner(Task):
         self.batch_size, self.batch_timeout = batch_size, batch_timeout
         self.stats = SinkStats()
         self._paused = False
+        self._group = f"bizbus-sink-{name}"
+        self._consumed: dict[tuple[str, int], int] = {}  # next offset after the last record seen
+        self._committed: dict[tuple[str, int], int] = {}
+        self._lag_at = 0.0
 
     def setup(self) -> None:
         self.writer.setup()
         self.dlq.setup()
         self._consumer = Consumer({
-            **self.kafka_config, "group.id": f"bizbus-sink-{self.name}", "enable.auto.commit": False,
+            **self.kafka_config, "group.id": self._group, "enable.auto.commit": False,
             "auto.offset.reset": "earliest", "session.timeout.ms": 6000, "isolation.level": "read_committed",
         })  # fmt: skip
         self._consumer.subscribe(self.topics, on_assign=self._on_assign)
@@ -163,6 +171,10 @@ class SinkRunner(Task):
             kafka = committed.get((tp.topic, tp.partition), -1001)
             if ledger is not None and ledger > kafka:
                 tp.offset = ledger
+        for tp in partitions:
+            start = tp.offset if tp.offset >= 0 else committed.get((tp.topic, tp.partition), -1001)
+            if start >= 0:
+                self._committed[(tp.topic, tp.partition)] = start
         consumer.assign(partitions)
         if self._paused:
             consumer.pause(partitions)
@@ -173,7 +185,27 @@ class SinkRunner(Task):
         msgs = [m for m in msgs if m.error() is None]
         if msgs:
             self.process(msgs)
+        self._report_lag()
         return len(msgs)
+
+    def _report_lag(self, force: bool = False) -> None:
+        """``bizbus_consumer_lag_records`` of the assigned partitions, at most every LAG_EVERY seconds."""
+        now = time.monotonic()
+        if not force and now - self._lag_at < LAG_EVERY:
+            return
+        self._lag_at = now
+        try:
+            assigned = self._consumer.assignment()
+        except Exception:  # closed or not yet assigned: nothing to report
+            return
+        for tp in assigned:
+            k = (tp.topic, tp.partition)
+            try:
+                _low, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            except Exception:
+                high = -1
+            lag = metrics.partition_lag(high, self._consumed.get(k), self._committed.get(k))
+            metrics.CONSUMER_LAG.labels(self._group, tp.topic, str(tp.partition)).set(lag)
 
     def pause(self) -> None:
         self._paused = True
@@ -191,6 +223,8 @@ class SinkRunner(Task):
     def process(self, msgs: list[Any]) -> None:
         """One batch through decode -> write -> dead letters -> commit."""
         self.stats.consumed += len(msgs)
+        metrics.RECORDS_IN.labels(self.name).inc(len(msgs))
+        metrics.BATCH_SIZE.labels(self.name).observe(len(msgs))
         records: list[SinkRecord] = []
         failures: list[tuple[Any, ConnectorError, int]] = []
         for m in msgs:
@@ -208,10 +242,10 @@ class SinkRunner(Task):
 
             def attempt() -> WriteResult:
                 attempts[0] += 1
-                return self.writer.write(records)
+                return self._timed_write(records)
 
             try:
-                result = call_with_retry(attempt, self.policy)
+                result = call_with_retry(attempt, self.policy, on_retry=metrics.retry_counter(self.name))
             except ConnectorError as exc:
                 if exc.error_class == "fatal":
                     raise
@@ -220,8 +254,9 @@ class SinkRunner(Task):
                 result = self._one_by_one(records)
             self.stats.applied += result.applied
             self.stats.duplicates += result.duplicates
-            SINK_RECORDS.labels(self.name, "applied").inc(result.applied)
-            SINK_RECORDS.labels(self.name, "duplicate").inc(result.duplicates)
+            metrics.RECORDS_OUT.labels(self.name).inc(result.applied)
+            metrics.IDEMPOTENT_HITS.labels(self.name).inc(result.duplicates)
+            self._observe_end_to_end(records, result)
             by_id = {r.effect_id: r for r in records}
             for effect_id, err in result.failed.items():
                 failures.append((by_id[effect_id], err, attempts[0]))
@@ -230,15 +265,31 @@ class SinkRunner(Task):
         if failures:
             self.dlq.flush()  # acknowledged before the offsets move past them
             self.stats.dead_lettered += len(failures)
-            SINK_RECORDS.labels(self.name, "dead_letter").inc(len(failures))
         self._commit(msgs)
         self.stats.batches += 1
 
+    def _timed_write(self, records: list[SinkRecord]) -> WriteResult:
+        started = time.perf_counter()
+        try:
+            return self.writer.write(records)
+        finally:
+            metrics.SINK_WRITE_SECONDS.labels(self.name).observe(time.perf_counter() - started)
+
+    def _observe_end_to_end(self, records: list[SinkRecord], result: WriteResult) -> None:
+        if result.applied_ids is not None:
+            done = [r.value for r in records if r.effect_id in result.applied_ids]
+        elif result.duplicates == 0:
+            done = [r.value for r in records if r.effect_id not in result.failed]
+        else:
+            return
+        metrics.observe_end_to_end(self.name, done)
+
     def _one_by_one(self, records: list[SinkRecord]) -> WriteResult:
-        total = WriteResult()
+        total = WriteResult(applied_ids=set())
         for r in records:
             try:
-                res = call_with_retry(lambda r=r: self.writer.write([r]), self.policy)
+                res = call_with_retry(lambda r=r: self._timed_write([r]), self.policy,
+                                      on_retry=metrics.retry_counter(self.name))  # fmt: skip
             except ConnectorError as exc:
                 if exc.error_class == "fatal":
                     raise
@@ -247,6 +298,8 @@ class SinkRunner(Task):
             total.applied += res.applied
             total.duplicates += res.duplicates
             total.failed.update(res.failed)
+            if res.applied and r.effect_id not in res.failed:
+                total.applied_ids.add(r.effect_id)  # type: ignore[union-attr]
         return total
 
     def _dead_letter(self, item: Any, err: ConnectorError, attempts: int) -> dict[str, Any]:
@@ -269,7 +322,11 @@ class SinkRunner(Task):
                            headers=headers, timestamp_ms=ts, error=err, attempts=attempts)  # fmt: skip
 
     def _commit(self, msgs: list[Any]) -> None:
-        self._consumer.commit(offsets=next_offsets(msgs), asynchronous=False)
+        offsets = next_offsets(msgs)
+        self._consumer.commit(offsets=offsets, asynchronous=False)
+        for tp in offsets:
+            self._committed[(tp.topic, tp.partition)] = tp.offset
+            self._consumed[(tp.topic, tp.partition)] = max(self._consumed.get((tp.topic, tp.partition), 0), tp.offset)
 
     def close(self) -> None:
         consumer = getattr(self, "_consumer", None)

@@ -24,19 +24,15 @@ from bizbus.connectors.errors import ConnectorError, Permanent
 from bizbus.connectors.lease import PgLease
 from bizbus.schemas import catalog
 from confluent_kafka import Producer
-from prometheus_client import Counter, Gauge
 
-from bizbus import lineage
+from bizbus import lineage, metrics
 from bizbus.catalogue import Catalogue
 from bizbus.crashpoints import crashpoint
 from bizbus.serde import AvroSerde, RecordInvalid
 
 log = logging.getLogger(__name__)
 
-SOURCE_RECORDS = Counter("bizbus_source_records_total", "Records a source finished with, by outcome",
-                         ["connector", "outcome"])  # fmt: skip
-SHARD_LEASED = Gauge("bizbus_source_shard_leased", "1 while this process holds the shard's lease",
-                     ["connector", "shard"])  # fmt: skip
+SHARD_LEASED = metrics.SHARD_LEASED
 
 
 @dataclass(frozen=True)
@@ -158,6 +154,8 @@ class SourceTask(Task):
         if not items:
             return 0
         self.stats.read += len(items)
+        metrics.RECORDS_IN.labels(self.connector).inc(len(items))
+        metrics.BATCH_SIZE.labels(self.connector).observe(len(items))
         tracker = CursorTracker()
         dead: list[int] = []
         skipped = 0
@@ -201,9 +199,9 @@ class SourceTask(Task):
         produced = len(items) - len(dead) - skipped - tracker.failed - tracker.pending
         self.stats.produced += produced
         self.stats.dead_lettered += len(dead)
-        SOURCE_RECORDS.labels(self.connector, "produced").inc(produced)
-        SOURCE_RECORDS.labels(self.connector, "dead_letter").inc(len(dead))
-        SOURCE_RECORDS.labels(self.connector, "skipped").inc(skipped)
+        metrics.RECORDS_OUT.labels(self.connector).inc(produced)
+        metrics.RECORDS_SKIPPED.labels(self.connector).inc(skipped)
+        metrics.saw_changes(self.connector, (item.value for item in items if item.value is not None))
         if not tracker.complete:
             log.warning("source %s shard %s: %d record(s) not acknowledged by the broker; re-sending from %s",
                         self.connector, self.shard, tracker.failed + tracker.pending, pos or self.position)  # fmt: skip

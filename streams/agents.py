@@ -63,9 +63,8 @@ from bizbus.streams.mapping import (
     loads_state,
 )
 from confluent_kafka import Consumer, TopicPartition
-from prometheus_client import Counter
 
-from bizbus import lineage
+from bizbus import lineage, metrics
 from bizbus.crashpoints import crashpoint
 from bizbus.errors import RegistryError
 from bizbus.serde import AvroSerde, PoisonRecord, SerdeError
@@ -79,9 +78,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("bizbus.flows")
 
-FLOW_EVENTS = Counter(
-    "bizbus_flow_events_total", "Input records handled by a flow, by outcome", ["flow", "outcome"]
-)
+FLOW_EVENTS = metrics.FLOW_EVENTS
+SKIPPED_OUTCOMES = ("ignored", "skipped_stale", "skipped")
 MASTER_DATA = "master-data"  # flow label of the agents that only keep master-data tables
 POLL_SECONDS = 0.2  # how often a record waiting for master data looks again
 MAX_BACKOFF = 30.0
@@ -201,18 +199,39 @@ class Runtime:
             await self._fill_gap(spec, msg.topic, msg.partition, last + 1, msg.offset)
         outcome = await self._handle(spec, msg)
         log.debug("flow %s: %s[%d]@%d %s", spec.flow, msg.topic, msg.partition, msg.offset, outcome)
-        FLOW_EVENTS.labels(spec.flow, outcome).inc()
         if last is None or msg.offset > last:
             spec.progress[key] = str(msg.offset).encode()
+        self._report_lag(msg)
         return outcome
+
+    def _report_lag(self, msg: Any) -> None:
+        """``bizbus_consumer_lag_records`` of this record's partition: records after it (never < 0)."""
+        try:
+            from faust.types import TP
+
+            high = self.app.consumer.highwater(TP(msg.topic, msg.partition))
+        except Exception:  # no consumer (tests) or no fetch yet
+            return
+        nxt = msg.offset + 1
+        lag = metrics.partition_lag(high if high is not None else -1, nxt, nxt)
+        metrics.CONSUMER_LAG.labels(self.app.conf.id, msg.topic, str(msg.partition)).set(lag)
 
     async def _fill_gap(self, spec: AgentSpec, topic: str, partition: int, start: int, end: int) -> None:
         log.warning("flow %s: %s[%d] offsets %d..%d were skipped by the consumer; handling them now",
                     spec.flow, topic, partition, start, end - 1)  # fmt: skip
         for m in await asyncio.to_thread(read_range, self.kafka_config, topic, partition, start, end):
-            FLOW_EVENTS.labels(spec.flow, await self._handle(spec, m)).inc()
+            await self._handle(spec, m)
 
     async def _handle(self, spec: AgentSpec, msg: Any) -> str:
+        """One record through decode → decide → state → send; counts it in the flow's metrics."""
+        metrics.RECORDS_IN.labels(spec.flow).inc()
+        outcome = await self._handle_record(spec, msg)
+        FLOW_EVENTS.labels(spec.flow, outcome).inc()
+        if outcome in SKIPPED_OUTCOMES:
+            metrics.RECORDS_SKIPPED.labels(spec.flow).inc()
+        return outcome
+
+    async def _handle_record(self, spec: AgentSpec, msg: Any) -> str:
         flow, decide, store, grace = spec.flow, spec.decide, spec.store, spec.grace
         if msg.value is None:
             return "ignored"  # a tombstone: nothing to process
@@ -248,6 +267,8 @@ class Runtime:
         crashpoint("flows.after-state")
         if encoded:
             await self._send(encoded)
+            metrics.RECORDS_OUT.labels(flow).inc(len(encoded))
+            metrics.observe_end_to_end(flow, [record])
         crashpoint("flows.after-send")
         return verdict.outcome
 
@@ -453,11 +474,23 @@ def register(
         grace2 = GraceClock(cfg2.master_data_grace_seconds, time.monotonic)
         employees = StateTable(table("employees", EMPLOYEE_TOPIC, global_=True))
         worklogs = StateTable(table("worklogs", TIMESHEET_TOPIC))
+        costs = StateTable(table("project-costs", TIMESHEET_TOPIC))  # the topic is keyed by project
+
+        def store_worklog(r: dict[str, Any], s: dict[str, Any]) -> None:
+            worklogs.set(r["worklog_id"], s)
+            new, alert = f2.roll_up(costs.get(r["project"]), projects.get(r["project"]), r["project"],
+                                    r["worklog_id"], s.get("voucher"), cfg2.budget_alert_percent)  # fmt: skip
+            costs.set(r["project"], new)
+            if alert is not None:
+                metrics.BUDGET_ALERTS.labels(name2).inc()
+                log.warning("budget alert: %s", alert.message,
+                            extra={"component": name2, "correlation_id": r["project"]})  # fmt: skip
+
         agent(EMPLOYEE_TOPIC, MASTER_DATA, lambda r: _stored(f2.merge_employee(r, employees.get(r["code"]))),
               lambda r, s: employees.set(r["code"], s), grace2)  # fmt: skip
         agent(TIMESHEET_TOPIC, name2,
               lambda r: f2.post_labor(r, worklogs.get(r["worklog_id"]), projects.get, employees.get, m2),
-              lambda r, s: worklogs.set(r["worklog_id"], s), grace2)  # fmt: skip
+              store_worklog, grace2)  # fmt: skip
 
     # -- F4 approvals -------------------------------------------------------------------------------------
     if plan.approvals:

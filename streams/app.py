@@ -241,10 +241,9 @@ def run_worker(settings: Settings, pipeline: Pipeline, catalogue: Catalogue, onl
     import faust
     from bizbus.streams import agents
     from confluent_kafka.admin import AdminClient
-    from prometheus_client import start_http_server
 
     from bizbus.broker import wait_for_metadata
-    from bizbus.errors import PortInUse
+    from bizbus.runner import Health, serve_http
     from bizbus.serde import AvroSerde
 
     plan = plan_flows(pipeline, only)
@@ -253,14 +252,9 @@ def run_worker(settings: Settings, pipeline: Pipeline, catalogue: Catalogue, onl
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
     app = create_app(settings, plan, replication_factor=min(3, max(brokers, 1)))
     agents.register(app, plan, settings, catalogue, AvroSerde(settings.registry_config()))
-    try:
-        server, _thread = start_http_server(settings.http_port, settings.http_host)
-    except OSError:
-        raise PortInUse(
-            "the flows worker's /metrics", settings.http_host, settings.http_port, "BIZBUS_HTTP_PORT"
-        ) from None
+    server = serve_http(settings.http_host, settings.http_port, Health(settings, [], lambda: worker_check(app)))
     echo(f"bizbus flows: {', '.join(plan.names)} as Faust app {plan.app_id} against {settings.bootstrap_servers}; "
-         f"metrics on http://{settings.http_host}:{server.server_address[1]}/metrics")  # fmt: skip
+         f"http://{settings.http_host}:{server.server_address[1]}/healthz /readyz /metrics")  # fmt: skip
     worker = faust.Worker(app, loglevel=settings.log_level.lower(), redirect_stdouts=False, quiet=True)
     try:
         worker.execute_from_commandline()
@@ -268,7 +262,16 @@ def run_worker(settings: Settings, pipeline: Pipeline, catalogue: Catalogue, onl
         return int(exc.code or 0) if isinstance(exc.code, int | None) else 1
     finally:
         server.shutdown()
+        server.server_close()
     return 0
+
+
+def worker_check(app: Any) -> dict[str, str]:
+    """Readiness of the Faust worker: started and not stopping (a rebalance in progress is still ready)."""
+    state = str(getattr(app, "state", "") or "")
+    if getattr(app, "should_stop", False):
+        return {"faust": f"stopping ({state})"}
+    return {"faust": "ok" if getattr(app, "started", False) else f"starting ({state or 'init'})"}
 
 
 # -- pipeline components (bizbus up / bizbus worker) ----------------------------------------------------

@@ -148,6 +148,8 @@ def apply_project(
         "company": record["company"],
         "manager": record.get("manager"),
         "source_system": src["source_system"],
+        "budget": record.get("budget_amount"),
+        "currency": record.get("currency"),
         "intervals": intervals,
         "closed_at": close["closed_at"],
         "closed_on": close["closed_on"],

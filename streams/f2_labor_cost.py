@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated, Any
@@ -112,6 +113,52 @@ class LaborCostConfig(FlowConfig):
 
     MAPPING_FILE = "f2_labor_cost.yaml"
     MAPPING_MODEL = LaborCostMapping
+
+    budget_alert_percent: float = Field(
+        default=10.0, ge=0, le=1000,
+        description="alert (bizbus_budget_alerts_total, a warning log) once a project's booked labor cost "
+                    "exceeds its budget_amount by more than this many percent; projects without a budget never alert",
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class BudgetAlert:
+    """A project's booked labor cost crossed its budget plus the allowed overrun."""
+
+    project: str
+    booked: Decimal
+    budget: Decimal
+    currency: str | None
+    percent: float
+
+    @property
+    def message(self) -> str:
+        used = self.booked / self.budget * 100
+        return (f"project {self.project}: labor cost booked {self.booked} {self.currency or ''} is {used:.0f}% of "
+                f"its budget {self.budget} (alert above {100 + self.percent:.0f}%)")  # fmt: skip
+
+
+def roll_up(costs: dict[str, Any] | None, project: dict[str, Any] | None, project_key: str, worklog_id: str,
+            voucher: dict[str, Any] | None, percent: float) -> tuple[dict[str, Any], BudgetAlert | None]:  # fmt: skip
+    """The project's labor cost after this worklog's current voucher (None: deleted / nothing posted).
+
+    ``costs`` keeps the amount per worklog, so handling the same worklog version twice changes nothing;
+    the alert comes once when the total crosses budget × (1 + percent / 100), and again only after the
+    total went back under the line (e.g. a corrected worklog) and crossed it once more."""
+    amounts: dict[str, str] = dict((costs or {}).get("worklogs") or {})
+    if voucher is not None:
+        amounts[worklog_id] = str(sum((line["debit"] for line in voucher["lines"]), ZERO))
+    else:
+        amounts.pop(worklog_id, None)
+    booked = sum((Decimal(v) for v in amounts.values()), ZERO)
+    raw_budget = (project or {}).get("budget")
+    budget = Decimal(str(raw_budget)) if raw_budget is not None else None
+    over = budget is not None and budget > 0 and booked > budget * (1 + Decimal(str(percent)) / 100)
+    alert = None
+    if over and not (costs or {}).get("over"):
+        assert budget is not None
+        alert = BudgetAlert(project_key, booked, budget, (project or {}).get("currency"), percent)
+    return {"worklogs": amounts, "over": over}, alert
 
 
 def voucher_no(prefix: str, worklog: str, version: int, suffix: str = "") -> str:

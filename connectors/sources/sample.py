@@ -16,7 +16,7 @@ from bizbus.schemas import catalog
 from confluent_kafka import Producer
 from pydantic import BaseModel, ConfigDict, Field
 
-from bizbus import lineage
+from bizbus import lineage, metrics
 from bizbus.components import Component
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,10 @@ class SampleEventsSource(Component):
                 key=rec["meta"]["correlation_id"].encode(),
                 value=self._encode(rec),
                 headers=lineage.headers(rec["meta"]),
+                on_delivery=self._delivered,
             )
+            metrics.RECORDS_IN.labels(self.name).inc()
+            metrics.saw_changes(self.name, [rec])
             self._producer.poll(0)
             seq += 1
             self.sent = seq
@@ -80,6 +83,12 @@ class SampleEventsSource(Component):
                 stop.wait(delay)
         self._producer.flush(10)
         log.info("sample-events %s: %d records sent to %s", self.name, seq, self.config.topic)
+
+    def _delivered(self, err: object, _msg: object) -> None:
+        if err is None:
+            metrics.RECORDS_OUT.labels(self.name).inc()
+        else:
+            log.warning("sample-events %s: a record was not delivered: %s", self.name, err)
 
     def close(self) -> None:
         producer = getattr(self, "_producer", None)

@@ -24,6 +24,7 @@ import logging
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from bizbus.connectors.errors import ConnectorError, Fatal, Retryable
@@ -37,6 +38,8 @@ from bizbus.connectors.sinks.tryton.accounting import (
 )
 from bizbus.connectors.sinks.tryton.purchases import apply_purchases, prepare_purchases
 from bizbus.connectors.sinks.tryton.rpc import TrytonRpc
+
+from bizbus import metrics
 
 if TYPE_CHECKING:
     from bizbus.connectors.sinks.tryton.sink import TrytonSinkConfig
@@ -73,6 +76,31 @@ class Outcomes:
             (self.waiting if error.error_class == "retryable" else self.failed)[e] = error
 
 
+def document_kind(value: dict[str, Any]) -> str:
+    """The business document a record became in Tryton, as the ``document`` label of bizbus_documents_total."""
+    kind = m.record_kind(value)
+    if kind == "voucher":
+        return "voucher_reversal" if value.get("reversal_of") else "voucher"
+    if kind == "cost_center":
+        return "cost_center" if value.get("active", True) else "cost_center_closed"
+    return "purchase_order_cancelled" if str(value.get("status", "")).upper() == "CANCELLED" else "purchase_order"
+
+
+def count_documents(connector: str, records: list[SinkRecord], applied: set[str]) -> None:
+    """Business metrics of what this write applied: documents by kind, voucher amounts by currency."""
+    for r in records:
+        if r.effect_id not in applied:
+            continue
+        try:
+            doc = document_kind(r.value)
+        except ConnectorError:
+            continue
+        metrics.DOCUMENTS.labels(connector, doc).inc()
+        if doc.startswith("voucher"):
+            debit = sum((Decimal(str(line.get("debit") or 0)) for line in r.value.get("lines") or ()), Decimal(0))
+            metrics.VOUCHER_AMOUNT.labels(connector, doc, str(r.value.get("currency") or "")).inc(float(debit))
+
+
 class TrytonWriter(SinkWriter):
     """Writes CostCenter / Voucher / PurchaseOrder records into Tryton over JSON-RPC, exactly once."""
 
@@ -104,13 +132,15 @@ class TrytonWriter(SinkWriter):
 
     def write(self, records: list[SinkRecord]) -> WriteResult:
         out = self._run(records, dry_run=False)
+        count_documents(self.connector, records, out.applied)
         if out.waiting:
             first = next(iter(out.waiting.values()))
             raise Retryable(
                 f"{len(out.waiting)} record(s) must wait (the rest of the batch is applied): {first}",
                 reason=first.reason,
             )
-        return WriteResult(applied=len(out.applied), duplicates=len(out.duplicates), failed=dict(out.failed))
+        return WriteResult(applied=len(out.applied), duplicates=len(out.duplicates), failed=dict(out.failed),
+                           applied_ids=set(out.applied))  # fmt: skip
 
     def plan(self, records: list[SinkRecord]) -> list[PlannedEffect]:
         out = self._run(records, dry_run=True)

@@ -1,0 +1,145 @@
+"""``pg-slot-monitor``: how much WAL each PostgreSQL replication slot holds back.
+
+A logical-decoding (CDC) slot whose reader stopped keeps every WAL segment from its confirmed position on,
+until the database server's disk is full — a well-known operations problem with Debezium and any other
+slot reader. This monitor reads ``pg_replication_slots`` every ``interval_seconds`` and exports
+
+* ``bizbus_cdc_slot_lag_bytes{database,slot}``: current WAL position minus the slot's confirmed flush
+  position (logical slots) or restart position (physical slots);
+* ``bizbus_cdc_slot_active{database,slot}``: 1 while a reader is connected.
+
+A slot that disappears loses its series; a failed query is logged and retried, the last values stay.
+The alert ``CdcSlotLagHigh`` in deploy/prometheus watches the lag.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from dataclasses import dataclass
+from threading import Event
+
+import psycopg
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from bizbus import metrics
+from bizbus.components import Component
+from bizbus.settings import no_password
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+SLOTS_SQL = """
+SELECT slot_name, active,
+       pg_wal_lsn_diff(pg_current_wal_lsn(), coalesce(confirmed_flush_lsn, restart_lsn))::bigint AS lag
+FROM pg_replication_slots
+ORDER BY slot_name
+"""
+
+
+class PgSlotMonitorConfig(BaseModel):
+    """Settings of one ``pg-slot-monitor``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+    dsn: str = Field(
+        DEFAULT_DSN,
+        description="PostgreSQL server whose slots to watch (no password inside: use PGPASSWORD / PGPASSFILE)",
+        examples=["postgresql://monitor@erp-db:5432/erp"],
+    )
+    database_label: str | None = Field(
+        None,
+        description="value of the `database` label; default: the DSN's host/database",
+        examples=["erp-db"],
+    )
+    slots: str = Field(
+        ".*",
+        description="regular expression the slot names must match fully to be reported",
+        examples=["debezium_.*"],
+    )
+    interval_seconds: float = Field(15.0, ge=0.1, le=3600, description="seconds between two reads")
+
+    _dsn = field_validator("dsn")(no_password)
+
+    @field_validator("slots")
+    @classmethod
+    def _regex(cls, v: str) -> str:
+        try:
+            re.compile(v)
+        except re.error as exc:
+            raise ValueError(f"slots is not a regular expression: {exc}") from None
+        return v
+
+
+@dataclass(frozen=True)
+class SlotState:
+    slot: str
+    active: bool
+    lag_bytes: int | None  # None: the slot reserves no WAL yet
+
+
+def read_slots(conn: psycopg.Connection, pattern: str) -> list[SlotState]:
+    """The slots whose names match ``pattern``, with their lag (one query)."""
+    rx = re.compile(pattern)
+    rows = conn.execute(SLOTS_SQL).fetchall()
+    return [SlotState(name, bool(active), int(lag) if lag is not None else None)
+            for name, active, lag in rows if rx.fullmatch(name)]  # fmt: skip
+
+
+class PgSlotMonitor(Component):
+    """Exports the WAL lag of replication slots as metrics."""
+
+    Config = PgSlotMonitorConfig
+    config: PgSlotMonitorConfig
+
+    def setup(self) -> None:
+        c = self.config
+        if c.database_label:
+            self.database = c.database_label
+        else:
+            info = psycopg.conninfo.conninfo_to_dict(c.dsn)
+            self.database = (
+                f"{info.get('host') or 'local'}/{info.get('dbname') or info.get('user') or 'postgres'}"
+            )
+        self._conn: psycopg.Connection | None = None
+        self._seen: set[str] = set()
+
+    def poll(self) -> list[SlotState]:
+        """Read the slots once and update the gauges; raises psycopg errors (``run`` logs them)."""
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(self.config.dsn, autocommit=True, connect_timeout=10)
+        states = read_slots(self._conn, self.config.slots)
+        now = set()
+        for s in states:
+            now.add(s.slot)
+            metrics.CDC_SLOT_ACTIVE.labels(self.database, s.slot).set(1 if s.active else 0)
+            metrics.CDC_SLOT_LAG.labels(self.database, s.slot).set(s.lag_bytes or 0)
+        for gone in self._seen - now:
+            for gauge in (metrics.CDC_SLOT_LAG, metrics.CDC_SLOT_ACTIVE):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(self.database, gone)
+        self._seen = now
+        return states
+
+    def run(self, stop: Event) -> None:
+        failing = False
+        while not stop.is_set():
+            try:
+                self.poll()
+                if failing:
+                    log.info("slot monitor %s: reading %s again", self.name, self.database)
+                failing = False
+            except psycopg.Error as exc:
+                if not failing:
+                    log.warning("slot monitor %s: cannot read replication slots of %s: %s",
+                                self.name, self.database, exc)  # fmt: skip
+                failing = True
+                if self._conn is not None:
+                    self._conn.close()
+                    self._conn = None
+            stop.wait(self.config.interval_seconds)
+
+    def close(self) -> None:
+        if getattr(self, "_conn", None) is not None:
+            self._conn.close()  # type: ignore[union-attr]
