@@ -54,7 +54,7 @@ class Rig:
 
     def metric(self, name: str, **labels: str) -> float:
         """Current value of a Prometheus sample of this process (0 when absent)."""
-        value = REGISTRY.get_sample_value(name, {"connector": self.name, **labels})
+        value = REGISTRY.get_sample_value(name, {"component": self.name, **labels})
         return float(value or 0.0)
 
 
