@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-fast lint check schemas-check bench clean
+.PHONY: install tools run test test-fast lint check schemas-check bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,18 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/bizbus up
 
-test: $(STAMP)
+# Prometheus (its Debian package brings promtool) for the dashboard and alert-rule tests. Installed only
+# when missing; as root or through sudo. Recommends (node exporter) are left out; a service the package
+# may start (systemd hosts) listens on :9090 and is not used by the tests (they start their own).
+tools:
+	@if command -v prometheus >/dev/null; then echo "prometheus: $$(command -v prometheus)"; else \
+	  SUDO=; if [ "$$(id -u)" != 0 ]; then SUDO="$$(command -v sudo || true)"; \
+	    test -n "$$SUDO" || { echo "error: install the Debian package prometheus (need root or sudo)" >&2; exit 1; }; fi; \
+	  echo "prometheus not on PATH: $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends prometheus"; \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq --no-install-recommends prometheus; fi
+
+test: $(STAMP) tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # unit tests only: no broker, no registry process

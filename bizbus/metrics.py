@@ -14,6 +14,7 @@ metrics and every child's, each child's series carrying ``process="<child>"`` (:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -206,6 +207,19 @@ def retry_counter(component: str) -> Callable[[Any, int, float], None]:
         RETRIES.labels(component, getattr(error, "reason", "unexpected")).inc()
 
     return on_retry
+
+
+def init_component(component: str, *counters: Counter) -> None:
+    """Create a component's series at 0 when it starts, so dashboards and alerts see them before the first
+    event (a missing series is not a zero in PromQL)."""
+    for c in counters:
+        c.labels(component)
+
+
+def forget_lag(group: str, topic: str, partition: int) -> None:
+    """Drop the lag series of a partition this process no longer consumes (after a rebalance)."""
+    with contextlib.suppress(KeyError):
+        CONSUMER_LAG.remove(group, topic, str(partition))
 
 
 class FreshnessCollector(Collector):

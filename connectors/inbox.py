@@ -362,6 +362,7 @@ class BackfillTask(Task):
         self.store = PgCursorStore(self.state_dsn, self.state_schema)
         self.inbox.setup()
         self.backfill.setup()
+        metrics.init_component(self.connector, metrics.BACKFILL_GAPS)
 
     def step(self) -> int:
         if self._paused or time.monotonic() < self._next:

@@ -160,7 +160,14 @@ class SinkRunner(Task):
             **self.kafka_config, "group.id": self._group, "enable.auto.commit": False,
             "auto.offset.reset": "earliest", "session.timeout.ms": 6000, "isolation.level": "read_committed",
         })  # fmt: skip
-        self._consumer.subscribe(self.topics, on_assign=self._on_assign)
+        self._consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
+        metrics.init_component(self.name, metrics.RECORDS_IN, metrics.RECORDS_OUT, metrics.IDEMPOTENT_HITS)
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Partitions another member takes over: their lag is no longer this task's to report."""
+        for tp in partitions:
+            metrics.forget_lag(self._group, tp.topic, tp.partition)
+            self._consumed.pop((tp.topic, tp.partition), None)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Start each partition at the later of Kafka's committed offset and the writer's ledger."""

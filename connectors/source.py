@@ -108,6 +108,7 @@ class SourceTask(Task):
         self.store = PgCursorStore(self.state_dsn, self.state_schema)
         self.reader.setup()
         self.dlq.setup()
+        metrics.init_component(self.connector, metrics.RECORDS_IN, metrics.RECORDS_OUT, metrics.RECORDS_SKIPPED)
         self._producer = Producer(
             {**self.kafka_config, "enable.idempotence": True, "acks": "all", "linger.ms": 5}
         )

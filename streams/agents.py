@@ -449,6 +449,7 @@ def register(
         short = source.split(".")[2]
         spec = AgentSpec(flow, decide, store, grace, table(f"progress-{short}", source))
         specs[source] = spec
+        metrics.init_component(flow, metrics.RECORDS_IN, metrics.RECORDS_OUT, metrics.RECORDS_SKIPPED)
         channel = app.topic(source, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
                             partitions=catalogue.get(source).partitions)  # fmt: skip
 
@@ -475,6 +476,7 @@ def register(
         employees = StateTable(table("employees", EMPLOYEE_TOPIC, global_=True))
         worklogs = StateTable(table("worklogs", TIMESHEET_TOPIC))
         costs = StateTable(table("project-costs", TIMESHEET_TOPIC))  # the topic is keyed by project
+        metrics.init_component(name2, metrics.BUDGET_ALERTS)
 
         def store_worklog(r: dict[str, Any], s: dict[str, Any]) -> None:
             worklogs.set(r["worklog_id"], s)

@@ -54,6 +54,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from bizbus.crashpoints import crashpoint
 from bizbus.errors import ConfigError
+from bizbus.logs import bound, record_fields, register_secret
 from bizbus.settings import no_password
 
 log = logging.getLogger(__name__)
@@ -269,6 +270,7 @@ class HttpApiWriter(SinkWriter):
                     reason="auth",
                 )
             self._token = token
+            register_secret(token)  # masked in every log line from now on, whatever the variable is called
             headers["Authorization"] = f"Bearer {token}"
         self._client = httpx.Client(
             base_url=self.config.base_url, timeout=self.config.timeout_seconds, headers=headers
@@ -459,6 +461,10 @@ class HttpApiWriter(SinkWriter):
         def apply(_cur: Any, effect: Effect) -> str | None:
             if batch_error:
                 raise batch_error[0]
+            with bound(**record_fields(effect.payload.value.get("meta"), component=self.connector)):
+                return apply_one(effect)
+
+        def apply_one(effect: Effect) -> str | None:
             try:
                 body = self.body_of(effect.payload)
                 if effect.effect_id in in_doubt and self.config.dedupe == "lookup":

@@ -51,6 +51,7 @@ from pydantic import Field
 
 from bizbus import lineage
 from bizbus.errors import ConfigError
+from bizbus.logs import register_secret
 
 log = logging.getLogger(__name__)
 
@@ -397,6 +398,7 @@ def secret(env: str, what: str) -> str:
     value = os.environ.get(env, "")
     if not value:
         raise ConfigError(f"dingtalk: environment variable {env} ({what}) is not set")
+    register_secret(value)  # masked in every log line from now on, whatever the variable is called
     return value
 
 

@@ -82,6 +82,7 @@ from pydantic import Field, field_validator
 
 from bizbus import lineage
 from bizbus.errors import ConfigError
+from bizbus.logs import register_secret
 
 log = logging.getLogger(__name__)
 
@@ -635,6 +636,7 @@ class RedmineSource(InboxConnector):
             raise ConfigError(f"redmine connector {self.name}: environment variable {self.config.api_key_env} "
                               "(the Redmine API key) is not set")  # fmt: skip
         self._api_key = key
+        register_secret(key)  # masked in every log line from now on, whatever the variable is called
         super().setup()
 
     def _client(self) -> RedmineClient:

@@ -40,6 +40,7 @@ from bizbus.connectors.sinks.tryton.purchases import apply_purchases, prepare_pu
 from bizbus.connectors.sinks.tryton.rpc import TrytonRpc
 
 from bizbus import metrics
+from bizbus.logs import register_secret
 
 if TYPE_CHECKING:
     from bizbus.connectors.sinks.tryton.sink import TrytonSinkConfig
@@ -120,6 +121,7 @@ class TrytonWriter(SinkWriter):
                 f"of user {self.config.user!r}) is not set or empty",
                 reason="auth",
             )
+        register_secret(password)  # masked in every log line from now on, whatever the variable is called
         self.rpc = TrytonRpc(self.config.url, self.config.user, password, timeout=self.config.timeout_seconds,
                              company=self.config.company)  # fmt: skip
 

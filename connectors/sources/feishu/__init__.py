@@ -36,6 +36,7 @@ from bizbus.connectors.inbox import Converter, Event, InboxConfig, InboxConnecto
 from pydantic import Field
 
 from bizbus.errors import ConfigError
+from bizbus.logs import register_secret
 
 from .api import FeishuClient
 from .mapping import STATUS, SYSTEM, TOPIC, FormMapping, approval_changed, parse_form
@@ -143,6 +144,7 @@ def _env(name: str, what: str, connector: str) -> str:
     value = os.environ.get(name)
     if not value:
         raise ConfigError(f"feishu connector {connector}: environment variable {name} ({what}) is not set")
+    register_secret(value)  # masked in every log line from now on, whatever the variable is called
     return value
 
 

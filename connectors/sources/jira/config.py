@@ -10,6 +10,7 @@ from bizbus.connectors.inbox import InboxConfig
 from pydantic import Field, field_validator
 
 from bizbus.errors import ConfigError
+from bizbus.logs import register_secret
 
 
 class JiraConfig(InboxConfig):
@@ -83,4 +84,5 @@ def env_secret(var: str, what: str, connector: str) -> str:
     value = os.environ.get(var, "")
     if not value:
         raise ConfigError(f"connector {connector}: environment variable {var} ({what}) is not set")
+    register_secret(value)  # masked in every log line from now on, whatever the variable is called
     return value
