@@ -38,7 +38,7 @@ class JiraSource(InboxConnector):
     def _api(self, retry: RetryPolicy | None) -> JiraApi:
         c = self.config
         return JiraApi(c.base_url, c.email, env_secret(c.token_env, "Jira API token", self.name),
-                       c.timeout_seconds, retry)  # fmt: skip
+                       c.timeout_seconds, retry, self.name)  # fmt: skip
 
     def handler(self) -> WebhookHandler:
         secret = env_secret(self.config.secret_env, "Jira webhook secret", self.name)

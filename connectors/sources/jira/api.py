@@ -20,6 +20,8 @@ from bizbus.connectors.errors import (
     classify_http_status,
 )
 
+from bizbus import metrics
+
 log = logging.getLogger(__name__)
 
 WORKLOG_LIST_MAX = 1000  # POST /worklog/list takes at most 1000 ids
@@ -50,8 +52,8 @@ class JiraApi:
     """``with``-less: ``open()`` makes the httpx client, ``close()`` ends it."""
 
     def __init__(self, base_url: str, email: str, token: str, timeout: float,
-                 retry: RetryPolicy | None = None) -> None:  # fmt: skip
-        self.base_url, self.retry = base_url, retry
+                 retry: RetryPolicy | None = None, component: str = "jira") -> None:  # fmt: skip
+        self.base_url, self.retry, self.component = base_url, retry, component
         self._auth = (email, token)
         self._timeout = timeout
         self._client: httpx.Client | None = None
@@ -83,8 +85,13 @@ class JiraApi:
 
         if self.retry is None:
             return once()
-        return call_with_retry(once, self.retry, on_retry=lambda e, n, d: log.warning(
-            "Jira %s failed (%s); attempt %d, retrying in %.1f s", what, e, n, d))  # fmt: skip
+        count = metrics.retry_counter(self.component)
+
+        def on_retry(error: Any, attempt: int, delay: float) -> None:
+            count(error, attempt, delay)
+            log.warning("Jira %s failed (%s); attempt %d, retrying in %.1f s", what, error, attempt, delay)
+
+        return call_with_retry(once, self.retry, on_retry=on_retry)
 
     def issue(self, issue_id: str, fields: str = "project") -> dict[str, Any]:
         """``GET /rest/api/3/issue/{id}?fields=...``; 404 -> Permanent unknown_issue."""
