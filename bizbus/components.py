@@ -52,6 +52,11 @@ class Component(ABC):
     def close(self) -> None:
         """Release what ``setup`` opened (flush producers first)."""
 
+    def probe(self) -> str | None:
+        """Is the system this component reads or writes reachable now? None: yes; else what is wrong
+        (shown by ``/readyz`` as ``target:<name>``; see :mod:`bizbus.probes`)."""
+        return None
+
 
 @dataclass(frozen=True)
 class ComponentType:

@@ -97,6 +97,12 @@ class Health:
             result["registry"] = f"unreachable: {exc}"
         for c in self.components:
             result[f"component:{c.name}"] = "ok" if c.state in ("running", "finished") else c.state
+            try:
+                problem = c.component.probe()
+            except Exception as exc:  # a probe that breaks is a finding too
+                problem = f"probe failed: {type(exc).__name__}: {exc}"
+            if problem is not None or type(c.component).probe is not Component.probe:
+                result[f"target:{c.name}"] = problem or "ok"
         if self.extra_checks is not None:
             try:
                 result.update(self.extra_checks())

@@ -44,7 +44,7 @@ from bizbus.connectors.source import SourceItem, SourceReader, SourceTask
 from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from bizbus import metrics
+from bizbus import metrics, probes
 from bizbus.settings import no_password
 
 log = logging.getLogger(__name__)
@@ -453,6 +453,10 @@ class InboxConnector(Connector):
 
     def backfill(self) -> Backfill | None:
         """The pull side (None: webhooks only)."""
+
+    def probe(self) -> str | None:
+        """The inbox database (webhooks are answered from it)."""
+        return probes.pg(self.config.state_dsn)  # type: ignore[attr-defined]
         return None
 
     # Connector ------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from threading import Event
 import psycopg
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from bizbus import metrics
+from bizbus import metrics, probes
 from bizbus.components import Component
 from bizbus.settings import no_password
 
@@ -139,6 +139,9 @@ class PgSlotMonitor(Component):
                     self._conn.close()
                     self._conn = None
             stop.wait(self.config.interval_seconds)
+
+    def probe(self) -> str | None:
+        return probes.pg(self.config.dsn)
 
     def close(self) -> None:
         if getattr(self, "_conn", None) is not None:

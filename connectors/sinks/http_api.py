@@ -52,6 +52,7 @@ from bizbus.connectors.sink import PlannedEffect, SinkConnector, SinkRecord, Sin
 from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from bizbus import probes
 from bizbus.crashpoints import crashpoint
 from bizbus.errors import ConfigError
 from bizbus.logs import bound, record_fields, register_secret
@@ -541,6 +542,9 @@ class HttpApiSink(SinkConnector):
 
     Config = HttpApiSinkConfig
     config: HttpApiSinkConfig
+
+    def probe(self) -> str | None:
+        return probes.http(self.config.base_url) or probes.pg(self.config.state_dsn)
 
     def validate(self) -> None:
         super().validate()

@@ -18,6 +18,7 @@ from bizbus.connectors.sink import PlannedEffect, SinkConnector, SinkRecord, Sin
 from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from bizbus import probes
 from bizbus.errors import ConfigError
 from bizbus.settings import no_password
 
@@ -125,6 +126,9 @@ class PgTableSink(SinkConnector):
 
     Config = PgTableSinkConfig
     config: PgTableSinkConfig
+
+    def probe(self) -> str | None:
+        return probes.pg(self.config.dsn)
 
     def validate(self) -> None:
         super().validate()

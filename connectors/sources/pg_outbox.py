@@ -36,7 +36,7 @@ from bizbus.schemas import catalog
 from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from bizbus import lineage
+from bizbus import lineage, probes
 from bizbus.catalogue import Catalogue
 from bizbus.errors import ConfigError
 from bizbus.jsonavro import from_json
@@ -173,6 +173,9 @@ class PgOutboxSource(Connector):
 
     def task_specs(self, max_tasks: int) -> list[TaskSpec]:
         return [TaskSpec(0, shard=self.config.table)]
+
+    def probe(self) -> str | None:
+        return probes.pg(self.config.dsn) or probes.pg(self.config.state_dsn)
 
     def create_task(self, spec: TaskSpec) -> Task:
         assert spec.shard is not None

@@ -136,3 +136,30 @@ def test_pause_resume_and_stop_with_drain_over_http(rt) -> None:
         "SELECT count(*) FROM bizbus_ledger.applied_effects WHERE connector = %s", (rt["name"],)
     )
     assert ledger.fetchone()[0] == 40 == rows(rt)
+
+
+def test_readyz_names_the_target_that_is_unreachable(rt) -> None:
+    """/readyz probes each component's target: the pg-table sink's database, here once reachable and once
+    not (a database name that does not exist), and says which one fails without any credential."""
+    good = sink(rt)
+    good.setup()
+    ctype = COMPONENT_TYPES["pg-table"]
+    config = ctype.config_model().model_validate({
+        "topics": [rt["topic"]], "dsn": "postgresql://postgres@127.0.0.1:5432/no_such_db_bizbus",
+        "table": f"{rt['schema']}.entries", "columns": {"effect_id": "$effect_id"}})  # fmt: skip
+    bad = ctype.load()(rt["name"] + "-bad", config, rt["ctx"])  # not set up: only probed
+    stop = threading.Event()
+    threads = [ComponentThread(rt["name"], "pg-table", good, stop), ComponentThread(bad.name, "pg-table", bad, stop)]
+    server = serve_http("127.0.0.1", 0, Health(rt["ctx"].settings, threads))
+    try:
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"http://127.0.0.1:{server.server_address[1]}/readyz")
+        assert err.value.code == 503
+        body = json.loads(err.value.read())
+        assert body["ready"] is False
+        assert body["checks"][f"target:{rt['name']}"] == "ok"
+        problem = body["checks"][f"target:{bad.name}"]
+        assert problem.startswith("PostgreSQL 127.0.0.1:5432/no_such_db_bizbus unreachable") and "no_such_db" in problem
+    finally:
+        server.shutdown()
+        good.close()

@@ -11,6 +11,7 @@ from bizbus.connectors.sinks.tryton.rpc import rpc_endpoint
 from bizbus.connectors.sinks.tryton.writer import TrytonWriter
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from bizbus import probes
 from bizbus.errors import ConfigError
 
 __all__ = ["DEFAULT_TOPICS", "TrytonSink", "TrytonSinkConfig"]
@@ -95,3 +96,9 @@ class TrytonSink(SinkConnector):
 
     def writer(self) -> TrytonWriter:
         return TrytonWriter(self.name, self.config)
+
+    def probe(self) -> str | None:
+        """The Tryton server answers JSON-RPC (``common.server.version`` needs no login)."""
+        endpoint, _db = rpc_endpoint(self.config.url)
+        root = endpoint.split("/", 3)
+        return probes.http("/".join(root[:3]) + "/", "POST", {"method": "common.server.version", "params": []})
