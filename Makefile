@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install tools run test test-fast lint check schemas-check bench clean
+.PHONY: install tools prometheus run test test-fast lint check schemas-check bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,12 @@ tools:
 	  echo "prometheus not on PATH: $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends prometheus"; \
 	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive \
 	    apt-get install -y -qq --no-install-recommends prometheus; fi
+
+# a local Prometheus on :9090 scraping `make run` (127.0.0.1:8088) with the alert rules; Ctrl-C stops it
+prometheus: tools
+	@mkdir -p .bizbus/prometheus
+	prometheus --config.file=deploy/prometheus/local.yml --storage.tsdb.path=.bizbus/prometheus \
+	  --web.listen-address=127.0.0.1:9090
 
 test: $(STAMP) tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -97,7 +97,7 @@ def up(pipeline: PipelineOpt = None, topics: TopicsOpt = None) -> None:
     from bizbus.runner import up as run_up
 
     s = _settings(pipeline, topics)
-    _logging(s.log_level)
+    _logging(s.log_level, s.log_format)
     pl = load_pipeline(s.pipeline_file)
     cat = _catalogue(s)
     raise typer.Exit(run_up(s, pl, cat, echo=lambda m: typer.echo(m, err=False)))
@@ -121,7 +121,7 @@ def worker(
     from bizbus.runner import worker as run_worker
 
     s = _settings(pipeline, topics)
-    _logging(s.log_level)
+    _logging(s.log_level, s.log_format)
     raise typer.Exit(
         run_worker(s, load_pipeline(s.pipeline_file), _catalogue(s), tuple(only or ()), echo=typer.echo)
     )
@@ -145,6 +145,7 @@ def flows_run(
     from bizbus.streams.app import run_worker
 
     s = _settings(pipeline, topics)
+    _logging(s.log_level, s.log_format)
     raise typer.Exit(run_worker(s, load_pipeline(s.pipeline_file), _catalogue(s), tuple(only or ()), echo=typer.echo))
 
 
@@ -398,6 +399,66 @@ def topics_apply(
         raise typer.Exit(1)
 
 
+@topics_app.command("describe")
+def topics_describe(
+    topic: Annotated[str, typer.Argument(help="catalogue topic, e.g. bizbus.pm.timesheet.v1")],
+    topics: TopicsOpt = None,
+) -> None:
+    """Print one topic's page for the teams that read it (offline).
+
+    The catalogue entry, every field with its type and doc, an example record and how to consume the
+    topic; docs/topics.md has the same for every topic.
+    """
+    from bizbus.topicdocs import describe
+
+    typer.echo(describe(_catalogue(_settings(topics=topics)).get(topic)), nl=False)
+
+
+@topics_app.command("acls")
+def topics_acls(
+    fmt: Annotated[
+        str, typer.Option("--format", help="kafka-cli (kafka-acls.sh commands) or strimzi (KafkaUser YAML)")
+    ] = "kafka-cli",
+    auth: Annotated[str, typer.Option("--auth", help="strimzi: tls or scram-sha-512")] = "tls",
+    cluster: Annotated[str, typer.Option("--cluster", help="strimzi: name of the Kafka resource")] = "bizbus",
+    apply: Annotated[
+        bool, typer.Option("--apply", help="create the ACLs on the broker (when it has an authorizer)")
+    ] = False,
+    topics: TopicsOpt = None,
+) -> None:
+    """Print the ACLs the catalogue's readers ask for, or create them with --apply.
+
+    Each reading team may read its topics and use the groups <team>-*; bizbus writes every topic. On a
+    broker without ACL support (the embedded Tansu) --apply says so and exits 0.
+    """
+    from bizbus import acls
+
+    s = _settings(topics=topics)
+    cat = _catalogue(s)
+    if not apply:
+        if fmt not in ("kafka-cli", "strimzi") or auth not in ("tls", "scram-sha-512"):
+            raise BizbusError(f"--format must be kafka-cli or strimzi (not {fmt!r}), "
+                              f"--auth tls or scram-sha-512 (not {auth!r})")  # fmt: skip
+        if fmt == "kafka-cli":
+            typer.echo(acls.render_kafka_cli(cat), nl=False)
+        else:
+            typer.echo(acls.render_strimzi(cat, auth, cluster), nl=False)  # type: ignore[arg-type]
+        return
+    support = acls.probe(s.kafka_config())
+    if not support.supported:
+        typer.echo(f"skipped: the broker at {s.bootstrap_servers} does not support ACLs ({support.reason}); "
+                   "apply deploy/acls/kafka-acls.sh or deploy/acls/strimzi-kafka-users.yaml on a cluster "
+                   "with an authorizer")  # fmt: skip
+        return
+    results = acls.apply(s.kafka_config(), cat)
+    for rule, error in results:
+        typer.echo(f"{'FAILED' if error else 'ok':<7}{rule.describe()}" + (f": {error}" if error else ""))
+    failed = sum(1 for _, error in results if error)
+    typer.echo(f"{len(results) - failed} ACL rules in place, {failed} failed ({support.reason})")
+    if failed:
+        raise typer.Exit(1)
+
+
 @schemas_app.command("list")
 def schemas_list() -> None:
     """List the canonical schemas and the topics that carry them."""
@@ -582,8 +643,11 @@ def dlq_replay(
         raise typer.Exit(1)
 
 
-def _logging(level: str) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _logging(level: str, fmt: str | None = None) -> None:
+    """Log to stderr as JSON lines or text (bizbus.logs); ``fmt`` None: BIZBUS_LOG_FORMAT, else auto."""
+    from bizbus import logs
+
+    logs.configure(level, fmt or os.environ.get("BIZBUS_LOG_FORMAT", "auto"))
     for noisy in ("httpx", "httpx2", "httpcore"):  # one line per registry request is noise, not news
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 

@@ -99,6 +99,11 @@ class Settings(BaseSettings):
         default=PROJECT_ROOT / "deploy" / "topics.yaml", description="the topic catalogue"
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["auto", "json", "text"] = Field(
+        default="auto",
+        description="log lines on stderr: json (one object per line), text, or auto (json unless stderr is a "
+        "terminal)",
+    )
 
     @model_validator(mode="after")
     def _secret_files(self) -> Settings:

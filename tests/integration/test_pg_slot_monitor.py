@@ -10,7 +10,6 @@ import pytest
 from bizbus.connectors.monitors.pg_slots import PgSlotMonitor, PgSlotMonitorConfig
 from prometheus_client import REGISTRY
 
-
 DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 

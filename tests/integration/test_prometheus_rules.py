@@ -56,6 +56,16 @@ def test_promtool_accepts_the_generated_rule_file() -> None:
     assert f"SUCCESS: {len(alert_rules())} rules found" in result.stdout
 
 
+def test_promtool_accepts_the_local_prometheus_config_of_make_prometheus() -> None:
+    """deploy/prometheus/local.yml (make prometheus) loads the rule file and scrapes make run's port."""
+    local = ALERT_RULES_FILE.parents[1] / "local.yml"
+    assert PROMTOOL is not None
+    result = subprocess.run([PROMTOOL, "check", "config", str(local)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(alert_rules())} rules found" in result.stdout
+    assert "127.0.0.1:8088" in local.read_text()
+
+
 @pytest.mark.parametrize(
     ("change", "error"),
     [

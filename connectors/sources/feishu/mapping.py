@@ -78,10 +78,10 @@ def money(value: Any, field: str) -> Decimal | None:
     except InvalidOperation:
         amount = None
     if amount is None or not amount.is_finite():
-        raise ValueError(f"form field {field!r} is not an amount: {value!r}")
+        raise ValueError(f"form field {field!r}: {value!r} is not an amount")  # key: value, so logs can mask it
     cents = amount.quantize(Decimal("0.01"))
     if cents != amount:
-        raise ValueError(f"form field {field!r} has more than 2 decimals: {value!r}")
+        raise ValueError(f"form field {field!r}: {value!r} has more than 2 decimals")
     return cents
 
 
