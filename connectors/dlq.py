@@ -16,7 +16,7 @@ from bizbus.connectors.errors import ConnectorError
 from bizbus.schemas import catalog
 from confluent_kafka import Producer
 
-from bizbus import lineage, metrics
+from bizbus import lineage, logs, metrics
 from bizbus.serde import AvroSerde
 
 DEAD_LETTER_TOPIC = "bizbus.ops.dead-letter.v1"
@@ -76,7 +76,7 @@ def dead_letter(
         "connector": connector,
         "error_class": error_class,
         "error_type": type(error).__name__ + (f"/{error.reason}" if getattr(error, "reason", None) else ""),
-        "error_message": str(error)[:MAX_MESSAGE] or type(error).__name__,
+        "error_message": logs.redact(str(error))[:MAX_MESSAGE] or type(error).__name__,
         "attempts": attempts,
         "failed_at": now or datetime.now(UTC),
     }

@@ -23,7 +23,7 @@ from bizbus.connectors.dlq import DeadLetterWriter, dead_letter
 from bizbus.connectors.errors import ConnectorError, Permanent, Poison, RetryPolicy, call_with_retry
 from confluent_kafka import Consumer, TopicPartition
 
-from bizbus import metrics
+from bizbus import logs, metrics
 from bizbus.serde import AvroSerde, PoisonRecord
 
 log = logging.getLogger(__name__)
@@ -324,7 +324,9 @@ class SinkRunner(Task):
             coords = (item.topic(), item.partition(), item.offset(), item.key(), item.value(),
                       list(item.headers() or []), item.timestamp()[1])  # fmt: skip
         topic, partition, offset, key, value, headers, ts = coords
-        log.warning("sink %s: dead-lettering %s[%d]@%d: %s", self.name, topic, partition, offset, err)
+        meta = item.value.get("meta") if isinstance(item, SinkRecord) else None
+        log.warning("sink %s: dead-lettering %s[%d]@%d: %s", self.name, topic, partition, offset, err,
+                    extra=logs.record_fields(meta, headers=headers, component=self.name))  # fmt: skip
         return dead_letter(connector=self.name, topic=topic, partition=partition, offset=offset, key=key, value=value,
                            headers=headers, timestamp_ms=ts, error=err, attempts=attempts)  # fmt: skip
 

@@ -64,7 +64,7 @@ from bizbus.streams.mapping import (
 )
 from confluent_kafka import Consumer, TopicPartition
 
-from bizbus import lineage, metrics
+from bizbus import lineage, logs, metrics
 from bizbus.crashpoints import crashpoint
 from bizbus.errors import RegistryError
 from bizbus.serde import AvroSerde, PoisonRecord, SerdeError
@@ -277,7 +277,8 @@ class Runtime:
         try:
             return decide(record)
         except Exception as exc:  # a bug or an unforeseen input: dead letter, never a dead agent
-            log.exception("flow %s failed on event %s", flow, (record.get("meta") or {}).get("event_id"))
+            log.exception("flow %s failed on event %s", flow, (record.get("meta") or {}).get("event_id"),
+                          extra=logs.record_fields(record.get("meta"), component=flow))  # fmt: skip
             return Reject("unexpected", f"flow {flow} failed on this record: {type(exc).__name__}: {exc}")
 
     async def _decode(self, msg: Any) -> dict[str, Any] | ConnectorError:
@@ -314,7 +315,8 @@ class Runtime:
     async def _dead_letter(self, flow: str, msg: Any, error: ConnectorError) -> None:
         """Dead-letter the original record (bytes and headers) and wait until the broker has it."""
         log.warning("flow %s: %s[%d]@%d to the dead-letter topic: %s (%s)", flow, msg.topic, msg.partition,
-                    msg.offset, error, error.reason)  # fmt: skip
+                    msg.offset, error, error.reason,
+                    extra=logs.record_fields(headers=_headers(msg), component=flow))  # fmt: skip
         ts = int(msg.timestamp * 1000) if msg.timestamp else None
         record = dead_letter(connector=flow, topic=msg.topic, partition=msg.partition, offset=msg.offset,
                              key=msg.key, value=msg.value, headers=_headers(msg), timestamp_ms=ts, error=error,

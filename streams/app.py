@@ -36,6 +36,7 @@ from bizbus.streams import f2_labor_cost as f2
 from bizbus.streams import f4_approvals as f4
 from bizbus.streams.mapping import FlowConfig
 
+from bizbus import logs
 from bizbus.components import Component
 from bizbus.errors import ConfigError
 
@@ -232,6 +233,7 @@ def create_app(settings: Settings, plan: FlowPlan, replication_factor: int = 1) 
         producer_linger=0.0,  # every event awaits its acks: batching by time only adds latency
         producer_max_batch_size=256 * 1024,
         TableManager=_table_manager(settings.kafka_config()),
+        loghandlers=logs.faust_loghandlers(),  # JSON lines with the same redaction as the rest of bizbus
     )
 
 
@@ -255,7 +257,8 @@ def run_worker(settings: Settings, pipeline: Pipeline, catalogue: Catalogue, onl
     server = serve_http(settings.http_host, settings.http_port, Health(settings, [], lambda: worker_check(app)))
     echo(f"bizbus flows: {', '.join(plan.names)} as Faust app {plan.app_id} against {settings.bootstrap_servers}; "
          f"http://{settings.http_host}:{server.server_address[1]}/healthz /readyz /metrics")  # fmt: skip
-    worker = faust.Worker(app, loglevel=settings.log_level.lower(), redirect_stdouts=False, quiet=True)
+    worker = faust.Worker(app, loglevel=settings.log_level.lower(), redirect_stdouts=False, quiet=True,
+                          logging_config=logs.faust_logging_config(settings.log_level))  # fmt: skip
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
