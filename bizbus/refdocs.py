@@ -98,4 +98,7 @@ def generated(catalogue: Catalogue) -> dict[Path, str]:
 
     files.update(topicdocs.generated(catalogue))  # docs/topics.md, the page for teams that read bizbus topics
     files.update(acls.generated(catalogue))  # deploy/acls/: the readers' ACLs as kafka-acls.sh and Strimzi users
+    # kustomize reads files only below deploy/k8s: its ConfigMap gets a copy of the catalogue
+    catalogue_file = PROJECT_ROOT / "deploy" / "topics.yaml"
+    files[PROJECT_ROOT / "deploy" / "k8s" / "config" / "topics.yaml"] = catalogue_file.read_text(encoding="utf-8")
     return files

@@ -331,7 +331,7 @@ def test_k8s_topic_catalogue_is_a_current_copy() -> None:
     copy_ = K8S / "config" / "topics.yaml"
     assert copy_.read_text(encoding="utf-8") == (DEPLOY / "topics.yaml").read_text(encoding="utf-8"), (
         "deploy/k8s/config/topics.yaml differs from deploy/topics.yaml (kustomize reads files only below "
-        "deploy/k8s): cp deploy/topics.yaml deploy/k8s/config/topics.yaml"
+        "deploy/k8s): run `bizbus docs`"
     )
     load_catalogue(copy_)
 
