@@ -21,7 +21,7 @@ from typing import Any, Literal
 from bizbus.connectors.base import Connector, Task, TaskSpec
 from bizbus.connectors.dlq import DeadLetterWriter, dead_letter
 from bizbus.connectors.errors import ConnectorError, Permanent, Poison, RetryPolicy, call_with_retry
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from bizbus import logs, metrics
 from bizbus.serde import AvroSerde, PoisonRecord
@@ -172,7 +172,13 @@ class SinkRunner(Task):
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Start each partition at the later of Kafka's committed offset and the writer's ledger."""
         safe = self.writer.safe_offsets()
-        committed = {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(partitions, timeout=10)}
+        try:
+            found = consumer.committed(partitions, timeout=10)
+        except KafkaException as exc:
+            if exc.args and exc.args[0].code() == KafkaError._DESTROY:
+                return  # an assignment while the consumer closes: nothing to start
+            raise
+        committed = {(tp.topic, tp.partition): tp.offset for tp in found}
         for tp in partitions:
             ledger = safe.get((tp.topic, tp.partition))
             kafka = committed.get((tp.topic, tp.partition), -1001)

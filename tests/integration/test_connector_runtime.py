@@ -141,8 +141,7 @@ def test_pause_resume_and_stop_with_drain_over_http(rt) -> None:
 def test_readyz_names_the_target_that_is_unreachable(rt) -> None:
     """/readyz probes each component's target: the pg-table sink's database, here once reachable and once
     not (a database name that does not exist), and says which one fails without any credential."""
-    good = sink(rt)
-    good.setup()
+    good = sink(rt)  # probe() needs no setup: only the config
     ctype = COMPONENT_TYPES["pg-table"]
     config = ctype.config_model().model_validate({
         "topics": [rt["topic"]], "dsn": "postgresql://postgres@127.0.0.1:5432/no_such_db_bizbus",
@@ -162,4 +161,3 @@ def test_readyz_names_the_target_that_is_unreachable(rt) -> None:
         assert problem.startswith("PostgreSQL 127.0.0.1:5432/no_such_db_bizbus unreachable") and "no_such_db" in problem
     finally:
         server.shutdown()
-        good.close()
