@@ -80,18 +80,20 @@ class PgTableWriter(SinkWriter):
         effects = [Effect(r.effect_id, r.topic, r.partition, r.offset, r) for r in records]
         target = sql.Identifier(self.schema, self.table)
 
+        statements: dict[tuple[str, ...], sql.Composed] = {}
+
         def insert(cur: Any, effect: Effect) -> None:
             row = self.row(effect.payload)
-            cur.execute(
-                sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
-                    target,
-                    sql.SQL(", ").join(map(sql.Identifier, row)),
-                    sql.SQL(", ").join(sql.Placeholder() * len(row)),
-                ),
-                tuple(row.values()),
-            )
+            cols = tuple(row)
+            stmt = statements.get(cols)
+            if stmt is None:
+                stmt = statements[cols] = sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
+                    target, sql.SQL(", ").join(map(sql.Identifier, cols)), sql.SQL(", ").join(sql.Placeholder() * len(cols))
+                )
+            cur.execute(stmt, tuple(row.values()))
 
-        res = self.ledger.apply_batch(effects, insert)
+        # the row and its ledger entry only touch this database: the whole batch is tried at once first
+        res = self.ledger.apply_batch(effects, insert, transactional_write=True)
         return WriteResult(
             len(res.applied), len(res.duplicates), {k: classify(v) for k, v in res.failed.items()}
         )

@@ -267,3 +267,38 @@ def test_setup_is_idempotent_and_safe_concurrently(env: Env) -> None:
             for ledger in ledgers:
                 ledger.close()
             env.admin.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+def test_whole_batch_at_once_gives_the_same_result_as_record_by_record(env: Env) -> None:
+    """transactional_write: one multi-row ledger insert and pipelined writes; duplicates (also twice in one
+    batch), target refs and offsets as in the record-by-record path."""
+    led = env.ledger()
+    batch = effects(5) + [Effect("ev-p1", "t", 1, 7, {})]
+    res = led.apply_batch(batch, env.write, transactional_write=True)
+    assert res.applied == [e.effect_id for e in batch] and not res.duplicates and not res.failed
+    assert res.offsets == {("t", 0): 5, ("t", 1): 8}
+    assert env.targets() == 6 and env.ledger_rows() == 6
+    assert env.count("SELECT count(*) FROM {schema}.applied_effects WHERE target_ref LIKE 'row-%%'") == 6
+    again = effects(3, start=3) + [Effect("ev-6", "t", 0, 9, {}), Effect("ev-6", "t", 0, 9, {})]
+    res = led.apply_batch(again, env.write, transactional_write=True)
+    assert res.applied == ["ev-5", "ev-6"] and res.duplicates == ["ev-3", "ev-4", "ev-6"]
+    assert env.targets() == 8 and env.ledger_rows() == 8 and led.committed_offsets()[("t", 0)] == 10
+    led.close()
+
+
+def test_whole_batch_at_once_falls_back_to_isolating_the_failing_record(env: Env) -> None:
+    led = env.ledger()
+    calls: list[str] = []
+
+    def write(cur: psycopg.Cursor[Any], eff: Effect) -> str | None:
+        calls.append(eff.effect_id)
+        if eff.effect_id == "ev-2":
+            cur.execute("SELECT 1/0")  # a database error: the batch-at-once transaction rolls back
+        return env.write(cur, eff)
+
+    res = led.apply_batch(effects(4), write, transactional_write=True)
+    assert res.applied == ["ev-0", "ev-1", "ev-3"] and list(res.failed) == ["ev-2"]
+    assert env.targets() == 3 and env.ledger_rows() == 3  # nothing of the failed attempt is left
+    assert env.count("SELECT count(DISTINCT effect_key) FROM {target}") == 3
+    assert calls.count("ev-0") == 2  # tried at once, then record by record
+    led.close()
