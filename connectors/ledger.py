@@ -123,7 +123,12 @@ class PgLedger:
     # -- writing -----------------------------------------------------------------------------------
 
     def apply_batch(
-        self, effects: Sequence[Effect], write: WriteFn, *, transactional_write: bool = False
+        self,
+        effects: Sequence[Effect],
+        write: WriteFn,
+        *,
+        transactional_write: bool = False,
+        write_many: Callable[[Any, list[Effect]], None] | None = None,
     ) -> BatchResult:
         """Apply ``effects`` exactly once, in one transaction, and advance the ledger offsets.
 
@@ -131,7 +136,8 @@ class PgLedger:
         Then the whole batch is first tried at once — one multi-row ledger insert and the writes sent in
         pipeline mode, no savepoints — and only if that raises is it done again record by record as below
         (same result, found ten times faster when nothing fails). Never set it for a ``write`` with effects
-        outside the transaction (an HTTP call): the retry would repeat them.
+        outside the transaction (an HTTP call): the retry would repeat them. ``write_many(cur, effects)``,
+        if given, does the writes of the at-once attempt in one call (e.g. ``executemany``; no target refs).
 
         For each effect a ledger row is inserted (``ON CONFLICT DO NOTHING``); only if it is new is
         ``write(cur, effect)`` called on the same cursor, and its return value stored as target_ref.
@@ -142,7 +148,7 @@ class PgLedger:
         """
         if transactional_write and len(effects) > 1:
             try:
-                return self._apply_at_once(effects, write)
+                return self._apply_at_once(effects, write, write_many)
             except Exception:
                 conn = self._connection()
                 if conn.broken or conn.closed:
@@ -199,7 +205,9 @@ class PgLedger:
             raise
         return result
 
-    def _apply_at_once(self, effects: Sequence[Effect], write: WriteFn) -> BatchResult:
+    def _apply_at_once(
+        self, effects: Sequence[Effect], write: WriteFn, write_many: Callable[[Any, list[Effect]], None] | None
+    ) -> BatchResult:
         """The whole batch in one transaction without savepoints; raises (rolled back) if anything fails."""
         conn = self._connection()
         s = sql.Identifier(self.schema)
@@ -219,18 +227,25 @@ class PgLedger:
             set_ref = sql.SQL(
                 "UPDATE {}.applied_effects SET target_ref = %s WHERE connector = %s AND effect_id = %s"
             ).format(s)
-            with conn.pipeline():
-                for eff in effects:
-                    if eff.effect_id in new:
-                        new.discard(eff.effect_id)  # a second copy in the same batch is a duplicate
+            todo: list[Effect] = []
+            for eff in effects:
+                if eff.effect_id in new:
+                    new.discard(eff.effect_id)  # a second copy in the same batch is a duplicate
+                    todo.append(eff)
+                    result.applied.append(eff.effect_id)
+                else:
+                    result.duplicates.append(eff.effect_id)
+                key = (eff.topic, eff.partition)
+                high[key] = max(high.get(key, -1), eff.offset + 1)
+            if write_many is not None:
+                if todo:
+                    write_many(cur, todo)
+            else:
+                with conn.pipeline():
+                    for eff in todo:
                         ref = write(cur, eff)
                         if ref is not None:
                             cur.execute(set_ref, (ref, self.connector, eff.effect_id))
-                        result.applied.append(eff.effect_id)
-                    else:
-                        result.duplicates.append(eff.effect_id)
-                    key = (eff.topic, eff.partition)
-                    high[key] = max(high.get(key, -1), eff.offset + 1)
             upsert_offset = sql.SQL(
                 "INSERT INTO {0}.offsets (connector, topic, partition, next_offset) VALUES (%s, %s, %s, %s)"
                 " ON CONFLICT (connector, topic, partition) DO UPDATE"

@@ -80,7 +80,7 @@ class PgTableWriter(SinkWriter):
         effects = [Effect(r.effect_id, r.topic, r.partition, r.offset, r) for r in records]
         target = sql.Identifier(self.schema, self.table)
 
-        statements: dict[tuple[str, ...], sql.Composed] = {}
+        statements: dict[tuple[str, ...], str] = {}  # rendered once: psycopg re-renders a Composed per call
 
         def insert(cur: Any, effect: Effect) -> None:
             row = self.row(effect.payload)
@@ -89,11 +89,25 @@ class PgTableWriter(SinkWriter):
             if stmt is None:
                 stmt = statements[cols] = sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
                     target, sql.SQL(", ").join(map(sql.Identifier, cols)), sql.SQL(", ").join(sql.Placeholder() * len(cols))
-                )
+                ).as_string(cur.connection)
             cur.execute(stmt, tuple(row.values()))
 
+        def insert_many(cur: Any, todo: list[Effect]) -> None:
+            groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+            for effect in todo:
+                row = self.row(effect.payload)
+                groups.setdefault(tuple(row), []).append(tuple(row.values()))
+            for cols, values in groups.items():
+                stmt = statements.get(cols)
+                if stmt is None:
+                    stmt = statements[cols] = sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
+                        target, sql.SQL(", ").join(map(sql.Identifier, cols)),
+                        sql.SQL(", ").join(sql.Placeholder() * len(cols)),
+                    ).as_string(cur.connection)  # fmt: skip
+                cur.executemany(stmt, values)
+
         # the row and its ledger entry only touch this database: the whole batch is tried at once first
-        res = self.ledger.apply_batch(effects, insert, transactional_write=True)
+        res = self.ledger.apply_batch(effects, insert, transactional_write=True, write_many=insert_many)
         return WriteResult(
             len(res.applied), len(res.duplicates), {k: classify(v) for k, v in res.failed.items()}
         )
