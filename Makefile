@@ -6,6 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: install tools prometheus run test test-fast lint check schemas-check bench clean
 
@@ -52,8 +53,10 @@ check: $(STAMP)
 	$(BIN)/bizbus check
 	$(BIN)/bizbus schemas check --against git
 
+# every benchmark once (about ten minutes on two cores); a table, and bench/results.json. Sizes scale with
+# BENCH_ARGS="--scale 0.1"; one benchmark: BENCH_ARGS="--only processor". See README "Benchmarks".
 bench: $(STAMP)
-	@echo "benchmarks arrive with issue 7 (make bench); nothing to run yet"
+	$(BIN)/python -m tests.bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .bizbus .pytest_cache build *.egg-info
