@@ -1,0 +1,73 @@
+"""A real F2 worker (`bizbus flows run`) takes a backlog in batches: a poison record in the middle of a
+batch becomes a dead letter with its original bytes, and every other timesheet gives exactly one voucher.
+
+A private broker and registry (the flows consume shared catalogue topics); about 30 s.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from bizbus.connectors.dlq import DEAD_LETTER_TOPIC
+from bizbus.connectors.replay import read_dead_letters
+from bizbus.schemas import catalog
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from bizbus import lineage
+from bizbus.serde import AvroSerde
+from tests.bench.faust_profile import TIMESHEET_TOPIC, VOUCHER_TOPIC, prepare, timesheet_record
+from tests.chaos.harness import Worker, private_stack, wait_for
+
+pytestmark = [pytest.mark.kafka, pytest.mark.timeout(300)]
+
+POISON = b"\x00\x00\x00\x00\x07not avro at all"
+
+
+def vouchers(bootstrap: str) -> dict[bytes, int]:
+    """Voucher number (the key) -> how many records carry it."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "batch-test", "enable.auto.commit": False})
+    c.assign([TopicPartition(VOUCHER_TOPIC, p, 0) for p in range(6)])
+    out: dict[bytes, int] = {}
+    quiet = time.monotonic()
+    try:
+        while time.monotonic() - quiet < 1.0:
+            for m in c.consume(500, 0.2):
+                if m.error() is None:
+                    out[m.key()] = out.get(m.key(), 0) + 1
+                    quiet = time.monotonic()
+    finally:
+        c.close()
+    return out
+
+
+def test_a_poison_record_in_the_middle_of_a_batch(tmp_path: Path) -> None:
+    with private_stack(tmp_path, {}) as stack:
+        pipeline = prepare(stack, 0)
+        serde = AvroSerde({"url": stack.registry_url})
+        enc = serde.encoder(f"{TIMESHEET_TOPIC}-value", catalog.load("bizbus.pm.TimesheetEntry"))
+        producer = Producer({"bootstrap.servers": stack.bootstrap})
+        key = b"BP00"  # one key: one partition, one batch
+        for n in range(40):
+            if n == 20:
+                producer.produce(TIMESHEET_TOPIC, key=key, value=POISON)
+            rec = {**timesheet_record(n * 12), "project": "BP00"}  # n * 12: project BP00, distinct worklogs
+            producer.produce(TIMESHEET_TOPIC, key=key, value=enc(rec), headers=lineage.headers(rec["meta"]))
+        assert producer.flush(20) == 0
+        worker = Worker("flows", stack, pipeline, command=["flows", "run", "--pipeline", str(pipeline)])
+        worker.start()
+        try:
+            wait_for(lambda: len(vouchers(stack.bootstrap)) >= 40, 120, "40 vouchers", [worker])
+            letters = read_dead_letters(
+                {"bootstrap.servers": stack.bootstrap}, serde, DEAD_LETTER_TOPIC, idle=1.0
+            )
+            time.sleep(2)  # anything sent twice would show up by now
+            got = vouchers(stack.bootstrap)
+        finally:
+            worker.stop()
+        assert len(letters) == 1, worker.logs()
+        assert (letters[0].connector, letters[0].source_offset) == ("labor-cost", 20)
+        assert letters[0].error_class == "POISON"
+        assert set(got) == {f"LAB-BW{n * 12:08d}-1".encode() for n in range(40)}
+        assert set(got.values()) == {1}, {k: v for k, v in got.items() if v != 1}
