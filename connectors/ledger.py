@@ -161,15 +161,7 @@ class PgLedger:
             "INSERT INTO {}.applied_effects (connector, effect_id, source_topic, source_partition, source_offset)"
             " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (connector, effect_id) DO NOTHING RETURNING effect_id"
         ).format(s)
-        set_ref = sql.SQL(
-            "UPDATE {}.applied_effects SET target_ref = %s WHERE connector = %s AND effect_id = %s"
-        ).format(s)
-        upsert_offset = sql.SQL(
-            "INSERT INTO {0}.offsets (connector, topic, partition, next_offset) VALUES (%s, %s, %s, %s)"
-            " ON CONFLICT (connector, topic, partition) DO UPDATE"
-            " SET next_offset = GREATEST({0}.offsets.next_offset, EXCLUDED.next_offset), updated_at = now()"
-            " RETURNING next_offset"
-        ).format(s)
+        set_ref, upsert_offset = self._set_ref_sql(), self._upsert_offset_sql()
         result = BatchResult()
         high: dict[tuple[str, int], int] = {}
         try:
@@ -205,6 +197,20 @@ class PgLedger:
             raise
         return result
 
+    def _set_ref_sql(self) -> sql.Composed:
+        return sql.SQL(
+            "UPDATE {}.applied_effects SET target_ref = %s WHERE connector = %s AND effect_id = %s"
+        ).format(sql.Identifier(self.schema))
+
+    def _upsert_offset_sql(self) -> sql.Composed:
+        """Move a partition's next offset forward (never back), returning the stored value."""
+        return sql.SQL(
+            "INSERT INTO {0}.offsets (connector, topic, partition, next_offset) VALUES (%s, %s, %s, %s)"
+            " ON CONFLICT (connector, topic, partition) DO UPDATE"
+            " SET next_offset = GREATEST({0}.offsets.next_offset, EXCLUDED.next_offset), updated_at = now()"
+            " RETURNING next_offset"
+        ).format(sql.Identifier(self.schema))
+
     def _apply_at_once(
         self, effects: Sequence[Effect], write: WriteFn, write_many: Callable[[Any, list[Effect]], None] | None
     ) -> BatchResult:
@@ -224,9 +230,7 @@ class PgLedger:
                  [e.partition for e in effects], [e.offset for e in effects]),
             )  # fmt: skip
             new = {row[0] for row in cur.fetchall()}
-            set_ref = sql.SQL(
-                "UPDATE {}.applied_effects SET target_ref = %s WHERE connector = %s AND effect_id = %s"
-            ).format(s)
+            set_ref, upsert_offset = self._set_ref_sql(), self._upsert_offset_sql()
             todo: list[Effect] = []
             for eff in effects:
                 if eff.effect_id in new:
@@ -246,12 +250,6 @@ class PgLedger:
                         ref = write(cur, eff)
                         if ref is not None:
                             cur.execute(set_ref, (ref, self.connector, eff.effect_id))
-            upsert_offset = sql.SQL(
-                "INSERT INTO {0}.offsets (connector, topic, partition, next_offset) VALUES (%s, %s, %s, %s)"
-                " ON CONFLICT (connector, topic, partition) DO UPDATE"
-                " SET next_offset = GREATEST({0}.offsets.next_offset, EXCLUDED.next_offset), updated_at = now()"
-                " RETURNING next_offset"
-            ).format(s)
             for (topic, partition), nxt in sorted(high.items()):
                 cur.execute(upsert_offset, (self.connector, topic, partition, nxt))
                 row = cur.fetchone()
