@@ -15,14 +15,11 @@ are in the way; the target table has no unique constraint, so a duplicate would 
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -38,7 +35,9 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from bizbus import lineage
 from bizbus.procs import free_port
 from bizbus.serde import AvroSerde
+from tests.bench.cdc import stack_of
 from tests.bench.core import BenchContext, BenchResult
+from tests.chaos.harness import Worker
 
 NAME = "recovery"
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,52 +78,20 @@ class Stream(threading.Thread):
         self.join(60)
 
 
-class SinkWorker:
-    """One ``bizbus worker --only NAME`` process with its own /metrics port."""
+@dataclass
+class SinkWorker(Worker):
+    """The chaos harness's ``bizbus worker --only NAME`` process, with a fresh /metrics port per start."""
 
-    def __init__(self, ctx: BenchContext, pipeline: Path, topics_file: Path, name: str) -> None:
-        self.ctx, self.pipeline, self.topics_file, self.name = ctx, pipeline, topics_file, name
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.port = 0
-        self.starts = 0
+    port: int = 0
 
     def start(self) -> None:
-        self.starts += 1
         self.port = free_port()
-        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": self.ctx.bootstrap, "SCHEMA_REGISTRY_URL": self.ctx.registry_url,
-               "BIZBUS_HTTP_PORT": str(self.port), "BIZBUS_DATA_DIR": str(self.ctx.workdir / "data"),
-               "BIZBUS_TOPICS_FILE": str(self.topics_file), "BIZBUS_LOG_LEVEL": "INFO"}  # fmt: skip
-        log = open(self.ctx.workdir / f"sink.{self.starts}.log", "wb")  # noqa: SIM115 (owned by the child)
-        cmd = [
-            sys.executable,
-            "-m",
-            "bizbus.cli",
-            "worker",
-            "--pipeline",
-            str(self.pipeline),
-            "--only",
-            self.name,
-        ]
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-        log.close()
+        self.env = {**self.env, "BIZBUS_HTTP_PORT": str(self.port)}
+        super().start()
 
     def check(self) -> None:
         if self.proc is not None and self.proc.poll() is not None:
             raise RuntimeError(f"sink worker exited with {self.proc.returncode}:\n{self.logs()}")
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(40)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
 
     def idempotent_hits(self) -> float:
         text = httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=10).text
@@ -137,10 +104,6 @@ class SinkWorker:
                 f"no bizbus_idempotent_hits_total for {self.name} on /metrics of the sink worker"
             )
         return float(found.group(1))
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {p.name}\n" + p.read_text(errors="replace")[-2500:]
-                         for p in sorted(self.ctx.workdir.glob("sink.*.log")))  # fmt: skip
 
 
 def wait_rows(
@@ -185,7 +148,7 @@ def run(ctx: BenchContext) -> list[BenchResult]:
     conn.execute(f"CREATE SCHEMA {schema}")
     conn.execute(f"CREATE TABLE {table} (effect_id text, worklog_id text, hours numeric(9,2))")
     stream = Stream(ctx.bootstrap, topic, encode, RATE, tag)
-    worker = SinkWorker(ctx, pipeline, topics_file, name)
+    worker = SinkWorker(name, stack_of(ctx), pipeline, env={"BIZBUS_TOPICS_FILE": str(topics_file)})
     try:
         stream.start()
         time.sleep(1.0)  # the stream flows before the worker starts
