@@ -16,7 +16,7 @@ import io
 import json
 import struct
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import fastavro
@@ -102,37 +102,148 @@ def _decimal_problem(value: decimal.Decimal, precision: int, scale: int) -> str 
     return None
 
 
-def _walk(schema: Any, value: Any, path: str, named: Mapping[str, dict[str, Any]]) -> Iterator[str]:
-    """Yield ``path: problem`` for every Decimal in ``value`` that does not fit its decimal type."""
-    if isinstance(schema, str):
-        if schema in named:
-            yield from _walk(named[schema], value, path, named)
-        return
-    if isinstance(schema, list):
-        if value is None:
-            return
-        for branch in schema:
-            resolved = named.get(branch, branch) if isinstance(branch, str) else branch
-            if _could_hold(resolved, value):
-                yield from _walk(resolved, value, path, named)
-                return
-        return
-    kind = schema.get("type")
-    if schema.get("logicalType") == "decimal" and isinstance(value, decimal.Decimal):
-        problem = _decimal_problem(value, schema["precision"], schema.get("scale", 0))
-        if problem:
-            yield f"{path}: {problem}"
-    elif kind in ("record", "error") and isinstance(value, Mapping):
-        for field in schema["fields"]:
-            if field["name"] in value:
-                child = f"{path}.{field['name']}" if path else field["name"]
-                yield from _walk(field["type"], value[field["name"]], child, named)
-    elif kind == "array" and isinstance(value, (list, tuple)):
+# A compiled check: None when the value fits, else (path relative to the value, problem) pairs. Paths are
+# only built for a problem, so a fitting record costs one call per decimal-bearing field and nothing else.
+Check = Callable[[Any], "list[tuple[str, str]] | None"]
+
+
+def _join(prefix: str, sub: str) -> str:
+    if not sub:
+        return prefix
+    return prefix + sub if sub.startswith("[") else f"{prefix}.{sub}"
+
+
+def _check_decimal(precision: int, scale: int) -> Check:
+    def check(value: Any) -> list[tuple[str, str]] | None:
+        if not isinstance(value, decimal.Decimal):
+            return None
+        problem = _decimal_problem(value, precision, scale)
+        return [("", problem)] if problem else None
+
+    return check
+
+
+def _check_record(fields: list[tuple[str, Check]]) -> Check:
+    def check(value: Any) -> list[tuple[str, str]] | None:
+        if not isinstance(value, Mapping):
+            return None
+        found: list[tuple[str, str]] | None = None
+        for name, sub in fields:
+            if name in value:
+                problems = sub(value[name])
+                if problems:
+                    found = (found or []) + [(_join(name, p), why) for p, why in problems]
+        return found
+
+    return check
+
+
+def _check_array(items: Check) -> Check:
+    def check(value: Any) -> list[tuple[str, str]] | None:
+        if not isinstance(value, (list, tuple)):
+            return None
+        found: list[tuple[str, str]] | None = None
         for index, item in enumerate(value):
-            yield from _walk(schema["items"], item, f"{path}[{index}]", named)
-    elif kind == "map" and isinstance(value, Mapping):
+            problems = items(item)
+            if problems:
+                found = (found or []) + [(_join(f"[{index}]", p), why) for p, why in problems]
+        return found
+
+    return check
+
+
+def _check_map(values: Check) -> Check:
+    def check(value: Any) -> list[tuple[str, str]] | None:
+        if not isinstance(value, Mapping):
+            return None
+        found: list[tuple[str, str]] | None = None
         for key, item in value.items():
-            yield from _walk(schema["values"], item, f"{path}[{key!r}]", named)
+            problems = values(item)
+            if problems:
+                found = (found or []) + [(_join(f"[{key!r}]", p), why) for p, why in problems]
+        return found
+
+    return check
+
+
+def _check_union(branches: list[tuple[Any, Check | None]]) -> Check:
+    def check(value: Any) -> list[tuple[str, str]] | None:
+        if value is None:
+            return None
+        for schema, sub in branches:  # the first branch that could hold the value decides (as fastavro)
+            if _could_hold(schema, value):
+                return sub(value) if sub is not None else None
+        return None
+
+    return check
+
+
+class _DecimalCompiler:
+    """Builds the :data:`Check` of a schema, once; subtrees without a decimal get no check at all."""
+
+    def __init__(self, schema: Any) -> None:
+        self.named = named_types(schema)
+        self.built: dict[int, Check | None] = {}  # id(named schema) -> its check (None: no decimal inside)
+        self.has: dict[int, bool] = {}
+
+    def has_decimal(self, schema: Any, visiting: frozenset[int] = frozenset()) -> bool:
+        if isinstance(schema, str):
+            target = self.named.get(schema)
+            return target is not None and self.has_decimal(target, visiting)
+        if isinstance(schema, list):
+            return any(self.has_decimal(b, visiting) for b in schema)
+        if not isinstance(schema, dict) or id(schema) in visiting:
+            return False
+        if id(schema) in self.has:
+            return self.has[id(schema)]
+        if schema.get("logicalType") == "decimal":
+            return True
+        inner = visiting | {id(schema)}
+        kind = schema.get("type")
+        if kind in ("record", "error"):
+            found = any(self.has_decimal(f["type"], inner) for f in schema["fields"])
+        elif kind == "array":
+            found = self.has_decimal(schema["items"], inner)
+        elif kind == "map":
+            found = self.has_decimal(schema["values"], inner)
+        else:
+            found = isinstance(kind, (dict, list)) and self.has_decimal(kind, inner)
+        if not visiting:
+            self.has[id(schema)] = found
+        return found
+
+    def build(self, schema: Any) -> Check | None:
+        if isinstance(schema, str):
+            target = self.named.get(schema)
+            return self.build(target) if target is not None else None
+        if isinstance(schema, list):
+            branches = [(self.named.get(b, b) if isinstance(b, str) else b) for b in schema]
+            if not any(self.has_decimal(b) for b in branches):
+                return None
+            return _check_union([(b, self.build(b)) for b in branches])
+        if not isinstance(schema, dict) or not self.has_decimal(schema):
+            return None
+        if schema.get("logicalType") == "decimal":
+            return _check_decimal(schema["precision"], schema.get("scale", 0))
+        key = id(schema)
+        if key in self.built:
+            return self.built[key]
+        kind = schema.get("type")
+        if kind in ("record", "error"):
+            fields: list[tuple[str, Check]] = []
+            self.built[key] = _check_record(fields)  # filled below: a recursive type finds itself
+            for f in schema["fields"]:
+                sub = self.build(f["type"])
+                if sub is not None:
+                    fields.append((f["name"], sub))
+            return self.built[key]
+        if kind == "array":
+            items = self.build(schema["items"])
+            return _check_array(items) if items is not None else None
+        if kind == "map":
+            values = self.build(schema["values"])
+            return _check_map(values) if values is not None else None
+        return self.build(kind) if isinstance(kind, (dict, list)) else None
 
 
 def _could_hold(schema: Any, value: Any) -> bool:
@@ -146,6 +257,20 @@ def _could_hold(schema: Any, value: Any) -> bool:
     return kind == "array" and isinstance(value, (list, tuple))
 
 
+def decimal_check(schema: Any) -> Callable[[Any], list[str]] | None:
+    """A function giving ``path: problem`` for every Decimal of a record that does not fit its decimal type
+    (compiled once per schema); None when the schema has no decimal."""
+    check = _DecimalCompiler(schema).build(schema)
+    if check is None:
+        return None
+
+    def problems(record: Any) -> list[str]:
+        found = check(record)
+        return [f"{path}: {why}" for path, why in found] if found else []
+
+    return problems
+
+
 def decimal_problems(schema: Any, record: Any) -> list[str]:
     """``path: problem`` for every Decimal in ``record`` that does not fit its decimal type.
 
@@ -153,7 +278,8 @@ def decimal_problems(schema: Any, record: Any) -> list[str]:
     (``Decimal("12345678901234567")`` in ``decimal(18, 2)`` is written as 19 digits and read back wrong),
     so encode() checks this before writing money.
     """
-    return list(_walk(schema, record, "", named_types(schema)))
+    check = decimal_check(schema)
+    return check(record) if check is not None else []
 
 
 def _has_decimal(schema: Any) -> bool:
@@ -166,7 +292,7 @@ class AvroSerde:
     def __init__(self, registry: SchemaRegistryClient | dict[str, Any]) -> None:
         self.registry = registry if isinstance(registry, SchemaRegistryClient) else SchemaRegistryClient(registry)
         self._by_id: dict[int, Any] = {}
-        self._money: dict[int, bool] = {}  # schema id -> has decimal fields
+        self._money: dict[int, Callable[[Any], list[str]] | None] = {}  # schema id -> its decimal check
         self._ids: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
 
@@ -211,11 +337,12 @@ class AvroSerde:
     def encode(self, schema_id: int, record: dict[str, Any]) -> bytes:
         """Wire-format bytes of ``record``; ``RecordInvalid`` names the first field that does not fit."""
         parsed = self.parsed(schema_id)
-        money = self._money.get(schema_id)
-        if money is None:
-            money = self._money[schema_id] = _has_decimal(parsed)
-        if money:
-            problems = decimal_problems(parsed, record)
+        if schema_id in self._money:
+            money = self._money[schema_id]
+        else:
+            money = self._money[schema_id] = decimal_check(parsed) if _has_decimal(parsed) else None
+        if money is not None:
+            problems = money(record)
             if problems:
                 path, _, reason = problems[0].partition(": ")
                 raise RecordInvalid(parsed.get("name", "?"), path, reason)

@@ -53,6 +53,7 @@ from bizbus.schemas import catalog
 from bizbus.streams import f1_cost_centers as f1
 from bizbus.streams import f2_labor_cost as f2
 from bizbus.streams import f4_approvals as f4
+from bizbus.streams.delivery import ConfluentDelivery, Delivery, FaustDelivery, OutRecord
 from bizbus.streams.mapping import (
     APPROVAL_TOPIC,
     COST_CENTER_TOPIC,
@@ -129,6 +130,7 @@ class StateTable:
 
     def __init__(self, table: Any) -> None:
         self.table = table
+        self._changelog_topic: str | None = None
         self._decoded: dict[str, tuple[bytes, dict[str, Any]]] = {}
         self._dirty: dict[str, tuple[dict[str, Any], Any]] = {}  # key -> (state, event that wrote it)
 
@@ -150,18 +152,31 @@ class StateTable:
     def set(self, key: str, state: dict[str, Any]) -> None:
         self._dirty[key] = (state, current_event())
 
-    def flush(self) -> int:
-        """Write the buffered states to the Faust table (and so to its changelog); how many keys.
+    def flush(self, changelog: list[OutRecord] | None = None) -> int:
+        """Write the buffered states to the Faust table; how many keys.
 
-        Faust sends a write to the changelog partition of the event being handled: each key is written
-        as the event that set it (a batch spans partitions)."""
+        A changelog record goes to the changelog partition of the event that set the key (a batch spans
+        partitions). With ``changelog`` the value is put in the table's store and its changelog record
+        appended there, for the caller to produce (streams/delivery.py); without, Faust's
+        ``Table.__setitem__`` sends it through the app's producer."""
         dirty, self._dirty = self._dirty, {}
         for key, (state, event) in dirty.items():
             raw = dumps_state(state)
-            with handling(event):
-                self.table[key.encode("utf-8")] = raw
+            raw_key = key.encode("utf-8")
+            if changelog is None or event is None:
+                with handling(event):
+                    self.table[raw_key] = raw
+            else:
+                self.table.data[raw_key] = raw
+                changelog.append(OutRecord(self.changelog_topic, raw_key, raw, None, event.message.partition))
             self._decoded[key] = (raw, state)
         return len(dirty)
+
+    @property
+    def changelog_topic(self) -> str:
+        if self._changelog_topic is None:
+            self._changelog_topic = self.table.changelog_topic.get_topic_name()
+        return self._changelog_topic
 
 
 class ProjectCosts:
@@ -218,6 +233,7 @@ class AgentSpec:
     store: Callable[[dict[str, Any], dict[str, Any]], None]
     grace: GraceClock
     progress: Any  # Faust table: partition (text) -> last handled offset (text)
+    tables: tuple[StateTable, ...] = ()  # the state tables this agent writes (empty: all of the runtime's)
 
 
 @dataclass(frozen=True)
@@ -272,7 +288,7 @@ class Batch:
     outputs encoded (not sent), records handled per partition (progress not written)."""
 
     dead_letters: list[dict[str, Any]] = field(default_factory=list)  # dead-letter records
-    outputs: list[tuple[str, bytes, bytes, list[tuple[str, bytes]]]] = field(default_factory=list)
+    outputs: list[OutRecord] = field(default_factory=list)
     stored: int = 0  # records whose state was written (the after-state crash point counts them)
     records: list[dict[str, Any]] = field(default_factory=list)  # inputs with outputs (end-to-end metric)
     handled: dict[int, int] = field(default_factory=dict)  # partition -> highest offset handled
@@ -293,13 +309,14 @@ def last_handled(progress: Any, partition: int) -> int | None:
 
 
 class Runtime:
-    """What every agent shares: the serde, the output encoders, the dead-letter writer, the producer, the
-    state tables (flushed once per batch)."""
+    """What every agent shares: the serde, the output encoders, the dead-letter writer, the delivery of
+    outputs and changelog records (streams/delivery.py), the state tables (flushed once per batch)."""
 
     def __init__(self, app: faust.App, catalogue: Catalogue, serde: AvroSerde, dlq: DeadLetterWriter,
-                 kafka_config: dict[str, Any]) -> None:  # fmt: skip
+                 kafka_config: dict[str, Any], delivery: Delivery | None = None) -> None:  # fmt: skip
         self.app, self.catalogue, self.serde, self.dlq = app, catalogue, serde, dlq
         self.kafka_config = kafka_config
+        self.delivery: Delivery = delivery if delivery is not None else FaustDelivery(app)
         self.encoders: dict[str, Callable[[dict[str, Any]], bytes]] = {}
         self.busy: set[str] = set()  # topics whose agent is inside a batch right now
         self.tables: list[StateTable] = []
@@ -310,6 +327,9 @@ class Runtime:
             spec = self.catalogue.get(topic)
             self.encoders[topic] = self.serde.encoder(spec.subject, catalog.load(spec.value_schema))
         self.dlq.setup()
+        setup = getattr(self.delivery, "setup", None)
+        if setup is not None:
+            setup()
 
     async def handle(self, spec: AgentSpec, event: Any) -> None:
         """Process one input event completely (a batch of one)."""
@@ -346,16 +366,20 @@ class Runtime:
             self.busy.discard(topic)
 
     async def _finish(self, spec: AgentSpec, batch: Batch, topic: str) -> None:
-        """Make the batch so far durable, in this order: dead letters flushed, states written (changelog),
-        outputs sent and acknowledged, progress written. Then ``batch`` is empty again."""
+        """Make the batch so far durable, in this order: dead letters flushed; states written (changelog
+        records) and outputs sent, both acknowledged; progress written. Then ``batch`` is empty again."""
         if batch.dead_letters:
             await self._flush_dead_letters(batch.dead_letters)
-        for table in self.tables:
-            table.flush()
+        records: list[OutRecord] = []
+        changelog = records if self.delivery.changelog else None
+        for table in spec.tables or self.tables:
+            table.flush(changelog)
         for _ in range(batch.stored):
             crashpoint("flows.after-state")
+        records.extend(batch.outputs)
+        if records:
+            await self.delivery.send(records)
         if batch.outputs:
-            await self._send(batch.outputs)
             metrics.RECORDS_OUT.labels(spec.flow).inc(len(batch.outputs))
             metrics.observe_end_to_end(spec.flow, batch.records)
             crashpoint("flows.after-send")
@@ -427,8 +451,8 @@ class Runtime:
             self._dead_letter(flow, batch, msg, Permanent(verdict.message, reason=verdict.reason))
             return "dead_letter"
         try:
-            encoded = [(o.topic, o.key.encode("utf-8"), self.encoders[o.topic](o.value), lineage.headers(o.value["meta"]))
-                       for o in verdict.outputs]  # fmt: skip
+            encoded = [OutRecord(o.topic, o.key.encode("utf-8"), self.encoders[o.topic](o.value),
+                                 lineage.headers(o.value["meta"])) for o in verdict.outputs]  # fmt: skip
         except SerdeError as exc:
             self._dead_letter(flow, batch, msg,
                               Permanent(f"an output does not fit its schema: {exc}", reason="invalid_output"))  # fmt: skip
@@ -465,21 +489,6 @@ class Runtime:
             if not isinstance(value, dict) or not isinstance(value.get("meta"), dict):
                 return Poison("the value decodes but is not a bizbus event (no meta)", raw=msg.value)
             return value
-
-    async def _send(self, encoded: list[tuple[str, bytes, bytes, list[tuple[str, bytes]]]]) -> None:
-        """Send all outputs and wait once until the broker acknowledged each; retry (same records) on failure."""
-        backoff = 0.5
-        while True:
-            try:
-                futures = [await self.app.producer.send(topic, key, value, None, None, headers)
-                           for topic, key, value, headers in encoded]  # fmt: skip
-                await asyncio.gather(*futures)
-                return
-            except Exception as exc:  # the broker refused or is unreachable: the batch is not done yet
-                log.warning("sending %d output(s) failed (%s: %s); retrying in %.1f s",
-                            len(encoded), type(exc).__name__, exc, backoff)  # fmt: skip
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
 
     def _dead_letter(self, flow: str, batch: Batch, msg: Any, error: ConnectorError) -> None:
         """Queue a dead letter of the original record (bytes and headers) in the batch; its finish sends and
@@ -616,9 +625,8 @@ def register(
     app: faust.App, plan: FlowPlan, settings: Settings, catalogue: Catalogue, serde: AvroSerde
 ) -> Runtime:
     """Declare the tables and agents of ``plan`` on ``app``; returns the runtime they share."""
-    rt = Runtime(
-        app, catalogue, serde, DeadLetterWriter(settings.kafka_config(), serde), settings.kafka_config()
-    )
+    config = settings.kafka_config()
+    rt = Runtime(app, catalogue, serde, DeadLetterWriter(config, serde), config, ConfluentDelivery(config))
     outputs: list[str] = []
     if plan.cost_centers:
         outputs += [COST_CENTER_TOPIC, CROSSWALK_TOPIC]
@@ -640,10 +648,12 @@ def register(
         return st
 
     def agent(source: str, flow: str, decide: Callable[[dict[str, Any]], Verdict],
-              store: Callable[[dict[str, Any], dict[str, Any]], None], grace: GraceClock) -> None:  # fmt: skip
-        """An agent on ``source`` that hands every event to the runtime with this spec."""
+              store: Callable[[dict[str, Any], dict[str, Any]], None], grace: GraceClock,
+              writes: tuple[StateTable, ...]) -> None:  # fmt: skip
+        """An agent on ``source`` that hands every event to the runtime with this spec; ``writes``: the state
+        tables its ``store`` writes (its batches flush exactly those)."""
         short = source.split(".")[2]
-        spec = AgentSpec(flow, decide, store, grace, table(f"progress-{short}", source))
+        spec = AgentSpec(flow, decide, store, grace, table(f"progress-{short}", source), writes)
         specs[source] = spec
         metrics.init_component(flow, metrics.RECORDS_IN, metrics.RECORDS_OUT, metrics.RECORDS_SKIPPED)
         channel = app.topic(source, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
@@ -664,7 +674,8 @@ def register(
     m1: f1.CostCenterMapping = cfg1.loaded_mapping()
     emit = plan.cost_centers is not None
     agent(PROJECT_TOPIC, name1, lambda r: f1.apply_project(r, projects.get(r["project"]), m1, emit),
-          lambda r, s: projects.set(r["project"], s), GraceClock(cfg1.master_data_grace_seconds, time.monotonic))  # fmt: skip
+          lambda r, s: projects.set(r["project"], s), GraceClock(cfg1.master_data_grace_seconds, time.monotonic),
+          (projects,))  # fmt: skip
 
     # -- F2 labor cost ------------------------------------------------------------------------------------
     if plan.labor_cost:
@@ -673,7 +684,8 @@ def register(
         grace2 = GraceClock(cfg2.master_data_grace_seconds, time.monotonic)
         employees = state_table("employees", EMPLOYEE_TOPIC, global_=True)
         worklogs = state_table("worklogs", TIMESHEET_TOPIC)
-        costs = ProjectCosts(state_table("project-costs", TIMESHEET_TOPIC))  # the topic is keyed by project
+        cost_table = state_table("project-costs", TIMESHEET_TOPIC)  # the topic is keyed by project
+        costs = ProjectCosts(cost_table)
         metrics.init_component(name2, metrics.BUDGET_ALERTS)
 
         def store_worklog(r: dict[str, Any], s: dict[str, Any]) -> None:
@@ -686,10 +698,10 @@ def register(
                             extra={"component": name2, "correlation_id": r["project"]})  # fmt: skip
 
         agent(EMPLOYEE_TOPIC, MASTER_DATA, lambda r: _stored(f2.merge_employee(r, employees.get(r["code"]))),
-              lambda r, s: employees.set(r["code"], s), grace2)  # fmt: skip
+              lambda r, s: employees.set(r["code"], s), grace2, (employees,))  # fmt: skip
         agent(TIMESHEET_TOPIC, name2,
               lambda r: f2.post_labor(r, worklogs.get(r["worklog_id"]), projects.get, employees.get, m2),
-              store_worklog, grace2)  # fmt: skip
+              store_worklog, grace2, (worklogs, cost_table))  # fmt: skip
 
     # -- F4 approvals -------------------------------------------------------------------------------------
     if plan.approvals:
@@ -699,10 +711,10 @@ def register(
         suppliers = state_table("suppliers", SUPPLIER_TOPIC, global_=True)
         approvals = state_table("approvals", APPROVAL_TOPIC)
         agent(SUPPLIER_TOPIC, MASTER_DATA, lambda r: _stored(f4.merge_supplier(r, suppliers.get(r["code"]))),
-              lambda r, s: suppliers.set(r["code"], s), grace4)  # fmt: skip
+              lambda r, s: suppliers.set(r["code"], s), grace4, (suppliers,))  # fmt: skip
         agent(APPROVAL_TOPIC, name4,
               lambda r: f4.handle_approval(r, approvals.get(r["instance_id"]), projects.get, suppliers.get, m4),
-              lambda r, s: approvals.set(r["instance_id"], s), grace4)  # fmt: skip
+              lambda r, s: approvals.set(r["instance_id"], s), grace4, (approvals,))  # fmt: skip
 
     configs = [cfg for _, cfg in plan.configured()]
     stall = max(

@@ -134,6 +134,19 @@ def test_state_codec_keeps_types() -> None:
     assert loads_state(None) is None
 
 
+def test_state_written_as_json_by_an_earlier_version_is_still_read() -> None:
+    legacy = (b'{"amount":{"$dec":"925.93"},"at":{"$ts":"2026-03-01T02:03:04+00:00"},"day":{"$date":"2026-03-01"},'
+              b'"raw":{"$b64":"AAE="},"version":3}')  # fmt: skip
+    assert loads_state(legacy) == {"version": 3, "amount": Decimal("925.93"), "day": date(2026, 3, 1), "raw": b"\x00\x01",
+                                   "at": datetime(2026, 3, 1, 2, 3, 4, tzinfo=UTC)}  # fmt: skip
+    assert dumps_state({"a": 1})[:1] == b"\x01"  # new states are MessagePack
+
+
+def test_a_state_refuses_a_value_it_could_not_read_back() -> None:
+    with pytest.raises(TypeError, match="cannot hold set"):
+        dumps_state({"tags": {"a", "b"}})
+
+
 def test_version_gate() -> None:
     out = Output("t", "k", {"a": 1})
     state = {"version": 5, "outputs": [out.to_state()]}

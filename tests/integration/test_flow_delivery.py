@@ -1,0 +1,72 @@
+"""The flows' delivery (streams/delivery.py) against the embedded broker: every record acknowledged before
+``send`` returns, explicit partitions and headers kept, and records the broker refused produced again."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from typing import Any
+
+from bizbus.streams.delivery import ConfluentDelivery, OutRecord
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+
+def create(bootstrap: str, topic: str, partitions: int) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(15)
+
+
+def read_all(bootstrap: str, topic: str, partitions: int, expect: int, timeout: float = 30) -> list[Any]:
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"t-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False})
+    c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    out: list[Any] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(out) < expect and time.monotonic() < deadline:
+            out += [m for m in c.consume(1000, 0.5) if m.error() is None]
+    finally:
+        c.close()
+    return out
+
+
+def test_send_returns_once_every_record_is_on_the_broker(embedded_broker: Any) -> None:
+    bs = embedded_broker.bootstrap_servers
+    keyed, placed = f"t.keyed.{uuid.uuid4().hex[:6]}", f"t.placed.{uuid.uuid4().hex[:6]}"
+    create(bs, keyed, 3)
+    create(bs, placed, 4)
+    delivery = ConfluentDelivery({"bootstrap.servers": bs})
+    delivery.setup()
+    records = [OutRecord(keyed, f"k{i}".encode(), f"v{i}".encode(), [("n", str(i).encode())]) for i in range(3000)]
+    records += [OutRecord(placed, b"same-key", f"p{i}".encode(), None, i % 4) for i in range(400)]
+    try:
+        asyncio.run(delivery.send(records))
+    finally:
+        delivery.close()
+    got = read_all(bs, keyed, 3, 3000)
+    assert sorted(m.value() for m in got) == sorted(f"v{i}".encode() for i in range(3000))
+    assert {m.value(): dict(m.headers())["n"] for m in got}[b"v2999"] == b"2999"
+    on = {m.value(): m.partition() for m in read_all(bs, placed, 4, 400)}
+    assert len(on) == 400 and all(on[f"p{i}".encode()] == i % 4 for i in range(400))  # not by key
+
+
+def test_records_the_broker_refused_are_produced_again(embedded_broker: Any) -> None:
+    bs = embedded_broker.bootstrap_servers
+    late = f"t.late.{uuid.uuid4().hex[:6]}"
+    # the topic does not exist yet and the broker does not create it: each delivery times out after 1 s
+    delivery = ConfluentDelivery({"bootstrap.servers": bs, "message.timeout.ms": 1000,
+                                  "allow.auto.create.topics": False})  # fmt: skip
+    delivery.setup()
+    timer = threading.Timer(2.5, create, (bs, late, 2))
+    timer.start()
+    try:
+        started = time.monotonic()
+        asyncio.run(delivery.send([OutRecord(late, f"k{i}".encode(), f"v{i}".encode()) for i in range(50)]))
+        assert time.monotonic() - started >= 2.0  # it did wait for the topic
+    finally:
+        timer.join()
+        delivery.close()
+    got = read_all(bs, late, 2, 50)
+    assert sorted(m.value() for m in got) == sorted(f"v{i}".encode() for i in range(50))  # each once
