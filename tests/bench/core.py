@@ -10,6 +10,7 @@ Progress goes through ``ctx.progress(text)``. Sizes scale with ``ctx.scale`` (1.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -59,3 +60,50 @@ class BenchResult:
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "ratio": round(self.ratio, 4)}
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat ((0, 0) elsewhere)."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return 0.0, 0.0
+    ticks = [int(v) for v in fields[:8]]  # user nice system idle iowait irq softirq steal
+    idle = ticks[3] + ticks[4]
+    return (sum(ticks) - idle) / 100.0, sum(ticks) / 100.0
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process used so far (0 when it is gone or not on Linux)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    after = stat[stat.rindex(")") + 2 :].split()
+    return (int(after[11]) + int(after[12])) / 100.0  # utime, stime in clock ticks (100/s)
+
+
+@dataclass
+class CpuWindow:
+    """CPU use between :meth:`start` and :meth:`stop`: how busy the machine was (0..1 of all cores) and the
+    CPU seconds of given processes: tells a figure limited by the machine from one limited by the code."""
+
+    pids: dict[str, int]
+    started: tuple[float, float, dict[str, float]] | None = None
+    figures: dict[str, float] = field(default_factory=dict)
+
+    def start(self) -> None:
+        self.started = (*machine_cpu(), {n: process_cpu(p) for n, p in self.pids.items()})
+
+    def stop(self) -> dict[str, float]:
+        if self.started is None:
+            return {}
+        busy0, total0, procs0 = self.started
+        busy1, total1 = machine_cpu()
+        out = {"machine_busy_fraction": round((busy1 - busy0) / (total1 - total0), 3) if total1 > total0 else 0.0}
+        wall = (total1 - total0) / max(1, os.cpu_count() or 1)
+        for name, pid in self.pids.items():
+            used = process_cpu(pid) - procs0.get(name, 0.0)
+            out[f"{name}_cores"] = round(used / wall, 2) if wall > 0 else 0.0
+        self.figures = out
+        return out

@@ -43,7 +43,7 @@ from bizbus import lineage
 from bizbus.catalogue import apply, load_catalogue
 from bizbus.serde import AvroSerde
 from bizbus.stack import register_schemas
-from tests.bench.core import BenchContext, BenchResult
+from tests.bench.core import BenchContext, BenchResult, CpuWindow
 
 NAME = "processor"
 ROOT = Path(__file__).resolve().parents[2]
@@ -146,8 +146,30 @@ def high_watermarks(bootstrap: str, topic: str, partitions: int) -> dict[int, in
 # -- the baseline: a raw confluent-kafka Avro loop --------------------------------------------------------
 
 
-def raw_loop(ctx: BenchContext, tag: str, n: int, starts: dict[int, int]) -> tuple[float, float]:
-    """records/s and seconds of consume -> decode -> voucher-like record -> encode -> produce over the input."""
+def broker_pid(bootstrap: str) -> int | None:
+    """The pid of the local Tansu serving ``bootstrap`` (None for another broker)."""
+    port = bootstrap.split(",")[0].rsplit(":", 1)[-1]
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if b"tansu" in cmd and f":{port} ".encode() in cmd + b" ":
+            return int(proc.name)
+    return None
+
+
+def cpu_window(ctx: BenchContext, workers: dict[str, int]) -> CpuWindow:
+    pids = dict(workers)
+    broker = broker_pid(ctx.bootstrap)
+    if broker is not None:
+        pids["broker"] = broker
+    return CpuWindow(pids)
+
+
+def raw_loop(ctx: BenchContext, tag: str, n: int, starts: dict[int, int]) -> tuple[float, float, dict[str, float]]:
+    """records/s, seconds and CPU use of consume -> decode -> voucher-like record -> encode -> produce over
+    the input."""
     conf = {"bootstrap.servers": ctx.bootstrap}
     out_topic = f"bench.processor.raw-{tag}"
     admin = AdminClient(conf)  # kept referenced until the futures resolved
@@ -163,12 +185,14 @@ def raw_loop(ctx: BenchContext, tag: str, n: int, starts: dict[int, int]) -> tup
     consumer.assign([TopicPartition(TIMESHEET, p, o) for p, o in starts.items()])
     producer = Producer({**conf, "linger.ms": 10, "queue.buffering.max.messages": 1_000_000})
     done, t0 = 0, 0.0
+    cpu = cpu_window(ctx, {"loop": os.getpid()})
     while done < n:
         for m in consumer.consume(2000, 1.0):
             if m.error() is not None or done >= n:
                 continue
             if not t0:
                 t0 = time.monotonic()
+                cpu.start()
             entry = fastavro.schemaless_reader(io.BytesIO(m.value()[5:]), reader, None)
             value = voucher_like(entry, rates[entry["employee"]])
             while True:
@@ -182,8 +206,9 @@ def raw_loop(ctx: BenchContext, tag: str, n: int, starts: dict[int, int]) -> tup
         producer.poll(0)
     producer.flush(60)
     seconds = time.monotonic() - t0
+    used = cpu.stop()
     consumer.close()
-    return done / seconds, seconds
+    return done / seconds, seconds, used
 
 
 def voucher_like(entry: dict[str, Any], rate: Decimal) -> dict[str, Any]:
@@ -303,12 +328,18 @@ def flow_stage(ctx: BenchContext, watch: VoucherWatch, tag: str, n: int, workers
     t_start = time.monotonic()
     procs = [start_worker(ctx, pipeline, name, 0)]
     joined: dict[str, float] = {}
+    cpu: list[CpuWindow] = []  # started with the timed window
 
     def tick(count: int) -> None:
         """The second worker starts once the first one emits (the projects are then in the global table's
         changelog, which a starting worker recovers: Faust does not feed a running worker's global table
         from another worker's writes); its Faust "Ready" starts the two-worker window."""
-        if workers < 2 or "ready" in joined:
+        if workers < 2:
+            if count > 0 and not cpu:
+                cpu.append(cpu_window(ctx, {"worker0": procs[0].pid}))
+                cpu[0].start()
+            return
+        if "ready" in joined:
             return
         if len(procs) < 2 and count > 0:
             procs.append(start_worker(ctx, pipeline, name, 1))
@@ -316,6 +347,8 @@ def flow_stage(ctx: BenchContext, watch: VoucherWatch, tag: str, n: int, workers
             errors="replace"
         ):
             joined.update(ready=time.monotonic(), count=count)
+            cpu.append(cpu_window(ctx, {f"worker{i}": p.pid for i, p in enumerate(procs)}))
+            cpu[0].start()
 
     def alive() -> None:
         for i, p in enumerate(procs):
@@ -325,6 +358,7 @@ def flow_stage(ctx: BenchContext, watch: VoucherWatch, tag: str, n: int, workers
 
     try:
         first, last, at_first, read = watch.until(n, timeout=180 + n / 300, alive=alive, tick=tick)
+        used = cpu[0].stop() if cpu else {}
     except TimeoutError as exc:
         logs = "\n".join(f"--- worker {i}\n" + (ctx.workdir / f"{name}.worker{i}.log").read_text(errors="replace")[-2000:]
                          for i in range(workers))  # fmt: skip
@@ -345,8 +379,8 @@ def flow_stage(ctx: BenchContext, watch: VoucherWatch, tag: str, n: int, workers
                 vouchers_before_second_ready=int(joined["count"]), window_s=round(last - joined["ready"], 2)
             )
     ctx.progress(f"{workers} worker(s): {rate:,.0f} records/s ({n:,} vouchers, timed {timed}; {seconds:.1f} s from "
-                 f"first to last output, {last - t_start:.1f} s from process start)")  # fmt: skip
-    return {"records_per_s": rate, "timed": timed, "first_to_last_s": round(seconds, 2),
+                 f"first to last output, {last - t_start:.1f} s from process start; cpu {used})")  # fmt: skip
+    return {"records_per_s": rate, "timed": timed, "cpu_in_window": used, "first_to_last_s": round(seconds, 2),
             "start_to_last_s": round(last - t_start, 2), "voucher_records_read": read + late,
             "app": f"bizbus-flows-{name}-labor-cost", **out}  # fmt: skip
 
@@ -355,8 +389,8 @@ def run(ctx: BenchContext) -> list[BenchResult]:
     n = ctx.size(200_000, minimum=500)
     tag = uuid.uuid4().hex[:6].upper()
     starts = seed(ctx, tag, n)
-    raw_rate, raw_s = raw_loop(ctx, tag, n, starts)
-    ctx.progress(f"raw confluent-kafka Avro loop: {raw_rate:,.0f} records/s ({raw_s:.1f} s)")
+    raw_rate, raw_s, raw_cpu = raw_loop(ctx, tag, n, starts)
+    ctx.progress(f"raw confluent-kafka Avro loop: {raw_rate:,.0f} records/s ({raw_s:.1f} s; cpu {raw_cpu})")
     watch = VoucherWatch(ctx.bootstrap, f"LAB-{tag}".encode())
     try:
         one = flow_stage(ctx, watch, tag, n, 1)
@@ -364,7 +398,7 @@ def run(ctx: BenchContext) -> list[BenchResult]:
     finally:
         watch.close()
     base = "raw confluent-kafka loop, 1 process: consume -> fastavro decode -> voucher-like record -> encode -> produce"
-    common = {"records": n, "input_partitions": 6, "baseline_seconds": round(raw_s, 2)}  # fmt: skip
+    common = {"records": n, "input_partitions": 6, "baseline_seconds": round(raw_s, 2), "baseline_cpu": raw_cpu}  # fmt: skip
     scaling = two["records_per_s"] / one["records_per_s"]
     return [
         BenchResult(NAME, "F2 flow records/s, 1 worker", one["records_per_s"], raw_rate, base, "records/s",
