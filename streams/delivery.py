@@ -3,7 +3,7 @@
 A batch (streams/agents.py) ends with a list of records to put on the broker: the encoded outputs and the
 changelog records of the table states it wrote. :class:`ConfluentDelivery` produces them with one
 idempotent confluent-kafka producer (librdkafka, C) and resolves one asyncio future when the broker
-acknowledged the last of them; a background thread serves librdkafka's delivery reports. The agent asks
+acknowledged the last of them (librdkafka's ``flush``, awaited in a thread). The agent asks
 Faust for its next batch (which is when Faust acks this batch's events and may commit their offsets) only
 after that future resolved.
 
@@ -26,8 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, Producer
@@ -84,25 +83,6 @@ class FaustDelivery:
         return None
 
 
-@dataclass
-class _Round:
-    """The delivery reports one ``send`` waits for (counted in the poller thread)."""
-
-    loop: asyncio.AbstractEventLoop
-    left: int
-    done: asyncio.Future[None]
-    failed: list[Any] = field(default_factory=list)  # messages the broker did not take
-    errors: list[KafkaError] = field(default_factory=list)
-
-    def on_delivery(self, err: KafkaError | None, msg: Any) -> None:
-        if err is not None:
-            self.failed.append(msg)
-            self.errors.append(err)
-        self.left -= 1
-        if self.left == 0:
-            self.loop.call_soon_threadsafe(_resolve, self.done)
-
-
 def _again(msg: Any) -> OutRecord:
     """The record of a message the broker refused, to produce again (its partition, if one was chosen)."""
     partition = msg.partition()
@@ -110,93 +90,88 @@ def _again(msg: Any) -> OutRecord:
                      partition if partition is not None and partition >= 0 else None)  # fmt: skip
 
 
-def _resolve(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
-
-
 class ConfluentDelivery:
     """One idempotent confluent-kafka producer (``acks=all``) for the outputs and changelog writes of every
-    agent of a worker; a daemon thread polls it for delivery reports."""
+    agent of a worker.
+
+    A round (one ``send``) produces its records and waits, in a thread, for librdkafka's ``flush``: the
+    local queue is empty when every record is acknowledged or failed. Only failures are reported
+    (``delivery.report.only.error``): no Python callback per record, no thread serving reports meanwhile.
+    Rounds take turns (a lock), so the failures a flush reports are those of the round waiting for it."""
 
     changelog = True
-    QUEUE_FULL_WAIT = 0.005  # s: the local queue is full; wait for deliveries to free it
+    QUEUE_FULL_WAIT = 0.05  # s: the local queue is full; let deliveries free it
+    FLUSH_TIMEOUT = 30.0  # s per flush call; a round waits as many as it takes
 
     def __init__(self, kafka_config: dict[str, Any], linger_ms: float = 5.0) -> None:
         self.kafka_config = kafka_config
         self.linger_ms = linger_ms
         self._producer: Producer | None = None
-        self._poller: threading.Thread | None = None
-        self._closed = threading.Event()
-        self._lock = threading.Lock()
+        self._failed: list[tuple[Any, KafkaError]] = []  # filled by librdkafka's report callback
+        self._turn: asyncio.Lock | None = None
 
     def setup(self) -> None:
         self._producer = self._new_producer()
-        self._poller = threading.Thread(target=self._poll, name="bizbus-flows-delivery", daemon=True)
-        self._poller.start()
 
     def _new_producer(self) -> Producer:
         return Producer({**self.kafka_config, "enable.idempotence": True, "acks": "all",
                          "linger.ms": self.linger_ms, "queue.buffering.max.messages": 1_000_000,
-                         "batch.num.messages": 10_000})  # fmt: skip
+                         "batch.num.messages": 10_000, "delivery.report.only.error": True,
+                         "on_delivery": self._on_failure})  # fmt: skip
 
-    def _poll(self) -> None:
-        while not self._closed.is_set():
-            producer = self._producer
-            if producer is not None:
-                producer.poll(0.05)
+    def _on_failure(self, err: KafkaError | None, msg: Any) -> None:
+        if err is not None:
+            self._failed.append((msg, err))
 
     async def send(self, records: list[OutRecord]) -> None:
         """Produce ``records`` and return when the broker acknowledged each; what it refused is produced
         again after a back-off (records stay in order per partition within one round)."""
-        pending: list[OutRecord] = list(records)
-        backoff = 0.5
-        while pending:
-            rnd = await self._round(pending)
-            if not rnd.failed:
-                return
-            first = rnd.errors[0]
-            log.warning("%d of %d record(s) not delivered (%s); producing them again in %.1f s",
-                        len(rnd.failed), len(pending), first.str(), backoff)  # fmt: skip
-            if any(e.fatal() for e in rnd.errors):
-                self._replace_producer()
-            pending = [_again(m) for m in rnd.failed]
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, MAX_BACKOFF)
+        if self._turn is None:
+            self._turn = asyncio.Lock()
+        async with self._turn:
+            pending: list[OutRecord] = list(records)
+            backoff = 0.5
+            while pending:
+                failed = await self._round(pending)
+                if not failed:
+                    return
+                errors = [e for _, e in failed]
+                log.warning("%d of %d record(s) not delivered (%s); producing them again in %.1f s",
+                            len(failed), len(pending), errors[0].str(), backoff)  # fmt: skip
+                if any(e.fatal() for e in errors):
+                    self._replace_producer()
+                pending = [_again(m) for m, _ in failed]
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
 
-    async def _round(self, records: list[OutRecord]) -> _Round:
+    async def _round(self, records: list[OutRecord]) -> list[tuple[Any, KafkaError]]:
+        """Produce ``records`` and wait until none is in flight; the ones that failed."""
         producer = self._producer
         if producer is None:
             raise RuntimeError("ConfluentDelivery.send before setup()")
-        loop = asyncio.get_running_loop()
-        rnd = _Round(loop, len(records), loop.create_future())
-        if not records:
-            return rnd
-        produce, report = producer.produce, rnd.on_delivery
+        produce = producer.produce
         for r in records:
             while True:
                 try:
                     if r.partition is None:
-                        produce(r.topic, r.value, r.key, headers=r.headers, on_delivery=report)
+                        produce(r.topic, r.value, r.key, headers=r.headers)
                     else:
-                        produce(r.topic, r.value, r.key, r.partition, headers=r.headers, on_delivery=report)
+                        produce(r.topic, r.value, r.key, r.partition, headers=r.headers)
                     break
                 except BufferError:  # a million records in flight: let the broker catch up
-                    await asyncio.sleep(self.QUEUE_FULL_WAIT)
-        await rnd.done
-        return rnd
+                    await asyncio.to_thread(producer.poll, self.QUEUE_FULL_WAIT)
+        while await asyncio.to_thread(producer.flush, self.FLUSH_TIMEOUT):
+            log.warning("records still in flight after %.0f s; waiting on", self.FLUSH_TIMEOUT)
+        failed, self._failed = self._failed, []
+        return failed
 
     def _replace_producer(self) -> None:
         """After a fatal error (the idempotent producer lost its sequence) only a new producer works."""
-        with self._lock:
-            old, self._producer = self._producer, self._new_producer()
+        old, self._producer = self._producer, self._new_producer()
         log.error("the flows' producer hit a fatal error; replaced it with a new one")
         if old is not None:
             old.flush(1)
 
     def close(self, timeout: float = 10.0) -> None:
-        self._closed.set()
-        if self._poller is not None:
-            self._poller.join(1.0)
         if self._producer is not None:
             self._producer.flush(timeout)

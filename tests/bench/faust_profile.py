@@ -41,6 +41,7 @@ from bizbus import lineage
 from bizbus.catalogue import apply, load_catalogue
 from bizbus.serde import AvroSerde
 from bizbus.stack import register_schemas
+from tests.bench.core import process_cpu
 from tests.chaos.harness import ROOT, Stack, Worker, private_stack
 
 TIMESHEET_TOPIC = "bizbus.pm.timesheet.v1"
@@ -60,6 +61,7 @@ class FlowRun:
     workers: int
     seconds: float  # first voucher -> last voucher
     startup_seconds: float  # worker start -> first voucher
+    cpu_ms_per_record: float | None = None  # the workers' CPU time per voucher after the first
 
     @property
     def rate(self) -> float:
@@ -124,8 +126,9 @@ def prepare(stack: Stack, records: int, flow_config: dict[str, Any] | None = Non
 
 
 def count_until(bootstrap: str, topic: str, partitions: int, expected: int, timeout: float,
-                started: float) -> tuple[int, float | None, float | None]:  # fmt: skip
-    """Read ``topic`` from the start until ``expected`` records or ``timeout``; (count, first, last) times."""
+                started: float, on_first: Any = None) -> tuple[int, float | None, float | None]:  # fmt: skip
+    """Read ``topic`` from the start until ``expected`` records or ``timeout``; (count, first, last) times.
+    ``on_first(count)`` runs when the first records arrive."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-count", "enable.auto.commit": False,
                   "fetch.wait.max.ms": 20})  # fmt: skip
     c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
@@ -135,6 +138,8 @@ def count_until(bootstrap: str, topic: str, partitions: int, expected: int, time
             msgs = [m for m in c.consume(5000, 0.1) if m.error() is None]
             if msgs:
                 now = time.monotonic()
+                if first is None and on_first is not None:
+                    on_first(len(msgs))
                 first = first or now
                 n += len(msgs)
                 last = now
@@ -184,6 +189,7 @@ def measure(stack: Stack, pipeline: Path, records: int, workers: int = 1, profil
     procs = [Worker(f"flows#{i}", stack, pipeline, env=dict(env or {}),
                     command=["flows", "run", "--pipeline", str(pipeline)]) for i in range(workers)]  # fmt: skip
     spy = None
+    cpu_ms = None  # the workers' CPU milliseconds per record: less sensitive to a busy machine than records/s
     started = time.monotonic()
     for w in procs:
         w.start()
@@ -191,7 +197,16 @@ def measure(stack: Stack, pipeline: Path, records: int, workers: int = 1, profil
         if profile:
             assert procs[0].proc is not None
             spy = start_profiler(procs[0].proc.pid, stack.workdir / "pyspy.txt", 60)
-        n, first, last = count_until(stack.bootstrap, VOUCHER_TOPIC, 6, records, timeout, started)
+        pids = [w.proc.pid for w in procs if w.proc is not None]
+        cpu0: dict[str, float] = {}
+
+        def on_first(count: int) -> None:
+            cpu0.update(cpu=sum(process_cpu(pid) for pid in pids), count=count)
+
+        n, first, last = count_until(stack.bootstrap, VOUCHER_TOPIC, 6, records, timeout, started, on_first)
+        if cpu0 and n > cpu0["count"]:
+            used = sum(process_cpu(pid) for pid in pids) - cpu0["cpu"]
+            cpu_ms = round(1000 * used / (n - cpu0["count"]), 3)
     finally:
         for w in procs:
             w.stop()
@@ -202,7 +217,7 @@ def measure(stack: Stack, pipeline: Path, records: int, workers: int = 1, profil
             f"only {n} of {records} vouchers after {timeout:.0f} s\n" + "\n".join(w.logs() for w in procs)
         )
     assert first is not None and last is not None
-    return FlowRun(records, n, workers, last - first, first - started)
+    return FlowRun(records, n, workers, last - first, first - started, cpu_ms)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -223,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             run = measure(stack, pipeline, args.records, args.workers, args.profile, env=env)
         print(json.dumps({"records": run.records, "vouchers": run.vouchers, "workers": run.workers,
                           "seconds": round(run.seconds, 2), "startup_seconds": round(run.startup_seconds, 2),
-                          "records_per_second": round(run.rate)}))  # fmt: skip
+                          "records_per_second": round(run.rate), "worker_cpu_ms_per_record": run.cpu_ms_per_record}))  # fmt: skip
         if args.profile and (work / "pyspy.txt").exists():
             print(summarize(work / "pyspy.txt"))
     finally:
