@@ -318,8 +318,7 @@ class AvroSerde:
 
     def parsed(self, schema_id: int) -> Any:
         """The parsed writer schema of ``schema_id`` (fetched once)."""
-        with self._lock:
-            hit = self._by_id.get(schema_id)
+        hit = self._by_id.get(schema_id)  # one dict read is atomic: no lock on the hot path
         if hit is not None:
             return hit
         try:

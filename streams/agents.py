@@ -100,9 +100,20 @@ BATCH_WITHIN = 0.2  # seconds a batch waits to fill up
 
 def current_event() -> Any:
     """The event Faust considers being handled in this task (None outside a stream)."""
-    from faust.streams import current_event as faust_current_event
+    ref = _faust_current_event().get(None)
+    return ref() if ref is not None else None
 
-    return faust_current_event()
+
+_CURRENT_EVENT: list[Any] = []
+
+
+def _faust_current_event() -> Any:
+    """Faust's context variable of the current event (imported once: this runs for every table write)."""
+    if not _CURRENT_EVENT:
+        from faust.streams import _current_event
+
+        _CURRENT_EVENT.append(_current_event)
+    return _CURRENT_EVENT[0]
 
 
 @contextmanager
@@ -113,13 +124,12 @@ def handling(event: Any) -> Iterator[None]:
     except TypeError:  # None, or a stand-in of a test
         yield
         return
-    from faust.streams import _current_event
-
-    token = _current_event.set(ref)
+    var = _faust_current_event()
+    token = var.set(ref)
     try:
         yield
     finally:
-        _current_event.reset(token)
+        var.reset(token)
 
 
 class StateTable:
