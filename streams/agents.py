@@ -12,11 +12,11 @@ arrives within ``BATCH_WITHIN`` s; :meth:`Runtime.handle_batch`). Per record of 
    repaired by re-emitting them) into the table's write buffer (:class:`StateTable`).
 
 Then the batch is made durable in this order (:meth:`Runtime._finish`): the dead letters (original bytes
-and headers) are sent and flushed; the buffered states are written to the tables (their changelogs);
-all outputs are sent and their acknowledgements awaited once; the ``progress`` table is written. Only
-then does the agent ask for the next batch, which is when Faust acks the events of this one: Faust never
-commits an input offset whose outputs are not on the broker, and its commit flushes the changelog
-writes first. A record that must wait for master data first makes the records before it in its batch
+and headers) are sent and flushed; the buffered states are put in the tables' stores and their changelog
+records, with all outputs, are produced and their acknowledgements awaited once (streams/delivery.py: one
+confluent-kafka producer per worker, not Faust's); the ``progress`` table is written. Only then does the
+agent ask for the next batch, which is when Faust acks the events of this one: Faust never commits an
+input offset whose outputs and state are not on the broker. A record that must wait for master data first makes the records before it in its batch
 durable the same way, so their outputs do not wait with it. Nothing stops the agent.
 
 Tables (memory store, changelog-backed): ``projects``, ``employees`` and ``suppliers`` are GlobalTables
