@@ -35,9 +35,33 @@ shared with other jobs, load ≈ 1.3; raw confluent-kafka Avro loop ≈ 64k rec/
   into the batch ≈ 0.16 ms (it does not overlap with handling: ``take_events`` blocks its buffer
   meanwhile). The 0.30 target (≈ 19k rec/s) is out of reach without moving off Faust's per-event path
   and the per-record JSON state.
-* two workers: not measured — the second worker's ``projects`` GlobalTable did not see the projects the
-  first worker handled, so its timesheets waited out the grace period and were dead-lettered (seen
-  with this code; whether the unbatched code did the same was not checked).
+* two workers: the second worker's ``projects`` GlobalTable did not see the projects the first worker
+  handled, so its timesheets waited out the grace period and were dead-lettered: fixed, see below.
+
+GlobalTables with more than one worker (bizbus issue 7). Faust's assignor gives every worker every
+partition of a GlobalTable's changelog as an *active* (recovered at each rebalance) and, those another
+worker writes (its project partitions), also as a *standby* (read on after the recovery, to follow the
+other worker's writes). Faust's recovery loop (``Recovery._slurp_changelogs``) asks "active?" before
+"standby?", so the followed records took the active path: buffered, and applied to the table only per
+``recovery_buffer_size`` (1,000) records or at the next rebalance; the ``standby_buffer_size=1`` that
+``app.GlobalTable`` sets for just this never came into play. A worker so missed every write of another
+worker made after its own last recovery: with two workers started together (the benchmark's
+``--workers 2``), and equally for projects written after a second worker joined or after a rebalance
+(tests/integration/test_flows_scale_out.py, all three cases dead-lettered before the fix). A worker
+started after the projects were written recovered them, which is why starting the second worker later
+seemed to help. Faust's own advice (the GlobalTable docstring: ``partitions=1, recovery_buffer_size=1``)
+would also resume the changelog partitions the worker writes itself, whose echo of its own writes could
+put an older value back for a moment. The fix, :meth:`ProbingRecovery._follow_as_standbys`: once the
+actives are recovered, just before Faust starts the standbys, a partition that is both leaves the active
+set (it is recovered; the set is only rebuilt at the next rebalance), its cached buffer size is dropped
+and its standby offset starts where the recovery ended (nothing read twice), so each record of the other
+worker is applied as it arrives. At the next rebalance its recovery goes on from where that reading got.
+With that fixed, two workers started together on 20,000 timesheets still stalled (30 s per timesheet,
+then dead letters): each worker's timesheet agent waited for a project of the other, its stream buffer
+(Faust's default: 4,096 events) filled up, and Faust's delivery loop, waiting for room there, no longer
+delivered anything else, the GlobalTable changelog included. Fetches are now bounded and the stream buffer
+sized so that delivering a fetch never waits (:func:`stream_buffer_size`); 50,000 timesheets on two
+workers started together: every voucher, no dead letter (``faust_profile --records 50000 --workers 2``).
 """
 
 from __future__ import annotations
@@ -75,6 +99,7 @@ log = logging.getLogger("bizbus.flows")
 
 PROBE_IDLE_SECONDS = 1.0  # a changelog partition quiet this long is at its end
 PRODUCER_LINGER = 0.005  # s: the outputs of a batch are sent at once and awaited once
+MAX_POLL_RECORDS = 200  # records one fetch hands to Faust at most (Faust's default: no limit)
 
 
 @dataclass(frozen=True)
@@ -160,11 +185,51 @@ def true_end_offsets(kafka_config: dict[str, Any], reported: dict[tuple[str, int
 
 
 def _table_manager(kafka_config: dict[str, Any]) -> type:
-    """Faust's TableManager with :class:`ProbingRecovery` (see the module doc)."""
+    """Faust's TableManager with :class:`ProbingRecovery`: end offsets probed, GlobalTables followed (see the
+    module doc)."""
     from faust.tables.manager import TableManager
     from faust.tables.recovery import Recovery
 
     class ProbingRecovery(Recovery):
+        #: changelog partitions recovered as actives and then followed as standbys (GlobalTables)
+        _followed: set[Any]
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._followed = set()
+
+        async def on_rebalance(
+            self, assigned: Any, revoked: Any, newly_assigned: Any, generation_id: int = 0
+        ) -> None:
+            # a followed partition is read on as a standby: its next recovery starts where that reading is
+            for tp in self._followed:
+                seen, recovered = self.standby_offsets.get(tp), self.active_offsets.get(tp)
+                if seen is not None and tp in self.active_offsets and (recovered is None or seen > recovered):
+                    self.active_offsets[tp] = seen
+            self._followed = set()
+            await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
+
+        async def _seek_offsets(self, consumer: Any, tps: Any, offsets: Any, title: str) -> None:
+            if title == "standby":  # the actives are recovered; the standbys start now
+                self._follow_as_standbys()
+            await super()._seek_offsets(consumer, tps, offsets, title)
+
+        def _follow_as_standbys(self) -> None:
+            """Read the changelog partitions that are both active and standby (every partition of a GlobalTable
+            that other workers write) on as standbys: Faust applies a standby's records one by one
+            (``standby_buffer_size=1``), an active's only per 1,000 (``recovery_buffer_size``)."""
+            both = self.active_tps & self.standby_tps
+            if not both:
+                return
+            self.flush_buffers()
+            for tp in both:
+                self.active_tps.discard(tp)  # the set _slurp_changelogs sorts records by
+                self.buffer_sizes.pop(tp, None)  # its cached buffer size: the active one
+                recovered, seen = self.active_offsets.get(tp), self.standby_offsets.get(tp)
+                if recovered is not None and (seen is None or recovered > seen):
+                    self.standby_offsets[tp] = recovered  # where the standby seek starts: no re-reading
+            self._followed = both
+
         async def _build_highwaters(self, consumer: Any, tps: Any, destination: Any, title: str) -> None:
             reported = await consumer.highwaters(*tps)
             ends = {(tp.topic, tp.partition): (v if v is not None else 0) for tp, v in reported.items()}
@@ -228,7 +293,9 @@ def _monitor_class() -> type:
         def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> None:
             self.stream_inbound_time[tp] = time.monotonic()  # Faust's stalled-stream check reads it
 
-        def on_stream_event_out(self, tp: Any, offset: int, stream: Any, event: Any, state: Any = None) -> None:
+        def on_stream_event_out(
+            self, tp: Any, offset: int, stream: Any, event: Any, state: Any = None
+        ) -> None:
             return None
 
         def on_message_out(self, tp: Any, offset: int, message: Any) -> None:
@@ -240,13 +307,32 @@ def _monitor_class() -> type:
         def on_table_set(self, table: Any, key: Any, value: Any) -> None:
             return None
 
-        def on_send_initiated(self, producer: Any, topic: str, message: Any, keysize: int, valsize: int) -> None:
+        def on_send_initiated(
+            self, producer: Any, topic: str, message: Any, keysize: int, valsize: int
+        ) -> None:
             return None
 
         def on_send_completed(self, producer: Any, state: Any, metadata: Any) -> None:
             return None
 
     return QuietMonitor
+
+
+def tune_gc(app: Any) -> None:
+    """Keep the garbage collector's full passes off the objects that live as long as the worker.
+
+    A full pass walks every tracked object; in a flows worker most of them are modules, classes and Faust's
+    services, created before the first record and never freed. Measured with ``gc.callbacks`` over 30,000
+    timesheets (``python -m tests.bench.faust_profile``): 1.2 s of full passes of 12.5 s, 0.36 s once
+    those objects are frozen (``gc.freeze``) before the worker starts and again when it is ready."""
+    import gc
+
+    gc.freeze()
+
+    async def freeze_after_startup() -> None:
+        gc.freeze()
+
+    app.on_startup_finished = freeze_after_startup
 
 
 def install_uvloop() -> bool:
@@ -280,8 +366,23 @@ def _credentials(settings: Settings) -> Any:
                                  mechanism=settings.kafka_sasl_mechanism or "PLAIN", ssl_context=ctx)  # fmt: skip
 
 
-def create_app(settings: Settings, plan: FlowPlan, replication_factor: int = 1) -> faust.App:
-    """The Faust app of ``plan`` (no agents yet; :func:`bizbus.streams.agents.register` adds them)."""
+def stream_buffer_size(partitions: int, max_poll_records: int = MAX_POLL_RECORDS) -> int:
+    """Events an agent's stream buffer holds, so that delivering a fetch never waits for room in it.
+
+    Faust delivers every fetched record from one loop. It stops fetching a partition once its agent's buffer
+    is 80 % full, but hands over what it has fetched already and, when the buffer is full, waits for room:
+    the records of every other partition, table changelogs included, wait too. An agent waiting for master
+    data (up to its grace period) then holds up the project agent and the GlobalTable updates it waits for
+    (seen: two workers on a backlog of 20,000 timesheets, each stuck on the other's projects). Past 80 %,
+    at most one fetch per partition of the agent's topic arrives, ``partitions × max_poll_records``
+    records; the buffer keeps room for them (and as much again in reserve)."""
+    return max(4096, 10 * partitions * max_poll_records)
+
+
+def create_app(settings: Settings, plan: FlowPlan, replication_factor: int = 1,
+               partitions: int = 6) -> faust.App:  # fmt: skip
+    """The Faust app of ``plan`` (no agents yet; :func:`bizbus.streams.agents.register` adds them);
+    ``partitions``: the most partitions of a topic its agents read (see :func:`stream_buffer_size`)."""
     return _app_class()(
         plan.app_id,
         broker=[f"kafka://{host}" for host in settings.bootstrap_servers.split(",")],
@@ -301,6 +402,8 @@ def create_app(settings: Settings, plan: FlowPlan, replication_factor: int = 1) 
         producer_acks=-1,
         producer_linger=PRODUCER_LINGER,
         producer_max_batch_size=256 * 1024,
+        broker_max_poll_records=MAX_POLL_RECORDS,
+        stream_buffer_maxsize=stream_buffer_size(partitions),
         Monitor=_monitor_class(),
         TableManager=_table_manager(settings.kafka_config()),
         loghandlers=logs.faust_loghandlers(),  # JSON lines with the same redaction as the rest of bizbus
@@ -323,11 +426,15 @@ def run_worker(settings: Settings, pipeline: Pipeline, catalogue: Catalogue, onl
     wait_for_metadata(settings.kafka_config(), timeout=15)
     brokers = len(AdminClient(settings.kafka_config()).list_topics(timeout=10).brokers)
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
-    app = create_app(settings, plan, replication_factor=min(3, max(brokers, 1)))
+    partitions = max(t.partitions for t in catalogue.topics)
+    app = create_app(settings, plan, replication_factor=min(3, max(brokers, 1)), partitions=partitions)
     agents.register(app, plan, settings, catalogue, AvroSerde(settings.registry_config()))
-    server = serve_http(settings.http_host, settings.http_port, Health(settings, [], lambda: worker_check(app)))
+    server = serve_http(
+        settings.http_host, settings.http_port, Health(settings, [], lambda: worker_check(app))
+    )
     echo(f"bizbus flows: {', '.join(plan.names)} as Faust app {plan.app_id} against {settings.bootstrap_servers}; "
          f"http://{settings.http_host}:{server.server_address[1]}/healthz /readyz /metrics")  # fmt: skip
+    tune_gc(app)
     worker = faust.Worker(app, loglevel=settings.log_level.lower(), redirect_stdouts=False, quiet=True,
                           logging_config=logs.faust_logging_config(settings.log_level))  # fmt: skip
     try:
