@@ -24,7 +24,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-__all__ = ["BatchResult", "Effect", "PgLedger", "WriteFn"]
+__all__ = ["BatchResult", "Effect", "PgLedger", "WriteFn", "int_array", "text_array"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,17 @@ class BatchResult:
     duplicates: list[str] = field(default_factory=list)
     failed: dict[str, Exception] = field(default_factory=dict)
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+
+
+def text_array(values: Sequence[str]) -> str:
+    """A PostgreSQL array literal of ``values`` (each quoted, ``"`` and ``\\`` escaped), for a ``%s::text[]``
+    parameter: 500 ids go as one string instead of through psycopg's per-element list adaptation."""
+    return "{" + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"
+
+
+def int_array(values: Sequence[int]) -> str:
+    """A PostgreSQL array literal of integers, for an ``%s::int[]`` / ``%s::bigint[]`` parameter."""
+    return "{" + ",".join(map(str, map(int, values))) + "}"
 
 
 WriteFn = Callable[[psycopg.Cursor[Any], Effect], "str | None"]
@@ -161,7 +172,7 @@ class PgLedger:
             "INSERT INTO {}.applied_effects (connector, effect_id, source_topic, source_partition, source_offset)"
             " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (connector, effect_id) DO NOTHING RETURNING effect_id"
         ).format(s)
-        set_ref, upsert_offset = self._set_ref_sql(), self._upsert_offset_sql()
+        set_ref = self._set_ref_sql()
         result = BatchResult()
         high: dict[tuple[str, int], int] = {}
         try:
@@ -186,11 +197,7 @@ class PgLedger:
                         continue
                     key = (eff.topic, eff.partition)
                     high[key] = max(high.get(key, -1), eff.offset + 1)
-                for (topic, partition), nxt in sorted(high.items()):
-                    cur.execute(upsert_offset, (self.connector, topic, partition, nxt))
-                    row = cur.fetchone()
-                    assert row is not None
-                    result.offsets[(topic, partition)] = int(row[0])
+                result.offsets = self._upsert_offsets(cur, high)
         except BaseException:
             if conn.broken or conn.closed:
                 self.close()
@@ -202,35 +209,57 @@ class PgLedger:
             "UPDATE {}.applied_effects SET target_ref = %s WHERE connector = %s AND effect_id = %s"
         ).format(sql.Identifier(self.schema))
 
-    def _upsert_offset_sql(self) -> sql.Composed:
-        """Move a partition's next offset forward (never back), returning the stored value."""
-        return sql.SQL(
-            "INSERT INTO {0}.offsets (connector, topic, partition, next_offset) VALUES (%s, %s, %s, %s)"
-            " ON CONFLICT (connector, topic, partition) DO UPDATE"
-            " SET next_offset = GREATEST({0}.offsets.next_offset, EXCLUDED.next_offset), updated_at = now()"
-            " RETURNING next_offset"
-        ).format(sql.Identifier(self.schema))
+    def _upsert_offsets(
+        self, cur: psycopg.Cursor[Any], high: dict[tuple[str, int], int]
+    ) -> dict[tuple[str, int], int]:
+        """Move each partition's next offset forward (never back) in one statement; the stored values.
+
+        Rows go in (topic, partition) order, so two tasks upserting the same partitions lock them in the
+        same order (no deadlock)."""
+        if not high:
+            return {}
+        keys = sorted(high)
+        cur.execute(
+            sql.SQL(
+                "INSERT INTO {0}.offsets (connector, topic, partition, next_offset)"
+                " SELECT %s, t, p, o FROM unnest(%s::text[], %s::int[], %s::bigint[]) WITH ORDINALITY AS u(t, p, o, i)"
+                " ORDER BY i"
+                " ON CONFLICT (connector, topic, partition) DO UPDATE"
+                " SET next_offset = GREATEST({0}.offsets.next_offset, EXCLUDED.next_offset), updated_at = now()"
+                " RETURNING topic, partition, next_offset"
+            ).format(sql.Identifier(self.schema)),
+            (self.connector, [t for t, _ in keys], [p for _, p in keys], [high[k] for k in keys]),
+        )  # fmt: skip
+        return {(str(t), int(p)): int(n) for t, p, n in cur.fetchall()}
 
     def _apply_at_once(
-        self, effects: Sequence[Effect], write: WriteFn, write_many: Callable[[Any, list[Effect]], None] | None
+        self,
+        effects: Sequence[Effect],
+        write: WriteFn,
+        write_many: Callable[[Any, list[Effect]], None] | None,
     ) -> BatchResult:
         """The whole batch in one transaction without savepoints; raises (rolled back) if anything fails."""
         conn = self._connection()
         s = sql.Identifier(self.schema)
         result = BatchResult()
         high: dict[tuple[str, int], int] = {}
+        by_topic: dict[str, list[Effect]] = {}
+        for eff in effects:
+            by_topic.setdefault(eff.topic, []).append(eff)
+        insert = sql.SQL(
+            "INSERT INTO {}.applied_effects (connector, effect_id, source_topic, source_partition, source_offset)"
+            " SELECT %s, e, %s, p, o FROM unnest(%s::text[], %s::int[], %s::bigint[]) AS u(e, p, o)"
+            " ON CONFLICT (connector, effect_id) DO NOTHING RETURNING effect_id"
+        ).format(s)  # fmt: skip
+        new: set[str] = set()
         with conn.transaction(), conn.cursor() as cur:
-            cur.execute(
-                sql.SQL(
-                    "INSERT INTO {}.applied_effects (connector, effect_id, source_topic, source_partition, source_offset)"
-                    " SELECT %s, e, t, p, o FROM unnest(%s::text[], %s::text[], %s::int[], %s::bigint[]) AS u(e, t, p, o)"
-                    " ON CONFLICT (connector, effect_id) DO NOTHING RETURNING effect_id"
-                ).format(s),
-                (self.connector, [e.effect_id for e in effects], [e.topic for e in effects],
-                 [e.partition for e in effects], [e.offset for e in effects]),
-            )  # fmt: skip
-            new = {row[0] for row in cur.fetchall()}
-            set_ref, upsert_offset = self._set_ref_sql(), self._upsert_offset_sql()
+            # one statement per topic (a batch has one, mostly): the topic goes once, not once per effect;
+            # the arrays go as literals (psycopg's list adaptation cost more than the statement itself)
+            for topic, group in by_topic.items():
+                cur.execute(insert, (self.connector, topic, text_array([e.effect_id for e in group]),
+                                     int_array([e.partition for e in group]), int_array([e.offset for e in group])))  # fmt: skip
+                new.update(row[0] for row in cur.fetchall())
+            set_ref = self._set_ref_sql()
             todo: list[Effect] = []
             for eff in effects:
                 if eff.effect_id in new:
@@ -250,11 +279,7 @@ class PgLedger:
                         ref = write(cur, eff)
                         if ref is not None:
                             cur.execute(set_ref, (ref, self.connector, eff.effect_id))
-            for (topic, partition), nxt in sorted(high.items()):
-                cur.execute(upsert_offset, (self.connector, topic, partition, nxt))
-                row = cur.fetchone()
-                assert row is not None
-                result.offsets[(topic, partition)] = int(row[0])
+            result.offsets = self._upsert_offsets(cur, high)
         return result
 
     # -- reading -----------------------------------------------------------------------------------
@@ -291,9 +316,9 @@ class PgLedger:
         if not effect_ids:
             return set()
         rows = self._query(
-            sql.SQL("SELECT effect_id FROM {}.applied_effects WHERE connector = %s AND effect_id = ANY(%s)").format(
-                sql.Identifier(self.schema)
-            ),
+            sql.SQL(
+                "SELECT effect_id FROM {}.applied_effects WHERE connector = %s AND effect_id = ANY(%s)"
+            ).format(sql.Identifier(self.schema)),
             (self.connector, list(effect_ids)),
         )
         return {str(r[0]) for r in rows}

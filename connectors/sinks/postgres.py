@@ -52,15 +52,36 @@ class PgTableSinkConfig(BaseModel):
     _dsn = field_validator("dsn")(no_password)
 
 
+COORDINATES: dict[str, Callable[[SinkRecord], Any]] = {
+    "$effect_id": lambda r: r.effect_id, "$topic": lambda r: r.topic,
+    "$partition": lambda r: r.partition, "$offset": lambda r: r.offset,
+}  # fmt: skip
+
+
+def _getter(path: str) -> Callable[[SinkRecord], Any]:
+    """The value at ``path`` of a record, the path split once (not once per record and column)."""
+    if path in COORDINATES:
+        return COORDINATES[path]
+    parts = tuple(path.split("."))
+
+    def get(r: SinkRecord) -> Any:
+        cur = r.value
+        try:
+            for part in parts:
+                cur = cur[part]
+        except (KeyError, TypeError, IndexError):
+            return field_at(r.value, path)  # raises the Permanent error naming the missing part
+        return cur
+
+    return get
+
+
 def column_mapper(columns: dict[str, str]) -> RowFn:
     """A row function filling each column from its path (a missing field is a per-record Permanent error)."""
-    coords: dict[str, Callable[[SinkRecord], Any]] = {
-        "$effect_id": lambda r: r.effect_id, "$topic": lambda r: r.topic,
-        "$partition": lambda r: r.partition, "$offset": lambda r: r.offset,
-    }  # fmt: skip
+    getters = [(col, _getter(path)) for col, path in columns.items()]
 
     def row(r: SinkRecord) -> dict[str, Any]:
-        return {col: coords[p](r) if p in coords else field_at(r.value, p) for col, p in columns.items()}
+        return {col: get(r) for col, get in getters}
 
     return row
 
@@ -87,27 +108,34 @@ class PgTableWriter(SinkWriter):
             cols = tuple(row)
             stmt = statements.get(cols)
             if stmt is None:
-                stmt = statements[cols] = sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
-                    target, sql.SQL(", ").join(map(sql.Identifier, cols)), sql.SQL(", ").join(sql.Placeholder() * len(cols))
-                ).as_string(cur.connection)
+                stmt = statements[cols] = (
+                    sql.SQL("INSERT INTO {} ({}) VALUES ({})")
+                    .format(
+                        target,
+                        sql.SQL(", ").join(map(sql.Identifier, cols)),
+                        sql.SQL(", ").join(sql.Placeholder() * len(cols)),
+                    )
+                    .as_string(cur.connection)
+                )
             cur.execute(stmt, tuple(row.values()))
 
-        def insert_many(cur: Any, todo: list[Effect]) -> None:
+        def copy_many(cur: Any, todo: list[Effect]) -> None:
+            """The rows of the at-once attempt with COPY: several times less client and server time than
+            ``executemany`` per row. Defaults and row triggers apply as with INSERT; a bad value fails the
+            COPY, so the ledger rolls back and goes record by record with ``insert``."""
             groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+            row_of = self.row
             for effect in todo:
-                row = self.row(effect.payload)
+                row = row_of(effect.payload)
                 groups.setdefault(tuple(row), []).append(tuple(row.values()))
             for cols, values in groups.items():
-                stmt = statements.get(cols)
-                if stmt is None:
-                    stmt = statements[cols] = sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
-                        target, sql.SQL(", ").join(map(sql.Identifier, cols)),
-                        sql.SQL(", ").join(sql.Placeholder() * len(cols)),
-                    ).as_string(cur.connection)  # fmt: skip
-                cur.executemany(stmt, values)
+                with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(
+                        target, sql.SQL(", ").join(map(sql.Identifier, cols)))) as copy:  # fmt: skip
+                    for value in values:
+                        copy.write_row(value)
 
         # the row and its ledger entry only touch this database: the whole batch is tried at once first
-        res = self.ledger.apply_batch(effects, insert, transactional_write=True, write_many=insert_many)
+        res = self.ledger.apply_batch(effects, insert, transactional_write=True, write_many=copy_many)
         return WriteResult(
             len(res.applied), len(res.duplicates), {k: classify(v) for k, v in res.failed.items()}
         )
