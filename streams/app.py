@@ -17,7 +17,8 @@ for embedding a single flow in another supervisor.
 
 Flow performance (F2 labor cost, Avro in and out, 12 projects, 7 employees, backlog produced before the
 worker starts; ``python -m tests.bench.faust_profile --records N [--workers 2] [--profile]``; 2 cores
-shared with other jobs, load ≈ 1.3; raw confluent-kafka Avro loop ≈ 64k rec/s here):
+shared with other jobs; raw confluent-kafka pass-through ≈ 64k rec/s here, the bench's raw loop building
+the real voucher ≈ 8–9k rec/s):
 
 * before: 228 rec/s (N = 20,000, 1 worker). py-spy: 45 % of the time in ``store_worklog``: the
   ``project-costs`` state held every worklog's amount, so each record re-encoded (JSON, 27 %) and re-sent
@@ -28,13 +29,24 @@ shared with other jobs, load ≈ 1.3; raw confluent-kafka Avro loop ≈ 64k rec/
 * + uvloop, :func:`_monitor_class` (no per-event bookkeeping), ``producer_linger`` 5 ms: 1,175 rec/s;
   + ``within=0.2`` (batches of ≈ 1,200–1,600 instead of ≈ 200): 1,309 rec/s (N = 20,000), 1,242 rec/s
   (N = 50,000). Log level INFO was already the default (no DEBUG formatting).
-* where the time goes now (per record): handling 0.29 ms (Avro encode of the voucher 17 % of the
-  profile, a third of it ``serde.decimal_problems`` rebuilding the schema's named types on every encode;
-  the worklog state's JSON 11 %; decode 4 %; ``post_labor`` 5 %), making the batch durable 0.2 ms
-  (Faust's changelog ``send_soon`` per key, ``producer.send`` per output), Faust's per-event delivery
-  into the batch ≈ 0.16 ms (it does not overlap with handling: ``take_events`` blocks its buffer
-  meanwhile). The 0.30 target (≈ 19k rec/s) is out of reach without moving off Faust's per-event path
-  and the per-record JSON state.
+* then (per record): handling 0.29 ms (Avro encode of the voucher 17 % of the profile, a third of it
+  ``serde.decimal_problems`` rebuilding the schema's named types on every encode; the worklog state's
+  JSON 11 %; decode 4 %; ``post_labor`` 5 %), making the batch durable 0.2 ms (Faust's changelog
+  ``send_soon`` per key, ``producer.send`` per output), Faust's per-event delivery ≈ 0.16 ms.
+* + outputs and changelog records through one confluent-kafka producer per worker, one await per batch
+  (streams/delivery.py: Faust's aiokafka producer cost ≈ 40 µs of the event loop per record), the state
+  as MessagePack instead of tagged JSON (pack 58 → 18 µs for a voucher state), the decimal check compiled
+  once per schema: 2,204 rec/s (N = 20,000, load ≈ 4).
+* + failure-only delivery reports and one ``flush`` per round (no Python callback per record, no poller
+  thread): worker CPU 0.45 → 0.40 ms per record (``worker_cpu_ms_per_record``; CPU time is the steadier
+  figure on a shared machine); + metrics counted per batch, table reads from the store (Faust's
+  ``Table.__getitem__`` runs sensors), :func:`tune_gc` (full GC passes 1.2 s → 0.36 s of a 12.5 s run):
+  2,345–2,419 rec/s (N = 30,000, load ≈ 4).
+* where the time goes now (py-spy, N = 30,000): our batch handling ≈ 51 % (fastavro encode of the
+  voucher 11–14 %, decode 6–7 %, ``post_labor`` ≈ 10 %, state pack and changelog/out production ≈ 8 %),
+  Faust's consumer and stream machinery ≈ 13–19 %, the aiokafka fetch thread ≈ 8 %. A voucher's fastavro
+  encode alone is ≈ 50 µs (two lines with decimals, the meta record), the same in the raw baseline of
+  ``make bench``: what is left above that baseline is Faust's per-event path and the state writes.
 * two workers: the second worker's ``projects`` GlobalTable did not see the projects the first worker
   handled, so its timesheets waited out the grace period and were dead-lettered: fixed, see below.
 
