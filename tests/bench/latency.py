@@ -4,8 +4,13 @@ bizbus.pm.timesheet.v1 -> ``pg-table`` sink -> a PostgreSQL row, at a fixed offe
 Each worklog webhook carries its send time (epoch seconds) in the worklog comment, which the sink maps
 to a column; the row's ``applied_at`` is ``clock_timestamp()`` at insert (inside the sink's transaction,
 a few ms before its commit). Latency = applied_at - send time, same machine clock. Source and sink run
-as ``bizbus worker`` processes; the sender is this process (threads, paced, one keep-alive httpx Client
-each). Baseline at the same rate: plain confluent-kafka produce -> consume on a private topic (send time
+as ``bizbus worker`` processes; the sender is this process (one asyncio loop, open loop: each request is
+built, signed and written at its due time on a pool of keep-alive connections, see http_sender.py; the
+threads + httpx sender it replaced could not offer more than ~1,100/s). The time is also split into stages:
+webhook -> inbox (the inbox row's ``received_at``: the transaction that stored the delivery) -> produced (the
+Kafka record's CreateTime, set by the source's produce call) -> consumable (when a tap consumer in this
+process, fetch wait 10 ms, got the record) -> row (the sink's ``applied_at``).
+Baseline at the same rate: plain confluent-kafka produce -> consume on a private topic (send time
 in the value, consumer in another thread).
 
 The sink starts at the topic's end (its ledger offsets are seeded with the high watermarks), so records
@@ -27,11 +32,19 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from tests.bench.cdc import create_topics, stack_of, wait_until
 from tests.bench.core import BenchContext, BenchResult
+from tests.bench.http_sender import PacedSender
 from tests.chaos.harness import Worker, write_pipeline
 from tests.fakes.jira_api import JiraCloudFake, JiraWebhookSender
 
 NAME = "latency"
 RATES = (1000, 5000)
+# The sink, set for latency (its defaults are set for throughput): consume() waits for a full batch (500) or
+# batch_timeout_seconds, so with the default 0.2 s each record at 1,000/s waited 0-200 ms there; and the
+# embedded broker (Tansu) holds a fetch for the consumer's whole fetch.wait.max.ms (librdkafka default 500)
+# even when records arrive meanwhile (measured, plain consumer polling one record at a time at 1,000/s:
+# p50 132 ms with the default, 7 ms with 10 ms). Together: sink stage p50 ~230 ms, p99 ~480 ms.
+SINK_BATCH_TIMEOUT = 0.02
+SINK_CLIENT_CONFIG = "fetch.wait.max.ms=10\n"  # BIZBUS_KAFKA_CLIENT_CONFIG_FILE of the sink worker
 TOPIC = "bizbus.pm.timesheet.v1"
 SOURCE_TOPICS = ("bizbus.pm.project.v1", "bizbus.pm.task.v1", TOPIC)
 SECRET_ENV, TOKEN_ENV = "BENCH_JIRA_SECRET", "BENCH_JIRA_TOKEN"
@@ -107,9 +120,9 @@ def broker_baseline(
 
     def consume() -> None:
         while not stop.is_set():
-            for m in consumer.consume(1000, 0.1):
-                if m.error() is None:
-                    lat.append((time.time() - float(m.value())) * 1000)
+            m = consumer.poll(0.1)  # one at a time: consume(n, t) would wait for n records or t seconds
+            if m is not None and m.error() is None:
+                lat.append((time.time() - float(m.value())) * 1000)
 
     t = threading.Thread(target=consume, daemon=True)
     t.start()
@@ -142,8 +155,8 @@ def run(ctx: BenchContext) -> list[BenchResult]:
     create_topics(ctx.bootstrap, [*SOURCE_TOPICS, raw_topic])
     conn = psycopg.connect(ctx.pg_dsn, autocommit=True)
     conn.execute(f"CREATE SCHEMA {schema}")
-    conn.execute(f"""CREATE TABLE {schema}.entries (effect_id text, worklog_id text, sent text,
-                     applied_at timestamptz NOT NULL DEFAULT clock_timestamp())""")
+    conn.execute(f"""CREATE TABLE {schema}.entries (effect_id text, worklog_id text, sent text, part int,
+                     kafka_offset bigint, applied_at timestamptz NOT NULL DEFAULT clock_timestamp())""")
     seed_offsets(ctx, conn, sink)
     port = free_port()
     pipeline = write_pipeline(ctx.workdir / f"latency-{tag}.yaml", [
@@ -152,11 +165,15 @@ def run(ctx: BenchContext) -> list[BenchResult]:
             "secret_env": SECRET_ENV, "company": "Bench Co", "backfill": False, "state_dsn": ctx.pg_dsn}},
         {"name": sink, "type": "pg-table", "config": {
             "topics": [TOPIC], "dsn": ctx.pg_dsn, "table": f"{schema}.entries",
-            "columns": {"effect_id": "$effect_id", "worklog_id": "worklog_id", "sent": "description"}}},
+            "batch_timeout_seconds": SINK_BATCH_TIMEOUT,
+            "columns": {"effect_id": "$effect_id", "worklog_id": "worklog_id", "sent": "description",
+                        "part": "$partition", "kafka_offset": "$offset"}}},
     ])  # fmt: skip
     env = {SECRET_ENV: secret, TOKEN_ENV: "unused-token"}
+    client_config = ctx.workdir / f"sink-client-{tag}.properties"
+    client_config.write_text(SINK_CLIENT_CONFIG)
     workers = [Worker(src, stack_of(ctx), pipeline, env={**env, "BIZBUS_HTTP_PORT": str(port)}),
-               Worker(sink, stack_of(ctx), pipeline, env=env)]  # fmt: skip
+               Worker(sink, stack_of(ctx), pipeline, env={**env, "BIZBUS_KAFKA_CLIENT_CONFIG_FILE": str(client_config)})]  # fmt: skip
     results: list[BenchResult] = []
     try:
         for w in workers:
@@ -174,12 +191,12 @@ def run(ctx: BenchContext) -> list[BenchResult]:
             ).fetchone()[0]
 
         ctx.progress("latency: warming up source and sink")
-        warm = paced(50, 2, 2, lambda seq: hook.send("warm", seq))
+        warm = hook.paced("warm", 50, 2)
         wait_until(lambda: rows("lat:warm:") >= warm["sent_ok"], 90, "the warm-up rows", workers)
         for rate in RATES:
-            threads = min(8, max(4, rate // 150))  # more threads only add GIL and connection churn
-            ctx.progress(f"latency: {rate} webhooks/s for {seconds}s ({threads} sender threads)")
-            sent = paced(rate, seconds, threads, lambda seq, rate=rate: hook.send(str(rate), seq))
+            ctx.progress(f"latency: {rate} webhooks/s for {seconds}s")
+            tap = Tap(ctx.bootstrap, TOPIC)
+            sent = hook.paced(str(rate), rate, seconds)
             prefix = f"lat:{rate}:"
             try:
                 wait_until(
@@ -191,31 +208,40 @@ def run(ctx: BenchContext) -> list[BenchResult]:
                 drained = True
             except RuntimeError:
                 drained = False
+            tap.close()
             lat = [r[0] for r in conn.execute(
                 f"SELECT (extract(epoch FROM applied_at) - split_part(sent, ':', 3)::float8) * 1000"
                 f" FROM {schema}.entries WHERE sent LIKE %s", (prefix + "%",)).fetchall()]  # fmt: skip
             bus = percentiles(lat)
+            from_due = percentiles([r[0] for r in conn.execute(
+                f"SELECT (extract(epoch FROM applied_at) - split_part(sent, ':', 4)::float8) * 1000"
+                f" FROM {schema}.entries WHERE sent LIKE %s", (prefix + "%",)).fetchall()])  # fmt: skip
+            split = stages(conn, schema, src, prefix, tap.seen)
             ctx.progress(f"latency: broker baseline at {rate}/s for {base_seconds}s")
             base, base_sent = broker_baseline(ctx, rate, base_seconds, raw_topic)
             results.append(BenchResult(
                 benchmark=NAME, metric=f"p99 ms at {rate} rec/s (webhook -> PostgreSQL row)",
                 figure=bus.get("p99", 0.0), baseline=base.get("p99", 0.0),
                 baseline_what="broker alone: confluent-kafka produce -> consume p99 at the same offered rate "
-                "(idempotent, acks=all, linger 5 ms; consumer in another thread)",
+                "(idempotent, acks=all, linger 5 ms; consumer in another thread, fetch wait 10 ms, polling one "
+                "record at a time)",
                 unit="ms", higher_is_better=False,
                 target="p99 < 250 ms at 1000 rec/s" if rate == 1000 else "(none at 5000 rec/s; reported)",
                 details={
-                    "latency_ms": bus, "baseline_latency_ms": base, "sender": sent, "baseline_sender": base_sent,
+                    "latency_ms": bus, "latency_from_due_ms": from_due, "baseline_latency_ms": base, **split,
+                    "sender": sent,
+                    "baseline_sender": base_sent,
                     "seconds": seconds, "baseline_seconds": base_seconds, "rows_applied": len(lat),
                     "all_rows_applied": drained,
-                    "note": "one sender process (threads + httpx keep-alive clients) on the same 2 cores as the "
-                    "broker, PostgreSQL and both workers; when achieved_rate < offered_rate the sender (or the "
-                    "webhook endpoint answering) could not keep up, and the rate is what was really offered",
-                    "sink_config": "pg-table defaults: batch_size 500, batch_timeout_seconds 0.2",
+                    "note": "one sender (asyncio, open loop, keep-alive connection pool; each request signed "
+                    "like Jira) on the same 2 cores as the broker, PostgreSQL and both workers; sender.answer_ms "
+                    "is the endpoint's answer time, sender.schedule_lag_ms how late the sender was (it waits for a free "
+                    "connection when all 256 are busy; latency_from_due_ms counts that wait too)",
+                    "sink_config": f"pg-table: batch_size 500 (default), batch_timeout_seconds {SINK_BATCH_TIMEOUT}"
+                    f" (default 0.2); client config {SINK_CLIENT_CONFIG.strip()} (librdkafka default 500)",
                     "source_config": "jira inbox defaults: batch_size 200; worker idle wait 50 ms",
                 },
             ))  # fmt: skip
-        hook.close()
     finally:
         for w in workers:
             w.stop()
@@ -234,49 +260,86 @@ def n_over(sent: dict[str, Any]) -> float:
 
 
 class Hooks:
-    """Builds and posts signed worklog_created webhooks; one keep-alive httpx Client per thread."""
+    """Builds signed worklog_created webhooks (as Jira signs them: JiraWebhookSender) and posts them paced."""
 
     def __init__(self, url: str, secret: str) -> None:
         self.url = url
         self.sender = JiraWebhookSender(url, secret)
         self.jira = JiraCloudFake()
-        self.local = threading.local()
-        self.clients: list[httpx.Client] = []
-        self.errors: dict[str, int] = {}
-
-    def client(self) -> httpx.Client:
-        c = getattr(self.local, "client", None)
-        if c is None:
-            c = self.local.client = httpx.Client(timeout=30)
-            self.clients.append(c)
-        return c
 
     def setup(self) -> None:
         """The project and issue first, so worklogs find their project without a Jira API call."""
         self.jira.add_project("BENCH", "Latency benchmark")
         self.issue = self.jira.add_issue("BENCH", "Benchmark issue")
         req = self.sender.build("jira:issue_created", issue=self.issue)
-        r = self.client().post(self.url, content=req.body, headers=req.headers)
+        r = httpx.post(self.url, content=req.body, headers=req.headers, timeout=30)
         if r.status_code >= 300:
             raise RuntimeError(f"issue_created webhook answered {r.status_code}: {r.text[:200]}")
         self.template = self.jira.worklog_json(
             self.jira.add_worklog(self.issue["id"], AUTHOR, 3600, "2026-11-02T09:00:00.000+0800", "x")["id"]
         )
 
-    def send(self, run: str, seq: int) -> bool:
+    def build(self, run: str, seq: int, due: float) -> tuple[bytes, dict[str, str]]:
+        """One worklog_created body carrying its send time (now) and when it was due, signed; called right
+        before the write."""
         sent = time.time()
-        wl = {**self.template, "id": f"{run}{seq:08d}".replace("warm", "9"), "comment": f"lat:{run}:{sent!r}"}
+        wl = {**self.template, "id": f"{run}{seq:08d}".replace("warm", "9"),
+              "comment": f"lat:{run}:{sent!r}:{due!r}"}  # fmt: skip
         req = self.sender.build("worklog_created", worklog=wl)
-        try:
-            r = self.client().post(self.url, content=req.body, headers=req.headers)
-        except httpx.HTTPError as exc:
-            self.errors[type(exc).__name__] = self.errors.get(type(exc).__name__, 0) + 1
-            return False
-        return r.status_code < 300
+        return req.body, req.headers
+
+    def paced(self, run: str, rate: int, seconds: float) -> dict[str, Any]:
+        return PacedSender(self.url, lambda seq, due: self.build(run, seq, due)).run(rate, seconds)
+
+
+class Tap:
+    """Records when each record of ``topic`` written from now on could be consumed: (partition, offset) ->
+    (the record's CreateTime, epoch seconds; the time this consumer got it)."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.seen: dict[tuple[int, int], tuple[float, float]] = {}
+        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-tap-{uuid.uuid4().hex[:6]}",
+                                   "enable.auto.commit": False, "fetch.wait.max.ms": 10})  # fmt: skip
+        parts = self._consumer.list_topics(topic, 10).topics[topic].partitions
+        self._consumer.assign([
+            TopicPartition(topic, p, self._consumer.get_watermark_offsets(TopicPartition(topic, p), 10)[1])
+            for p in parts
+        ])  # fmt: skip
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            m = self._consumer.poll(0.1)  # one at a time: consume(n, t) would wait for n records or t seconds
+            if m is not None and m.error() is None:
+                self.seen[(m.partition(), m.offset())] = (m.timestamp()[1] / 1000, time.time())
 
     def close(self) -> None:
-        for c in self.clients:
-            c.close()
+        self._stop.set()
+        self._thread.join(5)
+        self._consumer.close()
+
+
+def stages(conn: psycopg.Connection[Any], schema: str, source: str, prefix: str,
+           tapped: dict[tuple[int, int], tuple[float, float]]) -> dict[str, Any]:  # fmt: skip
+    """Where the time went, per stage (ms): webhook -> inbox -> produced -> consumable -> row."""
+    inbox = f'bizbus_state."inbox_{source.replace("-", "_")}"'
+    got = conn.execute(
+        f"SELECT split_part(e.sent, ':', 3)::float8, extract(epoch FROM i.received_at)::float8, e.part,"
+        f" e.kafka_offset, extract(epoch FROM e.applied_at)::float8"
+        f" FROM {schema}.entries e JOIN {inbox} i ON i.payload->'worklog'->>'comment' = e.sent"
+        f" WHERE e.sent LIKE %s", (prefix + "%",)).fetchall()  # fmt: skip
+    split: dict[str, list[float]] = {"webhook_to_inbox_ms": [], "inbox_to_produced_ms": [],
+                                     "produced_to_consumable_ms": [], "consumable_to_row_ms": []}  # fmt: skip
+    for sent, received, part, offset, applied in got:
+        split["webhook_to_inbox_ms"].append((received - sent) * 1000)
+        if (part, offset) in tapped:
+            produced, consumable = tapped[(part, offset)]
+            split["inbox_to_produced_ms"].append((produced - received) * 1000)
+            split["produced_to_consumable_ms"].append((consumable - produced) * 1000)
+            split["consumable_to_row_ms"].append((applied - consumable) * 1000)
+    return {k: percentiles(v) for k, v in split.items()}
 
 
 def seed_offsets(ctx: BenchContext, conn: psycopg.Connection[Any], connector: str) -> None:

@@ -59,6 +59,10 @@ class JiraConverter(Converter):
         if hasattr(self.api, "open"):
             self.api.open()
 
+    def flush(self) -> None:
+        """The issue map and worklog facts of this batch, in one transaction (see state.py)."""
+        self.state.flush()
+
     def close(self) -> None:
         if hasattr(self.api, "close"):
             self.api.close()

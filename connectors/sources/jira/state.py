@@ -4,11 +4,15 @@
   ``<state_schema>.jira_issues_<connector>``);
 * worklog id -> the facts last emitted for it, so that a deletion the backfill found (only an id and a
   time) can still say which project, employee and day it reverses (``jira_worklogs_<connector>``).
-Memory in front, PostgreSQL behind; writes are idempotent upserts.
+Memory in front, PostgreSQL behind; writes are idempotent upserts, collected per batch and written by
+``flush()`` in one transaction (the inbox reader calls it after converting a batch, before sending its
+events; measured: one upsert and commit per worklog was ~70 % of the inbox task's time at 1,000 rows/s).
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +21,8 @@ import psycopg
 from psycopg import sql
 
 from .mapping import WorklogFacts
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,9 @@ class MemoryState:
     def remember_worklog(self, worklog_id: str, facts: WorklogFacts) -> None:
         self._worklogs[str(worklog_id)] = facts
 
+    def flush(self) -> None:
+        """Nothing to write."""
+
     def close(self) -> None:
         """Nothing to close."""
 
@@ -66,6 +75,9 @@ class PgState(MemoryState):
         self._t_issues, self._t_worklogs = sql.Identifier(schema, issues), sql.Identifier(schema, worklogs)
         self._conn: psycopg.Connection[Any] | None = None
         self._lock = threading.Lock()
+        # remembered, not yet written (kept until a flush succeeds, so a failed flush is retried by the next)
+        self._dirty_issues: dict[str, IssueRef] = {}
+        self._dirty_worklogs: dict[str, WorklogFacts] = {}
 
     def _db(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed or self._conn.broken:
@@ -104,12 +116,8 @@ class PgState(MemoryState):
     def remember_issue(self, issue_id: str, ref: IssueRef) -> None:
         if super().issue(issue_id) == ref:
             return
-        with self._lock:
-            self._db().execute(sql.SQL(
-                "INSERT INTO {} (issue_id, issue_key, project_key) VALUES (%s, %s, %s) ON CONFLICT (issue_id)"
-                " DO UPDATE SET issue_key = EXCLUDED.issue_key, project_key = EXCLUDED.project_key, updated_at = now()"
-            ).format(self._t_issues), (str(issue_id), ref.key, ref.project))  # fmt: skip
         super().remember_issue(issue_id, ref)
+        self._dirty_issues[str(issue_id)] = ref
 
     def worklog(self, worklog_id: str) -> WorklogFacts | None:
         facts = super().worklog(worklog_id)
@@ -128,16 +136,50 @@ class PgState(MemoryState):
         if known is not None and (known.project, known.task, known.employee, known.work_date, known.hours) == (
                 facts.project, facts.task, facts.employee, facts.work_date, facts.hours):  # fmt: skip
             return
-        with self._lock:
-            self._db().execute(sql.SQL(
-                "INSERT INTO {} (worklog_id, project_key, issue_key, employee, work_date, hours)"
-                " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (worklog_id) DO UPDATE SET project_key ="
-                " EXCLUDED.project_key, issue_key = EXCLUDED.issue_key, employee = EXCLUDED.employee, work_date ="
-                " EXCLUDED.work_date, hours = EXCLUDED.hours, updated_at = now()").format(self._t_worklogs),
-                (str(worklog_id), facts.project, facts.task, facts.employee, facts.work_date, facts.hours))  # fmt: skip
         super().remember_worklog(worklog_id, facts)
+        self._dirty_worklogs[str(worklog_id)] = facts
+
+    def flush(self) -> None:
+        """Write what was remembered since the last flush, in one transaction."""
+        issues, worklogs = dict(self._dirty_issues), dict(self._dirty_worklogs)
+        if not issues and not worklogs:
+            return
+        with self._lock:
+            conn = self._db()
+            with conn.transaction():  # each table's rows as one JSON document: one statement, no per-row work
+                if issues:
+                    conn.execute(sql.SQL(
+                        "INSERT INTO {} (issue_id, issue_key, project_key) SELECT r.issue_id, r.issue_key,"
+                        " r.project_key FROM jsonb_to_recordset(%s::jsonb) AS r(issue_id text, issue_key text,"
+                        " project_key text) ON CONFLICT (issue_id) DO UPDATE SET issue_key = EXCLUDED.issue_key,"
+                        " project_key = EXCLUDED.project_key, updated_at = now()").format(self._t_issues),
+                        (json.dumps([{"issue_id": i, "issue_key": ref.key, "project_key": ref.project}
+                                     for i, ref in issues.items()]),))  # fmt: skip
+                if worklogs:
+                    conn.execute(sql.SQL(
+                        "INSERT INTO {} (worklog_id, project_key, issue_key, employee, work_date, hours)"
+                        " SELECT r.worklog_id, r.project_key, r.issue_key, r.employee, r.work_date, r.hours"
+                        " FROM jsonb_to_recordset(%s::jsonb) AS r(worklog_id text, project_key text, issue_key text,"
+                        " employee text, work_date date, hours numeric) ON CONFLICT (worklog_id) DO UPDATE SET"
+                        " project_key = EXCLUDED.project_key, issue_key = EXCLUDED.issue_key, employee ="
+                        " EXCLUDED.employee, work_date = EXCLUDED.work_date, hours = EXCLUDED.hours, updated_at = now()"
+                    ).format(self._t_worklogs), (json.dumps([
+                        {"worklog_id": i, "project_key": f.project, "issue_key": f.task, "employee": f.employee,
+                         "work_date": f.work_date.isoformat(), "hours": str(f.hours)} for i, f in worklogs.items()
+                    ]),))  # fmt: skip
+        for key, ref in issues.items():  # what was remembered again meanwhile stays dirty
+            if self._dirty_issues.get(key) == ref:
+                del self._dirty_issues[key]
+        for key, facts in worklogs.items():
+            if self._dirty_worklogs.get(key) == facts:
+                del self._dirty_worklogs[key]
 
     def close(self) -> None:
+        if self._dirty_issues or self._dirty_worklogs:
+            try:
+                self.flush()
+            except psycopg.Error as exc:  # the rows are re-read and converted again after a restart
+                log.warning("jira %s: state not written at close (%s)", self.connector, exc)
         if self._conn is not None:
             self._conn.close()
             self._conn = None

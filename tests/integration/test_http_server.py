@@ -1,0 +1,124 @@
+"""bizbus's HTTP server (bizbus.runner.serve_http) on real sockets: keep-alive and pipelined requests get
+their answers in order, header names reach the webhook handler lower-case, Expect: 100-continue works,
+HTTP/1.0 and ``Connection: close`` end the connection, a broken request line is a 400, and each answer
+goes out as one write with TCP_NODELAY (the ~40 ms Nagle / delayed-ACK stall per keep-alive request)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from bizbus.connectors.inbox import HttpRequest, HttpResponse
+
+from bizbus.runner import serve_http
+
+
+class FakeHealth:
+    """What serve_http calls on ``Health``; webhooks echo what the handler received."""
+
+    def __init__(self) -> None:
+        self.requests: list[HttpRequest] = []
+        self.lock = threading.Lock()
+
+    def webhook(self, name: str, request: HttpRequest) -> HttpResponse:
+        with self.lock:
+            self.requests.append(request)
+        return HttpResponse(202, b'{"name":"%s","n":%d}' % (name.encode(), len(request.body)))
+
+    def connectors(self) -> dict[str, Any]:
+        return {}
+
+    def checks(self) -> dict[str, str]:
+        return {"broker": "ok"}
+
+    def metrics(self) -> bytes:
+        return b"# metrics\n"
+
+    def control(self, name: str, action: str) -> tuple[int, dict[str, Any]]:
+        return 202, {"component": name, "requested": action}
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[int, FakeHealth]]:
+    health = FakeHealth()
+    srv = serve_http("127.0.0.1", 0, health)  # type: ignore[arg-type]
+    yield srv.server_address[1], health
+    srv.shutdown()
+    srv.server_close()
+
+
+def read_answer(f: Any) -> tuple[int, dict[str, str], bytes]:
+    status = int(f.readline().split()[1])
+    headers: dict[str, str] = {}
+    while (line := f.readline()) not in (b"\r\n", b""):
+        k, _, v = line.decode().partition(":")
+        headers[k.strip().lower()] = v.strip()
+    return status, headers, f.read(int(headers.get("content-length", 0)))
+
+
+def test_keep_alive_and_pipelined_requests_are_answered_in_order(server) -> None:
+    port, health = server
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        f = s.makefile("rb")
+        s.sendall(b"POST /webhooks/a/sub?x=1 HTTP/1.1\r\nHost: h\r\nX-Hub-Signature: sha256=ab\r\n"
+                  b"Content-Length: 3\r\n\r\nabc"
+                  b"POST /webhooks/b HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n"
+                  b"GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n")  # fmt: skip
+        answers = [read_answer(f) for _ in range(3)]
+        s.sendall(b"POST /webhooks/c HTTP/1.1\r\nContent-Length: 1\r\n\r\nz")  # the connection is still open
+        answers.append(read_answer(f))
+    assert [(st, body) for st, _, body in answers] == [
+        (202, b'{"name":"a","n":3}'), (202, b'{"name":"b","n":0}'), (200, b'{"status":"alive"}'),
+        (202, b'{"name":"c","n":1}'),
+    ]  # fmt: skip
+    assert all(h["content-type"] == "application/json" and "date" in h for _, h, _ in answers)
+    first = health.requests[0]
+    assert (first.method, first.subpath, dict(first.query), first.body) == ("POST", "sub", {"x": "1"}, b"abc")
+    assert first.headers["x-hub-signature"] == "sha256=ab" and first.headers["host"] == "h"
+
+
+def test_answers_are_one_write_with_nodelay(server) -> None:
+    """A keep-alive client gets many answers a second (Nagle held every second write for ~40 ms)."""
+    port, _ = server
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        f = s.makefile("rb")
+        for _ in range(3):
+            s.sendall(b"POST /webhooks/a HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}")
+            assert read_answer(f)[0] == 202
+        # the answer's bytes arrive in one segment: status line, headers and body read at once
+        s.sendall(b"POST /webhooks/a HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}")
+        chunk = s.recv(65536)
+        assert chunk.startswith(b"HTTP/1.1 202 Accepted\r\n") and chunk.endswith(b'{"name":"a","n":2}')
+
+
+def test_expect_continue_http10_close_and_bad_requests(server) -> None:
+    port, health = server
+    r = httpx.post(
+        f"http://127.0.0.1:{port}/webhooks/x", content=b"12345", headers={"Expect": "100-continue"}
+    )
+    assert r.status_code == 202 and r.json() == {"name": "x", "n": 5}
+    for request in (b"GET /healthz HTTP/1.0\r\n\r\n", b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n"):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(request)
+            data = b""
+            while chunk := s.recv(65536):  # the server closes: recv returns b"" instead of blocking
+                data += chunk
+        assert data.startswith(b"HTTP/1.1 200 OK") and data.endswith(b'{"status":"alive"}')
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"GET /healthz HTTP/2.0\r\n\r\n")
+        assert s.makefile("rb").readline().startswith(b"HTTP/1.1 505")
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"POST /webhooks/x HTTP/1.1\r\nno colon here\r\n\r\n")
+        assert s.makefile("rb").readline().startswith(b"HTTP/1.1 400")
+    n = len(health.requests)
+    assert httpx.get(f"http://127.0.0.1:{port}/nope").status_code == 404
+    assert httpx.post(f"http://127.0.0.1:{port}/connectors/a/pause").json() == {
+        "component": "a",
+        "requested": "pause",
+    }
+    assert httpx.get(f"http://127.0.0.1:{port}/metrics").text == "# metrics\n"
+    assert len(health.requests) == n

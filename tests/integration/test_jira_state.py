@@ -1,0 +1,108 @@
+"""The jira converter's state (PgState) is written once per batch by ``flush()``, against the real
+PostgreSQL; a failed flush keeps what it could not write, and the inbox reader sends nothing of a batch
+whose converter state was not written (the rows are read again)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+import psycopg
+import pytest
+from bizbus.connectors.errors import Retryable
+from bizbus.connectors.inbox import Converter, Delivery, Event, InboxReader, InboxRow, PgInbox
+from bizbus.connectors.sources.jira.mapping import WorklogFacts
+from bizbus.connectors.sources.jira.state import IssueRef, PgState, state_tables
+from psycopg import sql
+
+DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+SCHEMA = "bizbus_test_state"
+
+
+@pytest.fixture
+def connector(postgres: psycopg.Connection) -> Iterator[str]:
+    name = f"st-{uuid.uuid4().hex[:8]}"
+    yield name
+    for table in (*state_tables(name), "inbox_" + name.replace("-", "_")):
+        postgres.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(SCHEMA, table)))
+
+
+def facts(hours: str) -> WorklogFacts:
+    return WorklogFacts("P1", "P1-7", "acc-1", date(2026, 11, 2), Decimal(hours))
+
+
+def test_remembered_state_is_written_by_flush_and_read_back(postgres, connector) -> None:
+    state = PgState(DSN, SCHEMA, connector)
+    state.setup()
+    state.remember_issue("10001", IssueRef("P1-7", "P1"))
+    state.remember_worklog("20001", facts("1.50"))
+    state.remember_worklog("20001", facts("2.25"))  # the last one counts
+    issues, worklogs = (sql.Identifier(SCHEMA, t) for t in state_tables(connector))
+    assert postgres.execute(sql.SQL("SELECT count(*) FROM {}").format(worklogs)).fetchone()[0] == 0
+    state.flush()
+    assert postgres.execute(sql.SQL("SELECT issue_key, project_key FROM {}").format(issues)).fetchall() == [
+        ("P1-7", "P1")
+    ]
+    assert postgres.execute(sql.SQL("SELECT hours, work_date FROM {}").format(worklogs)).fetchall() == [
+        (Decimal("2.25"), date(2026, 11, 2))
+    ]
+    state.close()
+    fresh = PgState(DSN, SCHEMA, connector)  # a restarted worker reads it back
+    fresh.setup()
+    assert fresh.issue("10001") == IssueRef("P1-7", "P1")
+    assert fresh.worklog("20001") == facts("2.25")
+    fresh.close()
+
+
+def test_a_failed_flush_keeps_its_rows_for_the_next(postgres, connector) -> None:
+    state = PgState(DSN, SCHEMA, connector)
+    state.setup()
+    state.remember_worklog("20002", facts("3.00"))
+    assert state._conn is not None
+    postgres.execute("SELECT pg_terminate_backend(%s)", (state._conn.info.backend_pid,))
+    with pytest.raises(psycopg.OperationalError):
+        state.flush()
+    state.remember_worklog("20002", facts("3.00"))  # converted again: already in memory, still to write
+    state.flush()
+    worklogs = sql.Identifier(SCHEMA, state_tables(connector)[1])
+    assert postgres.execute(sql.SQL("SELECT worklog_id, hours FROM {}").format(worklogs)).fetchall() == [
+        ("20002", Decimal("3.00"))
+    ]
+    state.close()
+
+
+class FlakyFlush(Converter):
+    def __init__(self) -> None:
+        self.fail = True
+        self.flushes = 0
+
+    def convert(self, row: InboxRow) -> list[Event]:
+        meta = {"occurred_at": datetime(2026, 11, 2, tzinfo=UTC)}
+        return [Event("t", row.delivery_id, {"meta": meta, "n": row.payload["n"]})]
+
+    def flush(self) -> None:
+        self.flushes += 1
+        if self.fail:
+            raise Retryable("state database down")
+
+
+def test_the_reader_sends_nothing_of_a_batch_whose_state_was_not_written(connector) -> None:
+    inbox = PgInbox(DSN, SCHEMA, connector)
+    inbox.setup()
+    inbox.add_many([Delivery(f"d-{i}", "k", {"n": i}, None) for i in range(3)], "webhook")
+    conv = FlakyFlush()
+    reader = InboxReader(connector, inbox, conv, backoff_max=0.0)
+    assert reader.read(None, 10) == []  # converted, flush failed: nothing goes out
+    conv.fail = False
+    reader._retry_at = 0.0  # the back-off is over
+    items = reader.read(None, 10)
+    assert [(i.key, i.position) for i in items] == [
+        (b"d-0", {"id": 1}),
+        (b"d-1", {"id": 2}),
+        (b"d-2", {"id": 3}),
+    ]
+    assert conv.flushes == 2
+    assert reader.read({"id": 3}, 10) == [] and conv.flushes == 2  # no rows: no flush
+    reader.close()
