@@ -163,7 +163,7 @@ def bare_loop(ctx: BenchContext, table: str, topic: str) -> int:
 
 
 def run(ctx: BenchContext) -> list[BenchResult]:
-    n = ctx.size(200_000, minimum=500)
+    n = ctx.size(120_000, minimum=500)
     tag = uuid.uuid4().hex[:8]
     schema = f"bench_cdc_{tag}"
     src_topic, base_topic = f"bizbus.bench.cdc-{tag}.v1", f"bizbus.bench.cdc-raw-{tag}.v1"

@@ -147,7 +147,7 @@ def broker_baseline(
 
 def run(ctx: BenchContext) -> list[BenchResult]:
     seconds = ctx.size(60, minimum=3)
-    base_seconds = min(seconds, ctx.size(20, minimum=3))
+    base_seconds = min(seconds, ctx.size(10, minimum=3))
     tag = uuid.uuid4().hex[:8]
     src, sink = f"bench-jira-{tag}", f"bench-lat-{tag}"
     schema, raw_topic = f"bench_lat_{tag}", f"bizbus.bench.latency-raw-{tag}.v1"

@@ -123,7 +123,7 @@ def pg_table(ctx: BenchContext) -> BenchResult:
 
     from bizbus.serde import AvroSerde
 
-    n = ctx.size(100_000, minimum=500)
+    n = ctx.size(80_000, minimum=500)
     tag = uuid.uuid4().hex[:8]
     schema, topic, connector = f"bench_sink_{tag}", f"bizbus.bench.sink-{tag}.v1", f"bench-sink-{tag}"
     topics_file = private_catalogue(ctx.workdir, [topic])
@@ -382,7 +382,7 @@ def tryton(ctx: BenchContext) -> BenchResult:
     from bizbus.serde import AvroSerde
 
     batch = int(TrytonSinkConfig.model_fields["batch_size"].default)
-    n = ctx.size(2000, minimum=2 * batch)
+    n = ctx.size(1200, minimum=2 * batch)
     template = tryton_template(ctx)
     tag = uuid.uuid4().hex[:8]
     topic, connector = f"bizbus.bench.vouchers-{tag}.v1", f"bench-tryton-{tag}"
