@@ -33,19 +33,14 @@ FIXTURES = ("embedded_broker", "registry")  # from tests/conftest.py
 
 
 @pytest.fixture
-def pg() -> Iterator[tuple[psycopg.Connection[Any], str]]:
-    """An autocommit connection and a fresh schema name (dropped afterwards) for targets and ledgers."""
-    try:
-        conn = psycopg.connect(DSN, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 unreachable ({exc}); start it with "
-                    "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start")  # fmt: skip
+def pg(postgres: psycopg.Connection[Any]) -> Iterator[tuple[psycopg.Connection[Any], str]]:
+    """The shared autocommit connection (tests/conftest.py) and a fresh schema name (dropped afterwards)
+    for targets and ledgers."""
     schema = f"overlap_{uuid.uuid4().hex[:8]}"
-    conn.execute(f"CREATE SCHEMA {schema}")
-    yield conn, schema
-    conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-    conn.execute(f"DROP SCHEMA IF EXISTS {schema}_ledger CASCADE")
-    conn.close()
+    postgres.execute(f"CREATE SCHEMA {schema}")
+    yield postgres, schema
+    postgres.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    postgres.execute(f"DROP SCHEMA IF EXISTS {schema}_ledger CASCADE")
 
 
 def _count(conn: psycopg.Connection[Any], query: str) -> int:
