@@ -11,6 +11,7 @@ Progress goes through ``ctx.progress(text)``. Sizes scale with ``ctx.scale`` (1.
 from __future__ import annotations
 
 import os
+import statistics
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -60,6 +61,31 @@ class BenchResult:
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "ratio": round(self.ratio, 4)}
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    """count, p50, p99, p99.9, max and mean of ``values`` (rounded to 0.01)."""
+    if not values:
+        return {"count": 0}
+    s = sorted(values)
+
+    def q(p: float) -> float:
+        return round(s[min(len(s) - 1, int(p * len(s)))], 2)
+
+    return {"count": len(s), "p50": q(0.50), "p99": q(0.99), "p99.9": q(0.999), "max": round(s[-1], 2),
+            "mean": round(statistics.fmean(s), 2)}  # fmt: skip
+
+
+def produce(producer: Any, topic: str, value: bytes, key: bytes | None = None,
+            headers: list[tuple[str, bytes]] | None = None, wait: float = 0.05) -> None:  # fmt: skip
+    """``producer.produce``, waiting for deliveries while librdkafka's local queue is full (a load
+    generator fills it faster than the broker acknowledges)."""
+    while True:
+        try:
+            producer.produce(topic, value, key, headers=headers)
+            return
+        except BufferError:
+            producer.poll(wait)
 
 
 def machine_cpu() -> tuple[float, float]:

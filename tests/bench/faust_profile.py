@@ -41,7 +41,7 @@ from bizbus import lineage
 from bizbus.catalogue import apply, load_catalogue
 from bizbus.serde import AvroSerde
 from bizbus.stack import register_schemas
-from tests.bench.core import process_cpu
+from tests.bench.core import process_cpu, produce
 from tests.chaos.harness import ROOT, Stack, Worker, private_stack
 
 TIMESHEET_TOPIC = "bizbus.pm.timesheet.v1"
@@ -113,13 +113,7 @@ def prepare(stack: Stack, records: int, flow_config: dict[str, Any] | None = Non
     for n in range(records):
         rec = timesheet_record(n)
         value = enc(rec)
-        while True:
-            try:
-                producer.produce(TIMESHEET_TOPIC, key=rec["project"].encode(), value=value,
-                                 headers=lineage.headers(rec["meta"]))  # fmt: skip
-                break
-            except BufferError:
-                producer.poll(0.05)
+        produce(producer, TIMESHEET_TOPIC, value, rec["project"].encode(), lineage.headers(rec["meta"]))
         producer.poll(0)
     assert producer.flush(60) == 0, "timesheets not delivered"
     return pipeline

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from tests.bench.core import percentiles
+
 # (seq, when it was due as epoch seconds) -> (body, headers); called right before the request is written
 Build = Callable[[int, float], tuple[bytes, Mapping[str, str]]]
 
@@ -153,17 +155,5 @@ class PacedSender:
         return {"offered_rate": rate, "planned": total, "sent_ok": tally.ok, "failed": tally.failed,
                 "achieved_rate": round(tally.ok / send_seconds, 1), "send_seconds": round(send_seconds, 2),
                 "connections": tally.opened, "errors": tally.errors,
-                "answer_ms": quantiles(tally.answer_ms), "schedule_lag_ms": quantiles(tally.lag_ms),
+                "answer_ms": percentiles(tally.answer_ms), "schedule_lag_ms": percentiles(tally.lag_ms),
                 "not_sent_in_time": total - sent + tally.late}  # fmt: skip
-
-
-def quantiles(values: list[float]) -> dict[str, float]:
-    """count, p50, p99, p99.9, max (ms, rounded) of ``values``."""
-    if not values:
-        return {"count": 0}
-    s = sorted(values)
-
-    def q(p: float) -> float:
-        return round(s[min(len(s) - 1, int(p * len(s)))], 2)
-
-    return {"count": len(s), "p50": q(0.5), "p99": q(0.99), "p99.9": q(0.999), "max": round(s[-1], 2)}

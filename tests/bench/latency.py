@@ -19,7 +19,6 @@ other benchmarks left on bizbus.pm.timesheet.v1 are not replayed into the measur
 
 from __future__ import annotations
 
-import statistics
 import threading
 import time
 import uuid
@@ -31,7 +30,7 @@ import psycopg
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from tests.bench.cdc import create_topics, stack_of, wait_until
-from tests.bench.core import BenchContext, BenchResult
+from tests.bench.core import BenchContext, BenchResult, percentiles
 from tests.bench.http_sender import PacedSender
 from tests.chaos.harness import Worker, write_pipeline
 from tests.fakes.jira_api import JiraCloudFake, JiraWebhookSender
@@ -49,18 +48,6 @@ TOPIC = "bizbus.pm.timesheet.v1"
 SOURCE_TOPICS = ("bizbus.pm.project.v1", "bizbus.pm.task.v1", TOPIC)
 SECRET_ENV, TOKEN_ENV = "BENCH_JIRA_SECRET", "BENCH_JIRA_TOKEN"
 AUTHOR = "557058:0f3a9e1c-bench-author"
-
-
-def percentiles(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {"count": 0}
-    s = sorted(values)
-
-    def q(p: float) -> float:
-        return round(s[min(len(s) - 1, int(p * len(s)))], 2)
-
-    return {"count": len(s), "p50": q(0.50), "p99": q(0.99), "p99.9": q(0.999), "max": round(s[-1], 2),
-            "mean": round(statistics.fmean(s), 2)}  # fmt: skip
 
 
 def paced(rate: int, seconds: float, threads: int, send: Callable[[int], bool]) -> dict[str, Any]:

@@ -45,7 +45,7 @@ from bizbus import lineage
 from bizbus.catalogue import apply, load_catalogue
 from bizbus.serde import AvroSerde
 from bizbus.stack import register_schemas
-from tests.bench.core import BenchContext, BenchResult, CpuWindow
+from tests.bench.core import BenchContext, BenchResult, CpuWindow, produce
 
 NAME = "processor"
 ROOT = Path(__file__).resolve().parents[2]
@@ -119,13 +119,7 @@ def seed(ctx: BenchContext, tag: str, n: int) -> dict[int, int]:
     t0 = time.monotonic()
     for i in range(n):
         rec = timesheet_record(f"{tag}{i:07d}", f"BP{tag}{i % PROJECTS:02d}", i)
-        while True:
-            try:
-                producer.produce(TIMESHEET, key=rec["project"].encode(), value=ts.encode(rec),
-                                 headers=lineage.headers(rec["meta"]))  # fmt: skip
-                break
-            except BufferError:
-                producer.poll(0.05)
+        produce(producer, TIMESHEET, ts.encode(rec), rec["project"].encode(), lineage.headers(rec["meta"]))
         if i % 10_000 == 0:
             producer.poll(0)
     left = producer.flush(120)
@@ -197,13 +191,7 @@ def raw_loop(ctx: BenchContext, tag: str, n: int, starts: dict[int, int]) -> tup
                 cpu.start()
             entry = fastavro.schemaless_reader(io.BytesIO(m.value()[5:]), reader, None)
             value = voucher_like(entry, rates[entry["employee"]])
-            while True:
-                try:
-                    producer.produce(out_topic, key=value["voucher_no"].encode(), value=out.encode(value),
-                                     headers=lineage.headers(value["meta"]))  # fmt: skip
-                    break
-                except BufferError:
-                    producer.poll(0.05)
+            produce(producer, out_topic, out.encode(value), value["voucher_no"].encode(), lineage.headers(value["meta"]))
             done += 1
         producer.poll(0)
     producer.flush(60)

@@ -41,7 +41,7 @@ import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from tests.bench.cdc import create_topics, private_catalogue, stack_of
-from tests.bench.core import BenchContext, BenchResult
+from tests.bench.core import BenchContext, BenchResult, produce
 from tests.chaos.harness import ROOT, Worker, timesheet_payload, write_pipeline
 
 NAME = "sinks"
@@ -70,12 +70,7 @@ def timesheet_records(n: int, source: str) -> list[dict[str, Any]]:
 def produce_all(ctx: BenchContext, topic: str, encoded: list[tuple[bytes, bytes]]) -> None:
     p = Producer({"bootstrap.servers": ctx.bootstrap, "linger.ms": 20, "batch.num.messages": 10_000})
     for key, value in encoded:
-        while True:
-            try:
-                p.produce(topic, key=key, value=value)
-                break
-            except BufferError:
-                p.poll(0.1)
+        produce(p, topic, value, key, wait=0.1)
         p.poll(0)
     if p.flush(60) != 0:
         raise RuntimeError(f"records for {topic} not acknowledged by the broker")

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 from bizbus.streams import f2_labor_cost as f2
-from bizbus.streams.agents import AgentSpec, ProjectCosts, Runtime, StateTable, batch_ends
+from bizbus.streams.agents import AgentSpec, ProjectCosts, RawMessage, Runtime, StateTable, batch_ends
 from bizbus.streams.mapping import GraceClock, Missing, Output, Reject, Result, Verdict, dumps_state
 
 from bizbus import lineage
@@ -22,19 +21,8 @@ TOPIC = "bizbus.test.in.v1"
 OUT = "bizbus.test.out.v1"
 
 
-@dataclass
-class Msg:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes | None]]
-    timestamp: float | None = None
-
-
 class Event:  # weak-referencable like Faust's events
-    def __init__(self, message: Msg) -> None:
+    def __init__(self, message: RawMessage) -> None:
         self.message = message
 
 
@@ -122,7 +110,7 @@ def output(r: dict[str, Any]) -> Result:
 
 
 def events(codes: list[str], partition: int = 0, first: int = 10) -> list[Event]:
-    return [Event(Msg(TOPIC, partition, first + i, c.encode(), record(c) if c != "POISON" else b"\x00junk", []))
+    return [Event(RawMessage(TOPIC, partition, first + i, c.encode(), record(c) if c != "POISON" else b"\x00junk", [], None))
             for i, c in enumerate(codes)]  # fmt: skip
 
 
