@@ -282,10 +282,6 @@ def decimal_problems(schema: Any, record: Any) -> list[str]:
     return check(record) if check is not None else []
 
 
-def _has_decimal(schema: Any) -> bool:
-    return '"decimal"' in json.dumps(schema, default=str)
-
-
 class AvroSerde:
     """Encode/decode records with schemas from a Confluent-compatible registry (thread safe)."""
 
@@ -339,7 +335,7 @@ class AvroSerde:
         if schema_id in self._money:
             money = self._money[schema_id]
         else:
-            money = self._money[schema_id] = decimal_check(parsed) if _has_decimal(parsed) else None
+            money = self._money[schema_id] = decimal_check(parsed)  # None without decimals
         if money is not None:
             problems = money(record)
             if problems:

@@ -354,9 +354,7 @@ class Runtime:
             spec = self.catalogue.get(topic)
             self.encoders[topic] = self.serde.encoder(spec.subject, catalog.load(spec.value_schema))
         self.dlq.setup()
-        setup = getattr(self.delivery, "setup", None)
-        if setup is not None:
-            setup()
+        self.delivery.setup()
 
     async def handle(self, spec: AgentSpec, event: Any) -> None:
         """Process one input event completely (a batch of one)."""

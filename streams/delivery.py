@@ -52,6 +52,8 @@ class Delivery(Protocol):
 
     changelog: bool  # True: table writes go through ``send`` as changelog records (not Faust's producer)
 
+    def setup(self) -> None: ...
+
     async def send(self, records: list[OutRecord]) -> None: ...
 
     def close(self) -> None: ...
@@ -64,6 +66,9 @@ class FaustDelivery:
 
     def __init__(self, app: Any) -> None:
         self.app = app
+
+    def setup(self) -> None:
+        return None
 
     async def send(self, records: list[OutRecord]) -> None:
         backoff = 0.5
