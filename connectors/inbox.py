@@ -211,7 +211,9 @@ class PgInbox:
 
     BUSY_GAP = 0.05  # s: a group written this recently means requests are arriving back to back
 
-    def __init__(self, dsn: str, schema: str, connector: str, group_max: int = 500, group_wait: float = 0.003) -> None:
+    def __init__(
+        self, dsn: str, schema: str, connector: str, group_max: int = 500, group_wait: float = 0.003
+    ) -> None:
         self.dsn, self.schema, self.connector = dsn, schema, connector
         self.table = sql.Identifier(schema, inbox_table(connector))
         self.group_max, self.group_wait = group_max, group_wait
