@@ -98,6 +98,12 @@ class Settings(BaseSettings):
     topics_file: Path = Field(
         default=PROJECT_ROOT / "deploy" / "topics.yaml", description="the topic catalogue"
     )
+    flows_standby_replicas: int = Field(
+        default=0, ge=0, le=10,
+        description="standby copies of each partitioned flow table kept by other flows workers (faster "
+        "take-over after a rebalance, but every worker also applies the others' table changes; 0 as in Kafka "
+        "Streams)",
+    )  # fmt: skip
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["auto", "json", "text"] = Field(
         default="auto",

@@ -204,3 +204,16 @@ def test_stall_detector_needs_waiting_records_an_idle_agent_and_no_progress() ->
     assert not d.stalled(tp, 8, pending=True, busy=False, now=201)
     assert not d.stalled(tp, 8, pending=False, busy=False, now=300)  # nothing waits: not a stall
     assert not d.stalled(tp, 8, pending=True, busy=False, now=301)
+
+
+def test_flow_tables_have_no_standby_copies_unless_asked(tmp_path: Path) -> None:
+    """Faust's default (1 standby) made every worker also apply the other workers' table changes; bizbus
+    keeps none by default and takes the number from BIZBUS_FLOWS_STANDBY_REPLICAS."""
+    from bizbus.streams.app import create_app
+
+    from bizbus.settings import Settings
+
+    plan = plan_flows(load_pipeline(pipeline_file(tmp_path, "  - {name: lab, type: labor-cost}\n")))
+    assert create_app(Settings(data_dir=tmp_path), plan).conf.table_standby_replicas == 0
+    two = Settings(data_dir=tmp_path, flows_standby_replicas=2)
+    assert create_app(two, plan).conf.table_standby_replicas == 2
