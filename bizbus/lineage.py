@@ -8,12 +8,16 @@ a broker UI) can still follow a record.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 # A fixed namespace for bizbus ids; never change it (ids would change with it).
 BIZBUS_NAMESPACE = uuid.UUID("5b1c3f0e-8a2d-5d7e-9a34-6b1f0c2e7d11")
+
+_NAMESPACE_BYTES = BIZBUS_NAMESPACE.bytes
+_sha1 = hashlib.sha1
 
 HEADER_KEYS = ("event_id", "causation_id", "correlation_id", "source_system", "occurred_at")
 
@@ -22,7 +26,13 @@ def event_id(*parts: object) -> str:
     """Deterministic id from the identifying parts, e.g. ``event_id("jira", "worklog", "10042", 3)``."""
     if not parts:
         raise ValueError("event_id needs at least one part")
-    return str(uuid.uuid5(BIZBUS_NAMESPACE, "\x1f".join(str(p) for p in parts)))
+    digest = bytearray(_sha1(_NAMESPACE_BYTES + "\x1f".join(map(str, parts)).encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    # the same string as str(uuid.uuid5(BIZBUS_NAMESPACE, name)), without building a UUID object (a third
+    # of the cost; ids are made for every record a source reads and a flow writes)
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def derived_id(input_event_id: str, role: str) -> str:

@@ -23,6 +23,7 @@ optionally ``backfill()``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -514,7 +515,7 @@ class InboxReader(SourceReader):
             if exc.error_class not in ("permanent", "poison"):
                 raise
             return [self._dead(row, exc)]
-        raw = self._raw(row)
+        raw = functools.partial(self._raw, row)  # made only if an event of the row becomes a dead letter
         origin = f"inbox:{self.connector}"
         if not events:
             return [SourceItem(position={"id": row.id}, origin=origin, offset=row.id, raw=raw)]
@@ -532,7 +533,7 @@ class InboxReader(SourceReader):
 
     @staticmethod
     def _raw(row: InboxRow) -> bytes:
-        """The row as JSON (what a dead letter of it carries); made for every row, so kept cheap."""
+        """The row as JSON (what a dead letter of it carries)."""
         if row.payload_json is None:
             return json.dumps({"delivery_id": row.delivery_id, "kind": row.kind, "origin": row.origin,
                                "payload": row.payload}, ensure_ascii=False, default=str).encode()  # fmt: skip

@@ -46,11 +46,14 @@ class SourceItem:
     position: Position
     origin: str
     offset: int
-    raw: bytes
+    raw: bytes | Callable[[], bytes]  # the bytes, or how to make them (only a dead letter needs them)
     topic: str | None = None
     key: bytes | None = None
     value: dict[str, Any] | None = None
     error: ConnectorError | None = None
+
+    def raw_bytes(self) -> bytes:
+        return self.raw if isinstance(self.raw, bytes) else self.raw()
 
 
 class SourceReader(ABC):
@@ -180,7 +183,7 @@ class SourceTask(Task):
                     self._producer.poll(0)
                     continue
             self.dlq.send(dead_letter(connector=self.connector, topic=item.origin, partition=0, offset=item.offset,
-                                      key=item.key, value=item.raw, headers=None, timestamp_ms=None, error=err,
+                                      key=item.key, value=item.raw_bytes(), headers=None, timestamp_ms=None, error=err,
                                       attempts=1))  # fmt: skip
             dead.append(i)
         self._producer.flush(self.flush_timeout)

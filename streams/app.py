@@ -12,8 +12,7 @@ lost the last table writes. :class:`ProbingRecovery` reads on from the reported 
 stays quiet and recovers up to the true end; on Apache Kafka the probe finds nothing more.
 
 ``bizbus up`` starts one ``bizbus flows run`` child for all enabled flows and restarts it when it dies
-(bizbus/runner.py); ``bizbus worker`` runs connectors only. ``FlowComponent.run`` (one child per flow) is
-for embedding a single flow in another supervisor.
+(bizbus/runner.py); ``bizbus worker`` runs connectors only.
 
 Flow performance (F2 labor cost, Avro in and out, 12 projects, 7 employees, backlog produced before the
 worker starts; ``python -m tests.bench.faust_profile --records N [--workers 2] [--profile]``; 2 cores
@@ -86,10 +85,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -491,47 +486,14 @@ def worker_check(app: Any) -> dict[str, str]:
 
 
 class FlowComponent(Component):
-    """A flow in ``bizbus up`` / ``bizbus worker``: runs ``bizbus flows run --only NAME`` as a child
-    process (a Faust worker needs its own event loop and signal handling), restarting it when it dies."""
+    """A flow's entry in the pipeline: its type and typed config (validated by ``bizbus check`` and at start).
+    Flows do not run as component threads: ``bizbus flows run`` runs them in a Faust worker process
+    (``bizbus up`` starts one), and ``start_components`` skips them."""
 
     Config: ClassVar[type[FlowConfig]]
-    STOP_TIMEOUT = 30.0
-
-    def _command(self) -> list[str]:
-        return [sys.executable, "-m", "bizbus.cli", "flows", "run", "--pipeline",
-                str(self.ctx.settings.pipeline_file), "--only", self.name]  # fmt: skip
-
-    def _env(self) -> dict[str, str]:
-        s = self.ctx.settings
-        return {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": s.bootstrap_servers, "SCHEMA_REGISTRY_URL": s.registry_url,
-                "BIZBUS_TOPICS_FILE": str(s.topics_file), "BIZBUS_HTTP_PORT": "0"}  # fmt: skip
 
     def run(self, stop: Event) -> None:
-        backoff = 1.0
-        while not stop.is_set():
-            proc = subprocess.Popen(self._command(), env=self._env())
-            started = time.monotonic()
-            while proc.poll() is None and not stop.wait(0.5):
-                pass
-            if stop.is_set():
-                self._stop_child(proc)
-                return
-            log.warning(
-                "flow %s: worker exited with code %s; restarting in %.0f s",
-                self.name,
-                proc.returncode,
-                backoff,
-            )
-            backoff = 1.0 if time.monotonic() - started > 60 else min(backoff * 2, 30.0)
-            stop.wait(backoff)
-
-    def _stop_child(self, proc: subprocess.Popen[bytes]) -> None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(self.STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        raise RuntimeError(f"flow {self.name} runs in `bizbus flows run` (a Faust worker), not as a component")
 
 
 class CostCentersFlow(FlowComponent):

@@ -153,3 +153,17 @@ def test_a_converter_failure_keeps_the_row_and_a_permanent_one_dead_letters_it(r
     assert [(e["worklog_id"], e["hours"]) for e in events] == [("W1", Decimal("3.25"))]
     dead = rig.dead_letters(expect=1)
     assert dead[0]["error_type"] == "Permanent/mapping" and b'"hours": "bad"' in bytes(dead[0]["value"])
+
+
+def test_an_event_that_does_not_fit_its_schema_is_dead_lettered_with_the_inbox_row(rig) -> None:
+    """The row's JSON is made only for a dead letter (not for every row); it must still be the whole row."""
+    project = f"P-{uuid.uuid4().hex[:6]}"
+    for i, hours in enumerate(["1.234", "2.50"]):  # hours are decimal(9, 2): three places do not fit
+        body = json.dumps({"id": f"S{i}", "project": project, "hours": hours, "version": 1}).encode()
+        assert post(rig, body, f"s-{project}-{i}").status_code == 200
+    events = rig.events(TOPIC, lambda v: v["project"] == project, expect=1)
+    assert [(e["worklog_id"], e["hours"]) for e in events] == [("S1", Decimal("2.50"))]
+    dead = rig.dead_letters(expect=1)
+    row = json.loads(bytes(dead[0]["value"]))
+    assert dead[0]["error_type"].endswith("schema_mismatch")
+    assert row["delivery_id"] == f"s-{project}-0" and row["kind"] == "entry" and row["payload"]["hours"] == "1.234"
