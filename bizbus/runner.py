@@ -29,6 +29,7 @@ from bizbus.catalogue import Catalogue
 from bizbus.components import Component, RuntimeContext
 from bizbus.connectors.inbox import HttpRequest, HttpResponse
 from bizbus.errors import PortInUse
+from bizbus.gcfreeze import FreezeAfterStart
 from bizbus.pipeline import Pipeline
 from bizbus.procs import ChildProcess, free_port
 from bizbus.serde import AvroSerde
@@ -360,6 +361,8 @@ def up(
         health = Health(settings, threads, child_checks(children), metrics.MergedRegistry(
             lambda: {name: f"{url}/metrics" for name, url in children.items()}))  # fmt: skip
         server = serve_http(settings.http_host, settings.http_port, health)
+        freezer = FreezeAfterStart()
+        freezer.start()
         for t in threads:
             t.thread.start()
         flows_retry = 0.0
@@ -367,6 +370,7 @@ def up(
             flows.start()
         echo(banner(settings, stack, pipeline, server.server_address[1]))
         while not stop.wait(0.5):
+            freezer.tick()
             dead = stack.dead_children()
             if dead:
                 echo(
@@ -438,11 +442,14 @@ def worker(settings: Settings, pipeline: Pipeline, catalogue: Catalogue, only: t
             )
             return 2
         server = serve_http(settings.http_host, settings.http_port, Health(settings, threads))
+        freezer = FreezeAfterStart()
+        freezer.start()
         for t in threads:
             t.thread.start()
         echo(f"bizbus worker: {', '.join(t.name for t in threads)} against {settings.bootstrap_servers}; "
              f"http://{settings.http_host}:{server.server_address[1]}/connectors")  # fmt: skip
         while not stop.wait(0.5):
+            freezer.tick()
             failed = [t for t in threads if t.error is not None]
             if failed:
                 echo(f"component {failed[0].name} failed: {failed[0].error}; stopping")

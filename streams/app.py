@@ -349,12 +349,12 @@ def tune_gc(app: Any) -> None:
     services, created before the first record and never freed. Measured with ``gc.callbacks`` over 30,000
     timesheets (``python -m tests.bench.faust_profile``): 1.2 s of full passes of 12.5 s, 0.36 s once
     those objects are frozen (``gc.freeze``) before the worker starts and again when it is ready."""
-    import gc
+    from bizbus.gcfreeze import freeze_long_lived
 
-    gc.freeze()
+    freeze_long_lived()
 
     async def freeze_after_startup() -> None:
-        gc.freeze()
+        freeze_long_lived()
 
     app.on_startup_finished = freeze_after_startup
 
