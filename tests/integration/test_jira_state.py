@@ -106,3 +106,21 @@ def test_the_reader_sends_nothing_of_a_batch_whose_state_was_not_written(connect
     assert conv.flushes == 2
     assert reader.read({"id": 3}, 10) == [] and conv.flushes == 2  # no rows: no flush
     reader.close()
+
+
+def test_memory_holds_a_bounded_number_of_worklogs_and_postgresql_all_of_them(postgres, connector) -> None:
+    state = PgState(DSN, SCHEMA, connector, cache_max=50)
+    state.setup()
+    for i in range(40):
+        state.remember_worklog(str(30000 + i), facts("1.00"))
+    state.flush()
+    for i in range(40, 120):  # not flushed yet: these must stay in memory whatever the bound says
+        state.remember_worklog(str(30000 + i), facts("2.00"))
+    assert all(str(30000 + i) in state._worklogs for i in range(40, 120))  # dirty: kept
+    assert not any(str(30000 + i) in state._worklogs for i in range(40))  # written: dropped first
+    state.flush()
+    for i in range(120, 130):
+        state.remember_worklog(str(30000 + i), facts("3.00"))
+    assert len(state._worklogs) <= 50  # back under the bound once the others are written
+    assert state.worklog("30003") == facts("1.00")  # dropped from memory, read back from PostgreSQL
+    state.close()

@@ -15,6 +15,7 @@ import json
 import logging
 import threading
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 import psycopg
@@ -65,12 +66,24 @@ def state_tables(connector: str) -> tuple[str, str]:
     return f"jira_issues_{suffix}", f"jira_worklogs_{suffix}"
 
 
+def _bound(cache: dict[str, Any], dirty: dict[str, Any], most: int) -> None:
+    """Past ``most`` entries, drop the oldest written ones (not in ``dirty``) down to nine tenths of ``most``."""
+    if len(cache) <= most:
+        return
+    for k in list(islice((k for k in cache if k not in dirty), len(cache) - most * 9 // 10)):
+        del cache[k]
+
+
 class PgState(MemoryState):
     """``MemoryState`` backed by two small tables in the connector's state schema."""
 
-    def __init__(self, dsn: str, schema: str, connector: str) -> None:
+    def __init__(self, dsn: str, schema: str, connector: str, cache_max: int = 20_000) -> None:
         super().__init__()
         self.dsn, self.schema, self.connector = dsn, schema, connector
+        # memory holds at most this many issues and as many worklogs (the oldest written ones leave first;
+        # PostgreSQL has them all). Unbounded, it held every worklog ever seen: 69k objects after a
+        # 90-s run of the latency benchmark, and every full pass of the garbage collector walked them.
+        self.cache_max = cache_max
         issues, worklogs = state_tables(connector)
         self._t_issues, self._t_worklogs = sql.Identifier(schema, issues), sql.Identifier(schema, worklogs)
         self._conn: psycopg.Connection[Any] | None = None
@@ -118,6 +131,7 @@ class PgState(MemoryState):
             return
         super().remember_issue(issue_id, ref)
         self._dirty_issues[str(issue_id)] = ref
+        _bound(self._issues, self._dirty_issues, self.cache_max)
 
     def worklog(self, worklog_id: str) -> WorklogFacts | None:
         facts = super().worklog(worklog_id)
@@ -138,6 +152,7 @@ class PgState(MemoryState):
             return
         super().remember_worklog(worklog_id, facts)
         self._dirty_worklogs[str(worklog_id)] = facts
+        _bound(self._worklogs, self._dirty_worklogs, self.cache_max)
 
     def flush(self) -> None:
         """Write what was remembered since the last flush, in one transaction."""
