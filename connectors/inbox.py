@@ -289,10 +289,17 @@ class PgInbox:
             self._lead()
         return me.outcome()
 
+    def _gather(self) -> bool:
+        """Under load (a group was written less than ``BUSY_GAP`` ago) wait ``group_wait`` so the requests
+        arriving meanwhile join this group; True if it waited."""
+        if self.group_wait and time.monotonic() - self._last_write < self.BUSY_GAP:
+            time.sleep(self.group_wait)
+            return True
+        return False
+
     def _lead(self) -> None:
         """Write one group (this caller's included), wake its callers, hand the lead to the next in line."""
-        if self.group_wait and time.monotonic() - self._last_write < self.BUSY_GAP:
-            time.sleep(self.group_wait)  # under load: let the requests arriving meanwhile join this group
+        self._gather()
         with self._lock:
             group: list[_Waiter] = []
             rows = 0

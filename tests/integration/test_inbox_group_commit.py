@@ -251,14 +251,19 @@ def test_the_group_insert_is_planned_for_each_group_never_a_cached_generic_plan(
 
 
 class CountingSleeps(PgInbox):
-    def __init__(self, connector: str) -> None:
-        super().__init__(DSN, SCHEMA, connector, group_wait=0.002)
+    def __init__(self, connector: str, group_wait: float = 0.002) -> None:
+        super().__init__(DSN, SCHEMA, connector, group_wait=group_wait)
         self.gathered = 0
+        self.sizes: list[int] = []
 
-    def _lead(self) -> None:
-        before = time.monotonic() - self._last_write < self.BUSY_GAP
-        self.gathered += before
-        super()._lead()
+    def _gather(self) -> bool:
+        waited = super()._gather()
+        self.gathered += waited
+        return waited
+
+    def _insert(self, group: list[_Waiter]) -> list[bool]:
+        self.sizes.append(len(group))
+        return super()._insert(group)
 
 
 def test_a_busy_leader_gathers_and_an_idle_one_writes_at_once(postgres, name) -> None:
@@ -273,4 +278,21 @@ def test_a_busy_leader_gathers_and_an_idle_one_writes_at_once(postgres, name) ->
     inbox.add(delivery("later"), "test")
     assert inbox.gathered == 1
     assert [d for _, d in stored(postgres, inbox)] == ["d-idle", "d-busy", "d-later"]
+    inbox.close()
+
+
+def test_a_request_arriving_while_a_busy_leader_gathers_joins_its_group(postgres, name) -> None:
+    inbox = CountingSleeps(name, group_wait=0.5)  # long enough for a second thread to queue meanwhile
+    inbox.setup()
+    inbox.add(delivery("first"), "test")  # the inbox is now busy: the next leader gathers
+    lead = threading.Thread(target=inbox.add, args=(delivery("leader"), "test"))
+    lead.start()
+    deadline = time.monotonic() + 30  # only against a hang
+    while not inbox._writing:
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    inbox.add(delivery("joiner"), "test")  # queues behind the gathering leader, written with it
+    lead.join()
+    assert inbox.gathered >= 1 and inbox.sizes == [1, 2]
+    assert [d for _, d in stored(postgres, inbox)] == ["d-first", "d-leader", "d-joiner"]
     inbox.close()
