@@ -6,6 +6,7 @@ registry reachable, every component running; the body says which is not) and ``/
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -14,22 +15,19 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from email.utils import formatdate
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl
 
 import httpx
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import REGISTRY, generate_latest
 
 from bizbus import metrics
 from bizbus.catalogue import Catalogue
 from bizbus.components import Component, RuntimeContext
 from bizbus.connectors.inbox import HttpRequest, HttpResponse
-from bizbus.errors import PortInUse
 from bizbus.gcfreeze import FreezeAfterStart
+from bizbus.httpserver import HttpServer, serve_http
 from bizbus.pipeline import Pipeline
 from bizbus.procs import ChildProcess, free_port
 from bizbus.serde import AvroSerde
@@ -135,6 +133,19 @@ class Health:
             log.exception("webhook %s failed: %s", name, exc)
             return HttpResponse(500, b'{"error":"internal error, retry later"}')
 
+    async def webhook_async(self, name: str, request: HttpRequest) -> HttpResponse:
+        """``webhook`` on the HTTP server's event loop: a component with ``webhook_async`` (the inbox
+        connectors) answers on the loop; any other is called in a thread of the loop's executor."""
+        comp = next((c for c in self.components if c.name == name), None)
+        handle = getattr(comp.component, "webhook_async", None) if comp is not None else None
+        if handle is None:
+            return await asyncio.get_running_loop().run_in_executor(None, self.webhook, name, request)
+        try:
+            return await handle(request)
+        except Exception as exc:  # the vendor must retry; the error is logged, never swallowed
+            log.exception("webhook %s failed: %s", name, exc)
+            return HttpResponse(500, b'{"error":"internal error, retry later"}')
+
     def control(self, name: str, action: str) -> tuple[int, dict[str, Any]]:
         """Pause or resume a connector's tasks (they keep their group membership and leases)."""
         comp = next((c for c in self.components if c.name == name), None)
@@ -147,160 +158,6 @@ class Health:
             return 409, {"error": f"{name} ({comp.type_name}) cannot {action}"}
         fn()
         return 202, {"component": name, "requested": action}
-
-
-class _Headers(dict[str, str]):
-    """Request headers by lower-case name (a repeated header's values joined by ", ")."""
-
-    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
-        return super().get(key.lower(), default)
-
-
-def _parse_request(h: BaseHTTPRequestHandler) -> bool:
-    """Parse ``h.raw_requestline`` and the header lines after it into ``h.command``, ``h.path``,
-    ``h.request_version``, ``h.headers`` (``_Headers``) and ``h.close_connection``."""
-    h.command, h.request_version = None, "HTTP/0.9"  # type: ignore[assignment]
-    h.close_connection = True
-    h.requestline = str(h.raw_requestline, "iso-8859-1").rstrip("\r\n")
-    words = h.requestline.split()
-    if len(words) != 3 or words[2] not in ("HTTP/1.0", "HTTP/1.1"):
-        http = len(words) == 3 and words[2].startswith("HTTP/")
-        h.request_version = "HTTP/1.1" if http else "HTTP/0.9"  # the error answer's own format
-        h.send_error(505 if http else 400, f"Bad request line {h.requestline[:80]!r}")
-        return False
-    h.command, h.path, h.request_version = words
-    headers = _Headers()
-    for _ in range(101):
-        line = h.rfile.readline(65537)
-        if line in (b"\r\n", b"\n", b""):
-            break
-        name, colon, value = str(line, "iso-8859-1").partition(":")
-        name = name.strip().lower()
-        if len(line) > 65536 or not colon or not name:
-            h.send_error(400, "Bad header line")
-            return False
-        value = value.strip()
-        headers[name] = f"{headers[name]}, {value}" if name in headers else value
-    else:
-        h.send_error(431, "Too many headers")
-        return False
-    h.headers = headers  # type: ignore[assignment]
-    connection = headers.get("connection", "").lower()
-    http10 = h.request_version == "HTTP/1.0"
-    h.close_connection = connection == "close" or (http10 and connection != "keep-alive")
-    if headers.get("expect", "").lower() == "100-continue" and h.request_version == "HTTP/1.1":
-        go_on = h.handle_expect_100()
-        h.wfile.flush()  # the client waits for the interim answer before it sends the body
-        return go_on
-    return True
-
-
-_date_cache: tuple[int, bytes] = (0, b"")
-
-
-def _http_date() -> bytes:
-    """The Date header value, formatted once a second."""
-    global _date_cache
-    now = int(time.time())
-    if _date_cache[0] != now:
-        _date_cache = (now, formatdate(now, usegmt=True).encode())
-    return _date_cache[1]
-
-
-class _Server(ThreadingHTTPServer):
-    """One thread per connection (connections are kept alive, so a thread serves many requests)."""
-
-    # the listen backlog (socketserver's default is 5): a vendor opening a burst of connections must not
-    # have SYNs dropped and retried a second later
-    request_queue_size = 256
-
-
-def serve_http(host: str, port: int, health: Health) -> ThreadingHTTPServer:
-    """Start the HTTP endpoints on a background thread."""
-
-    class Handler(BaseHTTPRequestHandler):
-        # HTTP/1.1: connections stay open (a vendor pushing webhooks reuses them; measured: HTTP/1.0 with a
-        # thread and a new connection per request capped the webhook rate at ~220/s). Every answer
-        # carries Content-Length, and every request body is read, so the next request parses cleanly.
-        protocol_version = "HTTP/1.1"
-        # TCP_NODELAY and one buffered write per answer (flushed by handle_one_request): headers and body
-        # went out as two small writes, and Nagle held the second until the client's delayed ACK, ~40 ms
-        # per request (measured against a trivial handler: ~22 requests/s on one keep-alive connection
-        # before, ~6,000/s after, ~14,000/s with the direct header parsing below)
-        disable_nagle_algorithm = True
-        wbufsize = 1 << 16
-
-        def parse_request(self) -> bool:
-            """The request line and headers, read directly (stdlib: an email.parser run per request, ~20 % of
-            the worker's CPU at 1,000 webhooks/s); header names lower-case; ``False`` after an error answer."""
-            return _parse_request(self)
-
-        def _send(self, code: int, body: bytes, ctype: str) -> None:
-            """Status line, headers and body in one write (no Server header; Date cached per second)."""
-            phrase = self.responses.get(code, ("",))[0]
-            self.wfile.write(b"HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s" % (
-                code, phrase.encode(), _http_date(), ctype.encode("latin-1"), len(body), body))  # fmt: skip
-            if log.isEnabledFor(logging.DEBUG):
-                self.log_request(code, len(body))
-
-        def _webhook(self) -> bool:
-            path, _, qs = self.path.partition("?")
-            parts = path.strip("/").split("/", 2)
-            if parts[0] != "webhooks" or len(parts) < 2:
-                return False
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length > 0 else b""
-            request = HttpRequest(self.command, parts[2] if len(parts) > 2 else "",
-                                  dict(parse_qsl(qs, keep_blank_values=True)), dict(self.headers), body)  # fmt: skip
-            resp = health.webhook(parts[1], request)
-            self._send(resp.status, resp.body, resp.content_type)
-            return True
-
-        def do_POST(self) -> None:
-            if self._webhook():
-                return
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > 0:
-                self.rfile.read(length)  # not used, but it must not be taken for the next request
-            parts = self.path.split("?", 1)[0].strip("/").split("/")
-            if len(parts) == 3 and parts[0] == "connectors" and parts[2] in ("pause", "resume"):
-                code, body = health.control(parts[1], parts[2])
-                self._send(code, json.dumps(body).encode(), "application/json")
-            else:
-                self._send(
-                    404,
-                    b'{"error":"not found; try POST /connectors/NAME/pause or /resume"}',
-                    "application/json",
-                )
-
-        def do_GET(self) -> None:
-            if self._webhook():
-                return
-            path = self.path.split("?", 1)[0]
-            if path == "/connectors":
-                self._send(200, json.dumps(health.connectors()).encode(), "application/json")
-            elif path == "/healthz":
-                self._send(200, b'{"status":"alive"}', "application/json")
-            elif path == "/readyz":
-                checks = health.checks()
-                ready = all(v == "ok" for v in checks.values())
-                body = json.dumps({"ready": ready, "checks": checks}).encode()
-                self._send(200 if ready else 503, body, "application/json")
-            elif path == "/metrics":
-                self._send(200, health.metrics(), CONTENT_TYPE_LATEST)
-            else:
-                self._send(404, b'{"error":"not found; try /healthz, /readyz, /metrics"}', "application/json")
-
-        def log_message(self, fmt: str, *args: Any) -> None:
-            if log.isEnabledFor(logging.DEBUG):  # called for every request: format only when logged
-                log.debug("http %s", fmt % args)
-
-    try:
-        server = _Server((host, port), Handler)
-    except OSError:
-        raise PortInUse("bizbus's HTTP server", host, port, "BIZBUS_HTTP_PORT") from None
-    threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
-    return server
 
 
 def start_components(pipeline: Pipeline, ctx: RuntimeContext, stop: threading.Event,
@@ -318,7 +175,7 @@ def start_components(pipeline: Pipeline, ctx: RuntimeContext, stop: threading.Ev
     return threads
 
 
-def stop_components(threads: list[ComponentThread], stop: threading.Event, server: ThreadingHTTPServer | None = None,
+def stop_components(threads: list[ComponentThread], stop: threading.Event, server: HttpServer | None = None,
                     old_signals: dict[int, Any] | None = None) -> None:  # fmt: skip
     """Stop with drain (each loop finishes its batch and commits, then closes), the HTTP server, signal handlers."""
     stop.set()
@@ -348,7 +205,7 @@ def up(
     old = _signals(stop, echo)
     stack = Stack(settings)
     threads: list[ComponentThread] = []
-    server: ThreadingHTTPServer | None = None
+    server: HttpServer | None = None
     flows: ChildProcess | None = None
     try:
         stack.start(progress=echo)
@@ -432,7 +289,7 @@ def worker(settings: Settings, pipeline: Pipeline, catalogue: Catalogue, only: t
     stop = threading.Event()
     old = _signals(stop, echo)
     threads: list[ComponentThread] = []
-    server: ThreadingHTTPServer | None = None
+    server: HttpServer | None = None
     try:
         serde = AvroSerde(settings.registry_config())
         threads = start_components(pipeline, RuntimeContext(settings, catalogue, serde), stop, only)

@@ -23,6 +23,9 @@ optionally ``backfill()``.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
 import functools
 import hashlib
 import json
@@ -225,6 +228,7 @@ class PgInbox:
         self._writing = False  # a leader is writing a group (it alone uses self._writer)
         self._writer: psycopg.Connection[Any] | None = None
         self._listener: psycopg.Connection[Any] | None = None  # the reader's LISTEN (wait_for_rows)
+        self._async_writer: concurrent.futures.ThreadPoolExecutor | None = None  # see add_many_async
         self.channel = f"bizbus_{inbox_table(connector)}"[:63]  # NOTIFY'd by every commit that stored rows
         self.groups = 0  # group commits done (for tests and the curious)
         # the group's rows travel as ONE JSON array of [delivery_id, entity_key, kind, origin, payload]
@@ -276,9 +280,7 @@ class PgInbox:
         Returns after the commit that holds them; raises the ``psycopg.Error`` of that write otherwise."""
         if not deliveries:
             return []
-        me = _Waiter([(d.delivery_id, d.entity_key) for d in deliveries],
-                     [json.dumps([d.delivery_id, d.entity_key, d.kind, origin, d.payload], ensure_ascii=False,
-                                 default=str) for d in deliveries])  # fmt: skip
+        me = self._waiter(deliveries, origin)
         with self._lock:
             self._queue.append(me)
             lead = not self._writing
@@ -288,6 +290,37 @@ class PgInbox:
         if not me.done:
             self._lead()
         return me.outcome()
+
+    async def add_many_async(self, deliveries: Sequence[Delivery], origin: str) -> list[bool]:
+        """``add_many`` for a caller on an event loop (bizbus's HTTP server): the rows join the same group
+        commit, written by the inbox's writer thread, and the coroutine resumes when their commit is done;
+        the loop never blocks. One loop wake-up per group, not per request."""
+        if not deliveries:
+            return []
+        loop = asyncio.get_running_loop()
+        me = self._waiter(deliveries, origin)
+        me.loop, me.future = loop, loop.create_future()
+        with self._lock:
+            self._queue.append(me)
+            lead = not self._writing
+            self._writing = True
+        if lead:
+            self._writer_thread().submit(self._lead_logged)
+        await me.future
+        return me.outcome()
+
+    @staticmethod
+    def _waiter(deliveries: Sequence[Delivery], origin: str) -> _Waiter:
+        return _Waiter([(d.delivery_id, d.entity_key) for d in deliveries],
+                       [json.dumps([d.delivery_id, d.entity_key, d.kind, origin, d.payload], ensure_ascii=False,
+                                   default=str) for d in deliveries])  # fmt: skip
+
+    def _writer_thread(self) -> concurrent.futures.ThreadPoolExecutor:
+        """The thread that leads group commits for callers on an event loop (they cannot wait themselves)."""
+        with self._lock:
+            if self._async_writer is None:
+                self._async_writer = concurrent.futures.ThreadPoolExecutor(1, f"inbox-writer-{self.connector}")
+            return self._async_writer
 
     def _gather(self) -> bool:
         """Under load (a group was written less than ``BUSY_GAP`` ago) wait ``group_wait`` so the requests
@@ -316,13 +349,23 @@ class PgInbox:
             raise
         finally:
             self._last_write = time.monotonic()
-            for w in group:
-                w.wake.set()
+            _wake(group)
             with self._lock:
-                if self._queue:
-                    self._queue[0].wake.set()  # it leads next (its ``done`` is still False)
-                else:
+                head = self._queue[0] if self._queue else None
+                if head is None:
                     self._writing = False
+            if head is not None:
+                if head.loop is None:
+                    head.wake.set()  # it leads next (its ``done`` is still False)
+                else:  # a caller on an event loop: the writer thread leads for it
+                    self._writer_thread().submit(self._lead_logged)
+
+    def _lead_logged(self) -> None:
+        """``_lead`` on the writer thread, where nobody would see an exception (its callers got it)."""
+        try:
+            self._lead()
+        except BaseException as exc:
+            log.exception("inbox %s: the writer thread failed: %s", self.connector, exc)
 
     def _write_group(self, group: list[_Waiter]) -> None:
         self.groups += 1
@@ -423,6 +466,9 @@ class PgInbox:
         if self._listener is not None:
             self._listener.close()
             self._listener = None
+        if self._async_writer is not None:
+            self._async_writer.shutdown(wait=False)
+            self._async_writer = None
 
 
 @dataclass(eq=False)
@@ -432,6 +478,8 @@ class _Waiter:
     keys: list[tuple[str, str | None]]  # (delivery_id, entity_key) of each row
     json: list[str]  # each row as the JSON array [delivery_id, entity_key, kind, origin, payload]
     wake: threading.Event = field(default_factory=threading.Event)
+    loop: asyncio.AbstractEventLoop | None = None  # set for a caller on an event loop (add_many_async) ...
+    future: asyncio.Future[None] | None = None  # ... which awaits this instead of ``wake``
     done: bool = False
     added: list[bool] = field(default_factory=list)
     error: BaseException | None = None
@@ -443,6 +491,25 @@ class _Waiter:
         if self.error is not None:
             raise self.error
         return self.added
+
+
+def _wake(group: list[_Waiter]) -> None:
+    """Wake a written group's callers: threads through their event, coroutines with one call per loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+    for w in group:
+        if w.loop is None:
+            w.wake.set()
+        elif w.future is not None:
+            by_loop.setdefault(w.loop, []).append(w.future)
+    for loop, futures in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # a closed loop (the server stopped): nobody waits any more
+            loop.call_soon_threadsafe(_resolve, futures)
+
+
+def _resolve(futures: list[asyncio.Future[None]]) -> None:
+    for f in futures:
+        if not f.done():  # a request cancelled at shutdown
+            f.set_result(None)
 
 
 # -- the tasks -------------------------------------------------------------------------------------
@@ -727,16 +794,47 @@ class InboxConnector(Connector):
         return SourceTask(self.name, "inbox", reader, kafka, self.ctx.serde, self.ctx.catalogue,
                           DeadLetterWriter(kafka, self.ctx.serde), c.state_dsn, c.state_schema, batch_size=c.batch_size)  # fmt: skip
 
-    # the push side (called by bizbus's HTTP server, one thread per connection) -----------------------
+    # the push side (called by bizbus's HTTP server) ---------------------------------------------------
 
     def webhook(self, request: HttpRequest) -> HttpResponse:
+        """Answer a webhook from a thread (blocks until its deliveries are committed)."""
         started = time.perf_counter()
         try:
-            return self._webhook_request(request)
+            outcome = self._screen(request)
+            if not isinstance(outcome, Accepted):
+                return outcome
+            try:
+                added = self._webhook_inbox.add_many(outcome.deliveries, "webhook")  # group commit, see PgInbox
+            except psycopg.Error as exc:
+                return self._unavailable(exc)
+            return self._stored(outcome, added)
         finally:
             WEBHOOK_SECONDS.labels(self.name).observe(time.perf_counter() - started)
 
-    def _webhook_request(self, request: HttpRequest) -> HttpResponse:
+    async def webhook_async(self, request: HttpRequest) -> HttpResponse:
+        """Answer a webhook on the HTTP server's event loop: checked on the loop (the handler is pure CPU),
+        stored through the inbox's writer thread, answered when committed; a dead letter is written in a
+        thread of the loop's executor."""
+        started = time.perf_counter()
+        try:
+            outcome = self._screen(request, dead_letters=False)
+            if isinstance(outcome, _Rejected):
+                await asyncio.get_running_loop().run_in_executor(None, self._dead_letter_body, request,
+                                                                 outcome.exc)  # fmt: skip
+                return outcome.response
+            if not isinstance(outcome, Accepted):
+                return outcome
+            try:
+                added = await self._webhook_inbox.add_many_async(outcome.deliveries, "webhook")
+            except psycopg.Error as exc:
+                return self._unavailable(exc)
+            return self._stored(outcome, added)
+        finally:
+            WEBHOOK_SECONDS.labels(self.name).observe(time.perf_counter() - started)
+
+    def _screen(self, request: HttpRequest, dead_letters: bool = True) -> Accepted | HttpResponse | _Rejected:
+        """The handler's verdict: deliveries to store, an answer (handshake, rejection), or with
+        ``dead_letters=False`` a rejection whose body the caller must dead-letter."""
         handler = getattr(self, "_webhook", None)
         if handler is None:
             return _json(404, {"error": f"connector {self.name} takes no webhooks"})
@@ -745,18 +843,23 @@ class InboxConnector(Connector):
         except WebhookRejected as exc:
             WEBHOOK_REQUESTS.labels(self.name, exc.reason).inc()
             log.warning("webhook %s: %d %s: %s", self.name, exc.status, exc.reason, exc.message)
+            response = _json(exc.status, {"error": exc.message})
             if exc.dead_letter:
+                if not dead_letters:
+                    return _Rejected(exc, response)
                 self._dead_letter_body(request, exc)
-            return _json(exc.status, {"error": exc.message})
+            return response
         if isinstance(outcome, HttpResponse):
             WEBHOOK_REQUESTS.labels(self.name, "handshake").inc()
-            return outcome
-        try:
-            added = self._webhook_inbox.add_many(outcome.deliveries, "webhook")  # group commit, see PgInbox
-        except psycopg.Error as exc:  # not stored: the vendor must retry, so do not say "ok"
-            WEBHOOK_REQUESTS.labels(self.name, "error").inc()
-            log.error("webhook %s: inbox unavailable: %s", self.name, exc)
-            return _json(503, {"error": "inbox unavailable, retry later"})
+        return outcome
+
+    def _unavailable(self, exc: psycopg.Error) -> HttpResponse:
+        """Not stored: the vendor must retry, so do not say "ok"."""
+        WEBHOOK_REQUESTS.labels(self.name, "error").inc()
+        log.error("webhook %s: inbox unavailable: %s", self.name, exc)
+        return _json(503, {"error": "inbox unavailable, retry later"})
+
+    def _stored(self, outcome: Accepted, added: list[bool]) -> HttpResponse:
         for stored in added:
             WEBHOOK_REQUESTS.labels(self.name, "accepted" if stored else "duplicate").inc()
         return outcome.response
@@ -777,6 +880,14 @@ class InboxConnector(Connector):
             obj = getattr(self, name, None)
             if obj is not None:
                 obj.close()
+
+
+@dataclass(frozen=True)
+class _Rejected:
+    """A rejected webhook whose body is still to be dead-lettered, and the answer to give after that."""
+
+    exc: WebhookRejected
+    response: HttpResponse
 
 
 def _json(status: int, body: dict[str, Any]) -> HttpResponse:

@@ -122,3 +122,90 @@ def test_expect_continue_http10_close_and_bad_requests(server) -> None:
     }
     assert httpx.get(f"http://127.0.0.1:{port}/metrics").text == "# metrics\n"
     assert len(health.requests) == n
+
+
+class AsyncHealth(FakeHealth):
+    """Also has ``webhook_async``: the server must call it on its loop, and never the blocking ``webhook``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[str] = []
+
+    def webhook(self, name: str, request: HttpRequest) -> HttpResponse:
+        raise AssertionError("the blocking entry must not be used when webhook_async exists")
+
+    async def webhook_async(self, name: str, request: HttpRequest) -> HttpResponse:
+        self.threads.append(threading.current_thread().name)
+        if name == "boom":
+            raise RuntimeError("a bug in a connector")
+        return HttpResponse(202, b'{"name":"%s","body":"%s"}' % (name.encode(), request.body))
+
+    def metrics(self) -> bytes:
+        self.threads.append(threading.current_thread().name)
+        return b"# metrics\n"
+
+
+@pytest.fixture
+def async_server() -> Iterator[tuple[int, AsyncHealth]]:
+    health = AsyncHealth()
+    srv = serve_http("127.0.0.1", 0, health)  # type: ignore[arg-type]
+    yield srv.server_address[1], health
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_webhooks_are_answered_on_the_loop_and_blocking_work_in_the_pool(async_server) -> None:
+    port, health = async_server
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+        assert client.post("/webhooks/a", content=b"x").json() == {"name": "a", "body": "x"}
+        assert client.get("/metrics").text == "# metrics\n"
+        boom = client.post("/webhooks/boom", content=b"x")  # a failing handler: 500, the connection lives on
+        assert boom.status_code == 500 and boom.json() == {"error": "internal error, retry later"}
+        assert client.post("/webhooks/b", content=b"y").json() == {"name": "b", "body": "y"}
+        assert client.delete("/connectors/a").status_code == 501
+    assert health.threads[0] == "http" and health.threads[2:] == ["http", "http"]
+    assert health.threads[1].startswith("http-blocking")
+
+
+def test_a_chunked_body_is_read_whole(async_server) -> None:
+    port, _ = async_server
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        f = s.makefile("rb")
+        s.sendall(b"POST /webhooks/c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  b"3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nX-Trailer: t\r\n\r\n"
+                  b"POST /webhooks/d HTTP/1.1\r\nContent-Length: 1\r\n\r\nz")  # fmt: skip
+        first, second = read_answer(f), read_answer(f)
+    assert (first[0], first[2]) == (202, b'{"name":"c","body":"abcde"}')
+    assert (second[0], second[2]) == (202, b'{"name":"d","body":"z"}')
+
+
+@pytest.mark.parametrize(("request_bytes", "status"), [
+    (b"POST /webhooks/x HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n", 413),
+    (b"POST /webhooks/x HTTP/1.1\r\nContent-Length: 5, 6\r\n\r\nabcde", 400),
+    (b"POST /webhooks/x HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+    (b"POST /webhooks/x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
+    (b"GET /healthz HTTP/1.1\r\n" + b"X-A: b\r\n" * 101 + b"\r\n", 431),
+    (b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n", 431),
+])  # fmt: skip
+def test_broken_requests_get_their_status_and_the_connection_closes(async_server, request_bytes, status) -> None:
+    port, health = async_server
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(request_bytes)
+        data = b""
+        while chunk := s.recv(65536):  # the server closes after the answer
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 %d " % status) and b"Connection: close" in data
+    assert b'"error"' in data
+    assert health.threads == []  # nothing reached a handler
+
+
+def test_shutdown_closes_idle_keep_alive_connections() -> None:
+    srv = serve_http("127.0.0.1", 0, AsyncHealth())  # type: ignore[arg-type]
+    with socket.create_connection(("127.0.0.1", srv.server_address[1]), timeout=10) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\n\r\n")
+        assert read_answer(s.makefile("rb"))[0] == 200
+        srv.shutdown()
+        srv.server_close()
+        assert s.recv(100) == b""  # closed by the server, not left hanging
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", srv.server_address[1]), timeout=2).close()

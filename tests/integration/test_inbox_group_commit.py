@@ -296,3 +296,87 @@ def test_a_request_arriving_while_a_busy_leader_gathers_joins_its_group(postgres
     assert inbox.gathered >= 1 and inbox.sizes == [1, 2]
     assert [d for _, d in stored(postgres, inbox)] == ["d-first", "d-leader", "d-joiner"]
     inbox.close()
+
+
+# -- callers on an event loop (bizbus's HTTP server): add_many_async ------------------------------------
+
+
+def run_held_async(inbox: HeldInbox, first: list[Delivery], others: list[list[Delivery]],
+                   sync_others: list[list[Delivery]] = ()) -> tuple[dict[int, Any], int]:  # type: ignore[assignment]  # fmt: skip
+    """Like ``run_held`` with every caller a coroutine on one loop (plus optional thread callers among the
+    queued ones); returns the results by index and how often a ticker coroutine ran while the first INSERT
+    was held (it runs only if the loop is free while the writer thread waits on PostgreSQL)."""
+    import asyncio
+
+    results: dict[int, Any] = {}
+    ticks = 0
+
+    async def call(i: int, ds: list[Delivery]) -> None:
+        try:
+            results[i] = await inbox.add_many_async(ds, "webhook")
+        except Exception as exc:  # the test looks at it
+            results[i] = exc
+
+    def call_sync(i: int, ds: list[Delivery]) -> None:
+        try:
+            results[i] = inbox.add_many(ds, "webhook")
+        except Exception as exc:
+            results[i] = exc
+
+    async def main() -> None:
+        nonlocal ticks
+        inbox.hold_for = len(others) + len(sync_others)
+        inbox.holding.clear()
+        lead = asyncio.ensure_future(call(0, first))
+        while not inbox.holding.is_set():  # the writer thread took the first group and holds it
+            await asyncio.sleep(0.001)
+        tasks = [asyncio.ensure_future(call(i + 1, ds)) for i, ds in enumerate(others)]
+        threads = [threading.Thread(target=call_sync, args=(100 + i, ds)) for i, ds in enumerate(sync_others)]
+        for t in threads:
+            t.start()
+        while inbox.hold_for:  # still held: the loop keeps running other work meanwhile
+            ticks += 1
+            await asyncio.sleep(0.001)
+        await asyncio.wait_for(asyncio.gather(lead, *tasks), 60)
+        for t in threads:
+            await asyncio.get_running_loop().run_in_executor(None, t.join, 60)
+
+    asyncio.run(main())
+    return results, ticks
+
+
+def test_coroutines_share_group_commits_and_never_block_their_loop(postgres, name) -> None:
+    inbox = HeldInbox(name)
+    inbox.setup()
+    assert inbox.add(delivery(1), "webhook") is True
+    others = [[delivery(i)] for i in range(2, 12)] + [[delivery(1)], [delivery(20), delivery(21)]]
+    results, ticks = run_held_async(inbox, [delivery(0)], others)
+    assert results[0] == [True]
+    assert [results[i + 1] for i in range(len(others))] == [[True]] * 10 + [[False], [True, True]]
+    assert inbox.sizes == [1, 1, len(others)]  # the earlier single add, the held first group, then ONE group
+    assert ticks > 0  # the loop ran other coroutines while PostgreSQL had the first group
+    assert sorted(d for _, d in stored(postgres, inbox)) == sorted(
+        ["d-0", "d-1", *(f"d-{i}" for i in range(2, 12)), "d-20", "d-21"]
+    )
+    inbox.close()
+
+
+def test_a_refused_row_fails_only_its_coroutine_and_thread_callers_mix_in(postgres, name) -> None:
+    inbox = HeldInbox(name, group_max=4)  # several groups: the lead passes between the writer and threads
+    inbox.setup()
+    poison = Delivery("d-bad", "test", {"text": "nul \u0000 char"}, "e-bad")  # jsonb refuses \u0000
+    others = [[delivery(1)], [poison], [delivery(2), delivery(3)], [delivery(4)], [delivery(5)]]
+    sync_others = [[delivery(50)], [delivery(51)], [delivery(1)]]
+    results, _ = run_held_async(inbox, [delivery(0)], others, sync_others)
+    assert isinstance(results[2], psycopg.Error)
+    assert {i: r for i, r in results.items() if i != 2} == {
+        0: [True], 1: results[1], 3: [True, True], 4: [True], 5: [True], 100: [True], 101: [True],
+        102: results[102],
+    }  # fmt: skip
+    assert sorted([results[1], results[102]]) == [[False], [True]]  # d-1 twice: one stored, one duplicate
+    assert inbox.sizes[0] == 1 and max(inbox.sizes) <= 4  # group_max bounds every group, whoever leads it
+    assert sorted(d for _, d in stored(postgres, inbox)) == sorted(
+        ["d-0", "d-1", "d-2", "d-3", "d-4", "d-5", "d-50", "d-51"]
+    )
+    assert inbox.add(delivery(6), "webhook") is True  # a thread caller after the writer thread led
+    inbox.close()
