@@ -15,7 +15,7 @@ flush) runs in a thread pool, never on the loop.
 HTTP/1.1 only as far as bizbus needs it: keep-alive and pipelining (answers in order), ``Content-Length`` and
 chunked request bodies, ``Expect: 100-continue``, ``Connection: close`` and HTTP/1.0. Each answer is one
 write with TCP_NODELAY (headers and body as two writes met Nagle and the client's delayed ACK: ~40 ms a
-request). Broken requests get 400 / 411 / 413 / 431 / 501 / 505 and the connection is closed.
+request). Broken requests get 400 / 413 / 431 / 501 / 505 and the connection is closed.
 """
 
 from __future__ import annotations
