@@ -152,7 +152,8 @@ def run(ctx: BenchContext) -> list[BenchResult]:
     conn.execute(f"CREATE SCHEMA {schema}")
     conn.execute(f"""CREATE TABLE {schema}.entries (effect_id text, worklog_id text, sent text, part int,
                      kafka_offset bigint, applied_at timestamptz NOT NULL DEFAULT clock_timestamp())""")
-    seed_offsets(ctx, conn, sink)
+    ledger = f"bench_ledger_{tag}"
+    seed_offsets(ctx, conn, sink, ledger)
     port = free_port()
     pipeline = write_pipeline(ctx.workdir / f"latency-{tag}.yaml", [
         {"name": src, "type": "jira", "config": {
@@ -161,6 +162,7 @@ def run(ctx: BenchContext) -> list[BenchResult]:
         {"name": sink, "type": "pg-table", "config": {
             "topics": [TOPIC], "dsn": ctx.pg_dsn, "table": f"{schema}.entries",
             "batch_timeout_seconds": SINK_BATCH_TIMEOUT,
+            "ledger_schema": ledger,  # private ledger: see tests/bench/sinks.py
             "columns": {"effect_id": "$effect_id", "worklog_id": "worklog_id", "sent": "description",
                         "part": "$partition", "kafka_offset": "$offset"}}},
     ])  # fmt: skip
@@ -248,8 +250,7 @@ def run(ctx: BenchContext) -> list[BenchResult]:
         for table in ("inbox", "jira_issues", "jira_worklogs"):
             conn.execute(f'DROP TABLE IF EXISTS bizbus_state."{table}_{src.replace("-", "_")}"')
         conn.execute("DELETE FROM bizbus_state.source_cursors WHERE connector = %s", (src,))
-        conn.execute("DELETE FROM bizbus_ledger.applied_effects WHERE connector = %s", (sink,))
-        conn.execute("DELETE FROM bizbus_ledger.offsets WHERE connector = %s", (sink,))
+        conn.execute(f"DROP SCHEMA IF EXISTS {ledger} CASCADE")
         conn.close()
     return results
 
@@ -358,18 +359,18 @@ def stages(conn: psycopg.Connection[Any], schema: str, source: str, prefix: str,
     return {k: percentiles(v) for k, v in split.items()}
 
 
-def seed_offsets(ctx: BenchContext, conn: psycopg.Connection[Any], connector: str) -> None:
+def seed_offsets(ctx: BenchContext, conn: psycopg.Connection[Any], connector: str, ledger_schema: str) -> None:
     """Start the sink at the end of TOPIC: ledger offsets = the current high watermarks."""
     from bizbus.connectors.ledger import PgLedger
 
-    ledger = PgLedger(ctx.pg_dsn, connector)
+    ledger = PgLedger(ctx.pg_dsn, connector, ledger_schema)
     ledger.setup()
     ledger.close()
     c = Consumer({"bootstrap.servers": ctx.bootstrap, "group.id": "bench-watermarks"})
     try:
         for p in c.list_topics(TOPIC, 10).topics[TOPIC].partitions:
             high = c.get_watermark_offsets(TopicPartition(TOPIC, p), 10)[1]
-            conn.execute("INSERT INTO bizbus_ledger.offsets (connector, topic, partition, next_offset)"
+            conn.execute(f"INSERT INTO {ledger_schema}.offsets (connector, topic, partition, next_offset)"
                          " VALUES (%s, %s, %s, %s)", (connector, TOPIC, p, high))  # fmt: skip
     finally:
         c.close()

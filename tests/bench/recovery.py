@@ -136,6 +136,7 @@ def run(ctx: BenchContext) -> list[BenchResult]:
     pipeline.write_text(yaml.safe_dump({"version": 1, "name": "bench-recovery", "flows": [], "connectors": [
         {"name": name, "type": "pg-table", "config": {
             "topics": [topic], "dsn": ctx.pg_dsn, "table": table, "batch_size": BATCH,
+            "ledger_schema": f"bench_ledger_{tag}",  # private ledger: see tests/bench/sinks.py
             "columns": {"effect_id": "$effect_id", "worklog_id": "worklog_id", "hours": "hours"}}}]}))  # fmt: skip
 
     admin = AdminClient({"bootstrap.servers": ctx.bootstrap})
@@ -193,8 +194,7 @@ def run(ctx: BenchContext) -> list[BenchResult]:
             stream.stop()
         worker.stop()
         conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        for t in ("applied_effects", "offsets"):
-            conn.execute(f"DELETE FROM bizbus_ledger.{t} WHERE connector = %s", (name,))
+        conn.execute(f"DROP SCHEMA IF EXISTS bench_ledger_{tag} CASCADE")
         conn.close()
     details = {"rows_at_kill": at_kill, "records_sent": sent, "rows": rows, "offered_rate": RATE,
                "batch_size": BATCH, "steady_seconds": steady}  # fmt: skip

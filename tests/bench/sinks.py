@@ -46,12 +46,12 @@ from tests.chaos.harness import ROOT, Worker, timesheet_payload, write_pipeline
 
 NAME = "sinks"
 BATCH = 500  # the pg-table default batch_size
-# Each pg-table sink of the benchmarks keeps its ledger in a schema of its own, dropped at the end. In the
+# Private ledgers: each pg-table sink of the benchmarks (here, latency, recovery) keeps its ledger in a
+# schema of its own, bench_ledger_<tag>, dropped at the end. In the
 # shared bizbus_ledger the rows other benchmarks and test runs had deleted stayed behind as dead tuples
 # (autovacuum is off on this machine's PostgreSQL): 1,024,862 of them, 237 MB with a 101 MB primary key, and
 # the sink's ledger INSERTs worked through them while the raw baseline did not (ratio 0.67 in one full run,
 # 0.83 for the same code on its own).
-PRIVATE_LEDGER = "bench_ledger_<tag>"
 SCHEMA_NAME = "bizbus.pm.TimesheetEntry"
 
 
@@ -127,7 +127,7 @@ def pg_table(ctx: BenchContext) -> BenchResult:
     n = ctx.size(80_000, minimum=500)
     tag = uuid.uuid4().hex[:8]
     schema, topic, connector = f"bench_sink_{tag}", f"bizbus.bench.sink-{tag}.v1", f"bench-sink-{tag}"
-    ledger = f"bench_ledger_{tag}"  # a private ledger: see ``PRIVATE_LEDGER``
+    ledger = f"bench_ledger_{tag}"  # private ledger, see above
     topics_file = private_catalogue(ctx.workdir, [topic])
     create_topics(ctx.bootstrap, [topic])
     serde = AvroSerde({"url": ctx.registry_url})
