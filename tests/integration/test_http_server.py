@@ -42,13 +42,17 @@ class FakeHealth:
         return 202, {"component": name, "requested": action}
 
 
-@pytest.fixture
-def server() -> Iterator[tuple[int, FakeHealth]]:
-    health = FakeHealth()
-    srv = serve_http("127.0.0.1", 0, health)  # type: ignore[arg-type]
+def serving(health: Any) -> Iterator[tuple[int, Any]]:
+    """(port, health) of a server for the test; stopped afterwards."""
+    srv = serve_http("127.0.0.1", 0, health)
     yield srv.server_address[1], health
     srv.shutdown()
     srv.server_close()
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[int, FakeHealth]]:
+    yield from serving(FakeHealth())
 
 
 def read_answer(f: Any) -> tuple[int, dict[str, str], bytes]:
@@ -58,6 +62,14 @@ def read_answer(f: Any) -> tuple[int, dict[str, str], bytes]:
         k, _, v = line.decode().partition(":")
         headers[k.strip().lower()] = v.strip()
     return status, headers, f.read(int(headers.get("content-length", 0)))
+
+
+def exchange(port: int, data: bytes, answers: int) -> list[tuple[int, dict[str, str], bytes]]:
+    """Send ``data`` (pipelined requests) on one connection and read that many answers."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        f = s.makefile("rb")
+        s.sendall(data)
+        return [read_answer(f) for _ in range(answers)]
 
 
 def test_keep_alive_and_pipelined_requests_are_answered_in_order(server) -> None:
@@ -147,11 +159,7 @@ class AsyncHealth(FakeHealth):
 
 @pytest.fixture
 def async_server() -> Iterator[tuple[int, AsyncHealth]]:
-    health = AsyncHealth()
-    srv = serve_http("127.0.0.1", 0, health)  # type: ignore[arg-type]
-    yield srv.server_address[1], health
-    srv.shutdown()
-    srv.server_close()
+    yield from serving(AsyncHealth())
 
 
 def test_webhooks_are_answered_on_the_loop_and_blocking_work_in_the_pool(async_server) -> None:
@@ -169,12 +177,9 @@ def test_webhooks_are_answered_on_the_loop_and_blocking_work_in_the_pool(async_s
 
 def test_a_chunked_body_is_read_whole(async_server) -> None:
     port, _ = async_server
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        f = s.makefile("rb")
-        s.sendall(b"POST /webhooks/c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
-                  b"3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nX-Trailer: t\r\n\r\n"
-                  b"POST /webhooks/d HTTP/1.1\r\nContent-Length: 1\r\n\r\nz")  # fmt: skip
-        first, second = read_answer(f), read_answer(f)
+    first, second = exchange(port, b"POST /webhooks/c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             b"3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nX-Trailer: t\r\n\r\n"
+                             b"POST /webhooks/d HTTP/1.1\r\nContent-Length: 1\r\n\r\nz", 2)  # fmt: skip
     assert (first[0], first[2]) == (202, b'{"name":"c","body":"abcde"}')
     assert (second[0], second[2]) == (202, b'{"name":"d","body":"z"}')
 
