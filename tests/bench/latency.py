@@ -15,8 +15,8 @@ in the value, consumer in another thread); at the target rate (1,000/s) it runs 
 
 The embedded broker (Tansu 0.6, memory engine) gets slower as a partition fills: a fetch scans the
 partition's stored batches, so its CPU and the produce -> consume latency grow with every batch written.
-Measured with plain clients at 1,000 records/s, linger 5 ms, fetch wait 10 ms, 6 partitions, p99 per 10-s
-window over 40 s: one consumer 15, 30, 88, 139 ms (Tansu 87 % of a core); two consumers 43, 109, 147,
+Measured with plain clients (``python -m tests.bench.broker_growth``) at 1,000 records/s, linger 5 ms,
+fetch wait 10 ms, 6 partitions, p99 per 10-s window over 40 s: one consumer 15, 30, 88, 139 ms (Tansu 87 % of a core); two consumers 43, 109, 147,
 250 ms (155 %); linger 50 ms 56, 56, 57, 57 ms (15 %); a fresh topic starts fast again. A 10-s baseline
 therefore understated the broker's share of a 60-s run, and a live tap consumer slowed the run it timed.
 
@@ -309,7 +309,7 @@ class CreateTimes:
     are noted when the run starts, and ``read()`` fetches from there once the rows are in. Not a live tap:
     a second consumer fetching every 10 ms during the run doubled the embedded broker's fetch work and its
     CPU (Tansu's memory engine scans a partition's stored batches per fetch; measured with one vs two plain
-    consumers at 1,000/s, see the README), so the observer would have slowed what it observed."""
+    consumers at 1,000/s, see the module docstring), so the observer would have slowed what it observed."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
         self.bootstrap, self.topic = bootstrap, topic

@@ -62,3 +62,14 @@ def test_target_reading() -> None:
     assert met(result(300, 1, "p99 < 250 ms", higher=False)) is False
     assert met(result(3, 500, "<= batch size (500)", higher=False, met=True)) is True
     assert met(result(3, 500, "")) is None
+
+
+def test_the_broker_growth_probe_reports_each_setting() -> None:
+    """``python -m tests.bench.broker_growth`` (the figures behind tests/bench/latency.py's note on the
+    embedded broker) kept from rotting: every setting delivers every record and reports its windows."""
+    proc = subprocess.run([sys.executable, "-m", "tests.bench.broker_growth", "--seconds", "2", "--rate", "100"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert [(x["consumers"], x["linger_ms"]) for x in lines] == [(1, 5), (2, 5), (1, 50)]
+    assert all(x["records"] == 200 and x["p99_ms_per_10s"] and x["broker_cpu_percent"] >= 0 for x in lines)
