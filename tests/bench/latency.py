@@ -16,8 +16,8 @@ in the value, consumer in another thread); at the target rate (1,000/s) it runs 
 The embedded broker (Tansu 0.6, memory engine) gets slower as a partition fills: a fetch scans the
 partition's stored batches, so its CPU and the produce -> consume latency grow with every batch written.
 Measured with plain clients (``python -m tests.bench.broker_growth``) at 1,000 records/s, linger 5 ms,
-fetch wait 10 ms, 6 partitions, p99 per 10-s window over 40 s: one consumer 15, 30, 88, 139 ms (Tansu 87 % of a core); two consumers 43, 109, 147,
-250 ms (155 %); linger 50 ms 56, 56, 57, 57 ms (15 %); a fresh topic starts fast again. A 10-s baseline
+fetch wait 10 ms, 6 partitions, p99 per 10-s window over 40 s (2026-12-06): one consumer 22, 76, 135, 317 ms (Tansu 92 % of a core); two consumers 64,
+114, 164, 244 ms (157 %); linger 50 ms 58, 59, 58, 61 ms (18 %); a fresh topic starts fast again. A 10-s baseline
 therefore understated the broker's share of a 60-s run, and a live tap consumer slowed the run it timed.
 
 The sink starts at the topic's end (its ledger offsets are seeded with the high watermarks), so records
