@@ -197,8 +197,9 @@ def inbox_table(connector: str) -> str:
 class PgInbox:
     """One table per connector (ids stay dense, so the reader's gap guard works as for an outbox).
 
-    Writes use group commit: concurrent ``add`` / ``add_many`` calls (one per HTTP request thread) queue
-    up; whichever caller finds no write under way leads: it takes the queue (up to ``group_max`` rows) and
+    Writes use group commit: concurrent ``add`` / ``add_many`` calls (threads) and ``add_many_async`` calls
+    (coroutines of bizbus's HTTP server, led by the inbox's writer thread) queue up; whichever caller
+    finds no write under way leads: it takes the queue (up to ``group_max`` rows) and
     stores it with one multi-row INSERT, a single transaction and WAL flush, and wakes the callers in it.
     The next queued caller then leads the next group. Alone, a caller writes at once (no timer, no added
     wait); under load a commit carries many requests instead of one WAL flush and round trip each. Every
