@@ -17,17 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
-
 from tests.bench.cdc import create_topics
 from tests.bench.core import process_cpu
-from tests.bench.latency import by_window, paced
+from tests.bench.latency import by_window, produce_consume
 from tests.bench.processor import broker_pid
 from tests.chaos.harness import private_stack
 
@@ -43,50 +40,14 @@ def run_setting(bootstrap: str, broker: int | None, seconds: float, rate: int, c
     """One setting on a fresh topic; the first consumer's latencies are kept, the others only fetch."""
     topic = f"bizbus.bench.growth-{uuid.uuid4().hex[:8]}.v1"
     create_topics(bootstrap, [topic])
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": linger_ms, "acks": "all",
-                         "enable.idempotence": True})  # fmt: skip
-    group = uuid.uuid4().hex[:6]
-    members = []
-    for i in range(consumers):
-        c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"growth-{group}-{i}",
-                      "enable.auto.commit": False, "fetch.wait.max.ms": 10})  # fmt: skip
-        parts = c.list_topics(topic, 10).topics[topic].partitions
-        c.assign([TopicPartition(topic, p, 0) for p in parts])
-        c.consume(10, 1.0)  # let the fetchers start
-        members.append(c)
-    timed: list[tuple[float, float]] = []
-    stop = threading.Event()
+    marks: dict[str, tuple[float, float]] = {}
 
-    def consume(c: Consumer, keep: bool) -> None:
-        while not stop.is_set():
-            m = c.poll(0.1)
-            if keep and m is not None and m.error() is None:
-                sent = float(m.value())
-                timed.append((sent, (time.time() - sent) * 1000))
+    def window(edge: str) -> None:
+        marks[edge] = (process_cpu(broker) if broker else 0.0, time.monotonic())
 
-    threads = [threading.Thread(target=consume, args=(c, i == 0), daemon=True) for i, c in enumerate(members)]
-    for t in threads:
-        t.start()
-    lock = threading.Lock()
-
-    def send(seq: int) -> bool:
-        with lock:
-            producer.produce(topic, key=str(seq % 64).encode(), value=repr(time.time()).encode())
-            producer.poll(0)
-        return True
-
-    cpu0, t0 = process_cpu(broker) if broker else 0.0, time.monotonic()
-    sent = paced(rate, seconds, 1, send)
-    producer.flush(30)
-    deadline = time.monotonic() + 30
-    while len(timed) < sent["sent_ok"] and time.monotonic() < deadline:
-        time.sleep(0.1)
-    cpu = ((process_cpu(broker) - cpu0) / (time.monotonic() - t0) * 100) if broker else -1
-    stop.set()
-    for t in threads:
-        t.join(5)
-    for c in members:
-        c.close()
+    timed, _sent = produce_consume(bootstrap, topic, rate, seconds, consumers, linger_ms, window)
+    (cpu0, t0), (cpu1, t1) = marks["start"], marks["end"]
+    cpu = ((cpu1 - cpu0) / (t1 - t0) * 100) if broker else -1
     return {"consumers": consumers, "linger_ms": linger_ms, "rate": rate, "seconds": seconds,
             "records": len(timed), "p99_ms_per_10s": by_window(timed, 10.0),
             "broker_cpu_percent": round(cpu)}  # fmt: skip

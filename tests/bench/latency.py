@@ -98,29 +98,42 @@ def broker_baseline(
     ctx: BenchContext, rate: int, seconds: float, topic: str
 ) -> tuple[dict[str, float], dict[str, Any]]:
     """Plain confluent-kafka produce -> consume latency at ``rate`` (send time in the value)."""
-    producer = Producer({"bootstrap.servers": ctx.bootstrap, "linger.ms": 5, "acks": "all",
+    timed, sent = produce_consume(ctx.bootstrap, topic, rate, seconds)
+    return percentiles([ms for _, ms in timed]), sent
+
+
+def produce_consume(bootstrap: str, topic: str, rate: int, seconds: float, consumers: int = 1,
+                    linger_ms: int = 5, window: Callable[[str], None] | None = None,
+                    ) -> tuple[list[tuple[float, float]], dict[str, Any]]:  # fmt: skip
+    """Produce at ``rate`` for ``seconds`` (idempotent, acks=all, send time in the value) while ``consumers``
+    plain consumers (own groups, fetch wait 10 ms, from the topic's end) fetch it; (send time, latency ms)
+    of each record the first consumer got, and the sender's report. ``window("start")`` is called just
+    before the first send, ``window("end")`` once every record arrived (or 30 s after the last send)."""
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": linger_ms, "acks": "all",
                          "enable.idempotence": True})  # fmt: skip
-    consumer = Consumer({"bootstrap.servers": ctx.bootstrap, "group.id": f"bench-lat-{uuid.uuid4().hex[:6]}",
-                         "enable.auto.commit": False, "fetch.wait.max.ms": 10})  # fmt: skip
-    meta = consumer.list_topics(topic, 10)
-    parts = []
-    for p in meta.topics[topic].partitions:
-        parts.append(
-            TopicPartition(topic, p, consumer.get_watermark_offsets(TopicPartition(topic, p), 10)[1])
-        )
-    consumer.assign(parts)
-    consumer.consume(10, 1.0)  # let the fetchers start
-    lat: list[float] = []
+    group = uuid.uuid4().hex[:6]
+    members = []
+    for i in range(consumers):
+        c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-lat-{group}-{i}",
+                      "enable.auto.commit": False, "fetch.wait.max.ms": 10})  # fmt: skip
+        parts = c.list_topics(topic, 10).topics[topic].partitions
+        c.assign([TopicPartition(topic, p, c.get_watermark_offsets(TopicPartition(topic, p), 10)[1])
+                  for p in parts])  # fmt: skip
+        c.consume(10, 1.0)  # let the fetchers start
+        members.append(c)
+    timed: list[tuple[float, float]] = []
     stop = threading.Event()
 
-    def consume() -> None:
+    def consume(c: Consumer, keep: bool) -> None:
         while not stop.is_set():
-            m = consumer.poll(0.1)  # one at a time: consume(n, t) would wait for n records or t seconds
-            if m is not None and m.error() is None:
-                lat.append((time.time() - float(m.value())) * 1000)
+            m = c.poll(0.1)  # one at a time: consume(n, t) would wait for n records or t seconds
+            if keep and m is not None and m.error() is None:
+                sent_at = float(m.value())
+                timed.append((sent_at, (time.time() - sent_at) * 1000))
 
-    t = threading.Thread(target=consume, daemon=True)
-    t.start()
+    threads = [threading.Thread(target=consume, args=(c, i == 0), daemon=True) for i, c in enumerate(members)]
+    for t in threads:
+        t.start()
     lock = threading.Lock()
 
     def send(seq: int) -> bool:
@@ -129,15 +142,21 @@ def broker_baseline(
             producer.poll(0)
         return True
 
+    if window is not None:
+        window("start")
     sent = paced(rate, seconds, 1, send)
     producer.flush(30)
     deadline = time.monotonic() + 30
-    while len(lat) < sent["sent_ok"] and time.monotonic() < deadline:
+    while len(timed) < sent["sent_ok"] and time.monotonic() < deadline:
         time.sleep(0.1)
+    if window is not None:
+        window("end")
     stop.set()
-    t.join(5)
-    consumer.close()
-    return percentiles(lat), sent
+    for t in threads:
+        t.join(5)
+    for c in members:
+        c.close()
+    return timed, sent
 
 
 def run(ctx: BenchContext) -> list[BenchResult]:
