@@ -167,3 +167,26 @@ def test_an_event_that_does_not_fit_its_schema_is_dead_lettered_with_the_inbox_r
     row = json.loads(bytes(dead[0]["value"]))
     assert dead[0]["error_type"].endswith("schema_mismatch")
     assert row["delivery_id"] == f"s-{project}-0" and row["kind"] == "entry" and row["payload"]["hours"] == "1.234"
+
+
+def test_an_unavailable_inbox_answers_503_and_the_vendors_retry_is_stored(rig) -> None:
+    """The webhook's INSERT fails (the inbox database cannot be reached): the answer is 503, never "ok",
+    so the vendor retries; the retry, once the database is back, is stored and converted."""
+    project = f"P-{uuid.uuid4().hex[:6]}"
+    body = json.dumps({"id": "W9", "project": project, "hours": "1.25", "version": 1}).encode()
+    inbox = rig.component._webhook_inbox
+    dsn = inbox.dsn
+    inbox.dsn = "postgresql://postgres@127.0.0.1:1/postgres"  # nothing listens there
+    if inbox._writer is not None:
+        inbox._writer.close()
+    try:
+        r = post(rig, body, "d-9")
+        assert r.status_code == 503 and r.json() == {"error": "inbox unavailable, retry later"}
+        assert rig.metric("bizbus_webhook_requests_total", outcome="error") == 1
+        assert rig.metric("bizbus_webhook_requests_total", outcome="accepted") == 0
+    finally:
+        inbox.dsn = dsn
+    assert post(rig, body, "d-9").status_code == 200
+    assert rig.metric("bizbus_webhook_requests_total", outcome="accepted") == 1
+    events = rig.events(TOPIC, lambda v: v["project"] == project, expect=1)
+    assert [(e["worklog_id"], e["hours"]) for e in events] == [("W9", Decimal("1.25"))]
