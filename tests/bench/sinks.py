@@ -47,11 +47,9 @@ from tests.chaos.harness import ROOT, Worker, timesheet_payload, write_pipeline
 NAME = "sinks"
 BATCH = 500  # the pg-table default batch_size
 # Private ledgers: each pg-table sink of the benchmarks (here, latency, recovery) keeps its ledger in a
-# schema of its own, bench_ledger_<tag>, dropped at the end. In the
-# shared bizbus_ledger the rows other benchmarks and test runs had deleted stayed behind as dead tuples
-# (autovacuum is off on this machine's PostgreSQL): 1,024,862 of them, 237 MB with a 101 MB primary key, and
-# the sink's ledger INSERTs worked through them while the raw baseline did not (ratio 0.67 in one full run,
-# 0.83 for the same code on its own).
+# schema of its own, bench_ledger_<tag>, dropped at the end, so no benchmark writes into the dead tuples
+# another one left: autovacuum is off on this machine's PostgreSQL, and the shared bizbus_ledger had kept
+# every row deleted by earlier benchmarks and test runs. (This is hygiene; it did not change the ratio.)
 SCHEMA_NAME = "bizbus.pm.TimesheetEntry"
 
 
