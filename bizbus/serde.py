@@ -113,7 +113,23 @@ def _join(prefix: str, sub: str) -> str:
     return prefix + sub if sub.startswith("[") else f"{prefix}.{sub}"
 
 
-def _check_decimal(precision: int, scale: int) -> Check:
+_SUSPECT: list[tuple[str, str]] = [("", "may not fit")]
+
+
+def _check_decimal(precision: int, scale: int, quick: bool = False) -> Check:
+    if quick:
+        # what fastavro lets through: a finite value whose integer digits overflow the precision once
+        # scaled (too many fractional digits fastavro refuses itself); two C calls, no digit tuple. A
+        # suspect (also 0E+9: its exponent is large) goes to the exact check.
+        limit = precision - scale
+
+        def suspect(value: Any) -> list[tuple[str, str]] | None:
+            if not isinstance(value, decimal.Decimal) or (value.is_finite() and value.adjusted() < limit):
+                return None
+            return _SUSPECT
+
+        return suspect
+
     def check(value: Any) -> list[tuple[str, str]] | None:
         if not isinstance(value, decimal.Decimal):
             return None
@@ -181,7 +197,8 @@ def _check_union(branches: list[tuple[Any, Check | None]]) -> Check:
 class _DecimalCompiler:
     """Builds the :data:`Check` of a schema, once; subtrees without a decimal get no check at all."""
 
-    def __init__(self, schema: Any) -> None:
+    def __init__(self, schema: Any, quick: bool = False) -> None:
+        self.quick = quick
         self.named = named_types(schema)
         self.built: dict[int, Check | None] = {}  # id(named schema) -> its check (None: no decimal inside)
         self.has: dict[int, bool] = {}
@@ -224,7 +241,7 @@ class _DecimalCompiler:
         if not isinstance(schema, dict) or not self.has_decimal(schema):
             return None
         if schema.get("logicalType") == "decimal":
-            return _check_decimal(schema["precision"], schema.get("scale", 0))
+            return _check_decimal(schema["precision"], schema.get("scale", 0), self.quick)
         key = id(schema)
         if key in self.built:
             return self.built[key]
@@ -257,10 +274,12 @@ def _could_hold(schema: Any, value: Any) -> bool:
     return kind == "array" and isinstance(value, (list, tuple))
 
 
-def decimal_check(schema: Any) -> Callable[[Any], list[str]] | None:
+def decimal_check(schema: Any, quick: bool = False) -> Callable[[Any], list[str]] | None:
     """A function giving ``path: problem`` for every Decimal of a record that does not fit its decimal type
-    (compiled once per schema); None when the schema has no decimal."""
-    check = _DecimalCompiler(schema).build(schema)
+    (compiled once per schema); None when the schema has no decimal. ``quick``: only flags, without a
+    reason, each Decimal that may overflow its precision (the cheap test encode() runs on every record;
+    a flagged record gets the exact check)."""
+    check = _DecimalCompiler(schema, quick).build(schema)
     if check is None:
         return None
 
@@ -288,7 +307,8 @@ class AvroSerde:
     def __init__(self, registry: SchemaRegistryClient | dict[str, Any]) -> None:
         self.registry = registry if isinstance(registry, SchemaRegistryClient) else SchemaRegistryClient(registry)
         self._by_id: dict[int, Any] = {}
-        self._money: dict[int, Callable[[Any], list[str]] | None] = {}  # schema id -> its decimal check
+        # schema id -> its decimal checks (quick, exact); None without decimals
+        self._money: dict[int, tuple[Callable[[Any], list[str]], Callable[[Any], list[str]]] | None] = {}
         self._ids: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
 
@@ -335,19 +355,31 @@ class AvroSerde:
         if schema_id in self._money:
             money = self._money[schema_id]
         else:
-            money = self._money[schema_id] = decimal_check(parsed)  # None without decimals
-        if money is not None:
-            problems = money(record)
-            if problems:
-                path, _, reason = problems[0].partition(": ")
-                raise RecordInvalid(parsed.get("name", "?"), path, reason)
+            money = self._money[schema_id] = self._money_checks(parsed)
+        if money is not None and money[0](record):
+            self._refuse_money(parsed, record, money[1])
         buf = io.BytesIO()
         buf.write(_HEADER.pack(MAGIC, schema_id))
         try:
             fastavro.schemaless_writer(buf, parsed, record)
         except (ValueError, TypeError, KeyError, AttributeError, struct.error, OverflowError) as exc:
+            if money is not None:  # e.g. too many fractional digits: named with its field
+                self._refuse_money(parsed, record, money[1])
             raise RecordInvalid(parsed.get("name", "?"), *_first_problem(parsed, record, exc)) from None
         return buf.getvalue()
+
+    @staticmethod
+    def _money_checks(parsed: Any) -> tuple[Callable[[Any], list[str]], Callable[[Any], list[str]]] | None:
+        quick, exact = decimal_check(parsed, quick=True), decimal_check(parsed)
+        return (quick, exact) if quick is not None and exact is not None else None
+
+    @staticmethod
+    def _refuse_money(parsed: Any, record: Any, exact: Callable[[Any], list[str]]) -> None:
+        """Raise ``RecordInvalid`` for the first Decimal of ``record`` that does not fit, if there is one."""
+        problems = exact(record)
+        if problems:
+            path, _, reason = problems[0].partition(": ")
+            raise RecordInvalid(parsed.get("name", "?"), path, reason)
 
     def encoder(self, subject: str, schema: dict[str, Any]) -> Callable[[dict[str, Any]], bytes]:
         """A function that encodes records of ``schema`` (registered under ``subject`` once)."""

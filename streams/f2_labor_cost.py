@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated, Any
@@ -91,6 +92,18 @@ class LaborCostMapping(MappingModel):
         default_factory=dict, description='"<source_system>:<user id>" -> employee code'
     )
     rates: tuple[RateRow, ...] = Field(default=(), description="dated fallback rates by employee code")
+    @cached_property
+    def _rates_by_employee(self) -> dict[str, list[dict[str, Any]]]:
+        by: dict[str, list[dict[str, Any]]] = {}
+        for r in self.rates:
+            by.setdefault(r.employee, []).append(
+                {"valid_from": r.valid_from, "valid_to": r.valid_to, "rate": r.rate, "currency": r.currency})
+        return by
+
+    def rates_of(self, code: str) -> list[dict[str, Any]]:
+        """The dated rates of employee ``code`` (valid_from, valid_to, rate, currency), in file order; indexed
+        once, so a record looks at its employee's rows only."""
+        return self._rates_by_employee.get(code, [])
 
     @field_validator("description_pattern")
     @classmethod
@@ -186,9 +199,7 @@ def rate_on(
         hit = crosswalk.valid_on([r for r in employee.get("rates") or [] if r.get("rate") is not None], day)
         if hit is not None:
             return Decimal(hit["rate"]), hit.get("currency") or m.default_currency
-    rows = [{"valid_from": r.valid_from, "valid_to": r.valid_to, "rate": r.rate, "currency": r.currency}
-            for r in m.rates if r.employee == code]  # fmt: skip
-    hit = crosswalk.valid_on(rows, day)
+    hit = crosswalk.valid_on(m.rates_of(code), day)
     return (hit["rate"], hit["currency"]) if hit is not None else None
 
 

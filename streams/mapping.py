@@ -175,18 +175,31 @@ class FlowConfig(BaseModel):
 
 @dataclass(frozen=True)
 class Output:
-    """One record to produce: topic, key (text) and the Avro record as a dict."""
+    """One record to produce: topic, key (text) and the Avro record as a dict.
+
+    An output re-emitted from a state the flows runtime recorded (:func:`sent_output`) carries ``wire``
+    instead: the value bytes and the headers exactly as first sent, ``value`` being None."""
 
     topic: str
     key: str
-    value: dict[str, Any]
+    value: dict[str, Any] | None
+    wire: tuple[bytes, list[tuple[str, bytes]]] | None = None
 
     def to_state(self) -> dict[str, Any]:
         return {"topic": self.topic, "key": self.key, "value": self.value}
 
     @classmethod
     def from_state(cls, data: dict[str, Any]) -> Output:
+        if "wire" in data:
+            return cls(data["topic"], data["key"], None, (data["wire"], [(k, v) for k, v in data["headers"]]))
         return cls(data["topic"], data["key"], data["value"])
+
+
+def sent_output(topic: str, key: str, value: bytes, headers: list[tuple[str, bytes]]) -> dict[str, Any]:
+    """An output as the flows runtime records it in a state once encoded: its bytes and headers, which
+    :meth:`Output.from_state` gives back as ``wire``. A state is packed for every handled record, and bytes
+    pack at a fraction of the cost of the record (Decimals, dates) they encode."""
+    return {"topic": topic, "key": key, "wire": value, "headers": headers}
 
 
 @dataclass(frozen=True)

@@ -71,3 +71,24 @@ def test_encode_refuses_an_overflowing_amount_with_its_field(registry: Any) -> N
     with pytest.raises(RecordInvalid) as err:
         encode(doc(lines=[line("12345678")]))
     assert err.value.field == "lines[0].debit"
+
+
+def test_the_quick_check_flags_what_may_overflow_and_leaves_extra_digits_to_fastavro() -> None:
+    quick = decimal_check(DOC, quick=True)
+    assert quick is not None
+    assert quick(doc(lines=[line("9999.99", "0.01")], total=Decimal("-9999.99"))) == []
+    assert quick(doc(lines=[line("1.001")])) == []  # fastavro refuses it; encode() then names the field
+    assert len(quick(doc(lines=[line("1.00"), line("10000.00")]))) == 1
+    assert len(quick(doc(total=Decimal("NaN")))) == 1
+
+
+def test_encode_names_the_field_of_an_amount_with_too_many_fractional_digits(registry: Any) -> None:
+    serde = AvroSerde({"url": registry.url})
+    encode = serde.encoder("t-value", DOC)
+    with pytest.raises(RecordInvalid) as err:
+        encode(doc(lines=[line("1.00"), line("2.00", "0.125")]))
+    assert err.value.field == "lines[1].credit"
+    assert "3 fractional digits but the scale is 2" in str(err.value)
+    with pytest.raises(RecordInvalid) as err:
+        encode(doc(by_code={"A": line("NaN")}))
+    assert err.value.field == "by_code['A'].debit"

@@ -217,3 +217,40 @@ def test_project_costs_split_a_state_of_the_old_form() -> None:
     assert table.get("P1\x1fW1") == {"amount": "600.00"}
     assert costs.update("P1", {"budget": "1000"}, "W1", None, 10) is None
     assert table.get("P1") == {"total": "500.01", "over": False}
+
+
+def test_a_state_records_its_outputs_as_sent_and_a_reemission_sends_those_bytes() -> None:
+    from bizbus.streams.mapping import loads_state, version_gate, with_outputs
+
+    def decide(r: dict[str, Any]) -> Verdict:
+        gate = version_gate(state.get(r["code"]), 1)
+        if gate is not None:
+            return gate
+        res = output(r)
+        return Result(res.outcome, res.outputs, with_outputs({"version": 1}, res.outputs))
+
+    rt, spec, journal, state = setup(decide)
+    first = events(["A"])
+    asyncio.run(rt.handle_batch(spec, first))
+    raw = journal.of("state")[0][1]
+    kept = loads_state(raw)["outputs"]
+    sent = journal.of("send")
+    assert len(kept) == 1 and kept[0]["topic"] == OUT and kept[0]["key"] == "A"
+    assert "value" not in kept[0] and json.loads(kept[0]["wire"])["code"] == "A"  # the bytes, not the record
+    assert dict(kept[0]["headers"])["event_id"] == lineage.event_id("out", "A").encode()
+    # the same record again (a crash before the offset commit): the recorded bytes go out, unchanged
+    state._decoded.clear()
+    rt.encoders[OUT] = lambda v: b"{\"re-encoded\": true}"
+    asyncio.run(rt.handle_batch(spec, events(["A"], first=11)))
+    again = journal.of("send")[len(sent):]
+    assert again == sent
+
+
+def test_a_state_whose_outputs_are_not_the_verdicts_is_stored_as_is() -> None:
+    from bizbus.streams.agents import recorded_as_sent
+    from bizbus.streams.delivery import OutRecord
+
+    out = Output(OUT, "A", {"code": "A"})
+    state = {"version": 2, "outputs": [{"topic": OUT, "key": "B", "value": {}}]}
+    assert recorded_as_sent(state, (out,), [OutRecord(OUT, b"A", b"x", [])]) is state
+    assert recorded_as_sent({"version": 2}, (out,), [OutRecord(OUT, b"A", b"x", [])]) == {"version": 2}
