@@ -582,11 +582,11 @@ def recorded_as_sent(state: dict[str, Any], outputs: tuple[Output, ...], sent: l
     kept = state.get("outputs")
     if not kept or len(kept) != len(sent):
         return state
-    for k, o in zip(kept, outputs):
+    for k, o in zip(kept, outputs, strict=True):
         if not isinstance(k, dict) or k.get("topic") != o.topic or k.get("key") != o.key:
             return state
     return {**state, "outputs": [sent_output(o.topic, o.key, r.value or b"", r.headers or [])
-                                 for o, r in zip(outputs, sent)]}  # fmt: skip
+                                 for o, r in zip(outputs, sent, strict=True)]}  # fmt: skip
 
 
 def batch_ends(events: list[Any]) -> dict[int, int]:
