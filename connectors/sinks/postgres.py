@@ -76,14 +76,25 @@ def _getter(path: str) -> Callable[[SinkRecord], Any]:
     return get
 
 
-def column_mapper(columns: dict[str, str]) -> RowFn:
+class ColumnMapper:
+    """The row of a record: each column filled from its path (a missing field is a per-record Permanent
+    error). Called like a :data:`RowFn`; :meth:`values` gives the same row as a tuple in ``columns``
+    order, for COPY (no dict per record)."""
+
+    def __init__(self, columns: dict[str, str]) -> None:
+        self.columns = tuple(columns)
+        self._getters = tuple(_getter(path) for path in columns.values())
+
+    def __call__(self, r: SinkRecord) -> dict[str, Any]:
+        return dict(zip(self.columns, self.values(r), strict=True))
+
+    def values(self, r: SinkRecord) -> tuple[Any, ...]:
+        return tuple([get(r) for get in self._getters])
+
+
+def column_mapper(columns: dict[str, str]) -> ColumnMapper:
     """A row function filling each column from its path (a missing field is a per-record Permanent error)."""
-    getters = [(col, _getter(path)) for col, path in columns.items()]
-
-    def row(r: SinkRecord) -> dict[str, Any]:
-        return {col: get(r) for col, get in getters}
-
-    return row
+    return ColumnMapper(columns)
 
 
 class PgTableWriter(SinkWriter):
@@ -125,9 +136,13 @@ class PgTableWriter(SinkWriter):
             COPY, so the ledger rolls back and goes record by record with ``insert``."""
             groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
             row_of = self.row
-            for effect in todo:
-                row = row_of(effect.payload)
-                groups.setdefault(tuple(row), []).append(tuple(row.values()))
+            if isinstance(row_of, ColumnMapper):  # the same columns for every record: one group, tuples
+                values_of = row_of.values
+                groups[row_of.columns] = [values_of(effect.payload) for effect in todo]
+            else:
+                for effect in todo:
+                    row = row_of(effect.payload)
+                    groups.setdefault(tuple(row), []).append(tuple(row.values()))
             for cols, values in groups.items():
                 with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(
                         target, sql.SQL(", ").join(map(sql.Identifier, cols)))) as copy:  # fmt: skip
