@@ -67,7 +67,9 @@ def headers(m: dict[str, Any]) -> list[tuple[str, bytes]]:
         if value is None:
             continue
         if isinstance(value, datetime):
-            value = value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            if value.tzinfo is not UTC:  # decoded Avro timestamps are UTC already
+                value = value.astimezone(UTC)
+            value = value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
         out.append((key, str(value).encode("utf-8")))
     return out
 

@@ -254,3 +254,25 @@ def test_a_state_whose_outputs_are_not_the_verdicts_is_stored_as_is() -> None:
     state = {"version": 2, "outputs": [{"topic": OUT, "key": "B", "value": {}}]}
     assert recorded_as_sent(state, (out,), [OutRecord(OUT, b"A", b"x", [])]) is state
     assert recorded_as_sent({"version": 2}, (out,), [OutRecord(OUT, b"A", b"x", [])]) == {"version": 2}
+
+
+def test_project_costs_from_the_worklogs_previous_state_answer_like_roll_up_and_keep_no_entry() -> None:
+    project = {"budget": "1000", "currency": "CNY"}
+    story = [("W1", voucher("600.00")), ("W2", voucher("500.00")), ("W3", voucher("0.01")),
+             ("W4", voucher("50.00")), ("W4", None), ("W3", None), ("W5", voucher("1.00")),
+             ("W1", voucher("100.00")), ("W4", voucher("20.00"))]  # fmt: skip
+    costs = ProjectCosts(StateTable({}))
+    worklogs: dict[str, dict[str, Any]] = {"W5": {"project": "P2", "voucher": voucher("7.00")}}  # moved from P2
+    reference: dict[str, Any] | None = None
+    alerts = []
+    for wid, v in story:
+        reference, want = f2.roll_up(reference, project, "P1", wid, v, 10)
+        got = costs.update("P1", project, wid, v, 10, worklogs.get(wid))
+        worklogs[wid] = {"project": "P1", "voucher": v}
+        assert (got is None) == (want is None), (wid, v)
+        alerts.append(got is not None)
+        head = costs.table.get("P1")
+        assert head is not None and head["over"] == reference["over"]
+        assert Decimal(head["total"]) == sum(Decimal(a) for a in reference["worklogs"].values())
+    assert alerts.count(True) == 2  # crossed, went back under (W3 deleted), crossed again
+    assert costs.table.get("P1\x1fW1") is None and costs.table.flush() == 1  # the project's head only
