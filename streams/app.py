@@ -52,6 +52,16 @@ the real voucher ≈ 8–9k rec/s):
   record (N = 60,000, 1 worker, quiet machine). With 2 workers, no standby copies of the partitioned
   tables (``BIZBUS_FLOWS_STANDBY_REPLICAS=0``; Faust's default 1 made each worker apply the other's
   changelog too): 3,095 → 4,379 rec/s (N = 40,000).
+* 2026-12-06, on an AMD EPYC (the bench's raw loop ≈ 19–21k rec/s there): worker CPU 0.19–0.22 ms per
+  record (N = 60,000). py-spy: our batch handling ≈ 72–80 % of the worker; in it, encoding the outputs
+  ≈ 22 %, ``post_labor`` ≈ 17 %, ``store_worklog`` ≈ 15 %, packing states ≈ 17 %, producing ≈ 9 %.
+  + a state records its outputs as the Avro bytes sent (:func:`~bizbus.streams.agents.recorded_as_sent`;
+  they were the voucher's dicts, packed again), the money check of encode as two C calls per amount,
+  F2's rates indexed by employee, the budget roll-up from the worklog's previous state (no per-worklog
+  cost entry: one state and one changelog record less per record): 0.158–0.165 ms per record, ≈ 6,000
+  rec/s (N = 60,000), 0.178–0.19 ms at N = 200,000. What is left: encode and decode, ``post_labor``,
+  packing the worklog state (its voucher's Decimals and dates are MessagePack extension types, one
+  Python call each), producing, and Faust's fetcher and stream (≈ 15–20 %).
 * two workers: the second worker's ``projects`` GlobalTable did not see the projects the first worker
   handled, so its timesheets waited out the grace period and were dead-lettered: fixed, see below.
 
