@@ -87,7 +87,7 @@ class SinkRecord:
     """One decoded source record with its coordinates; ``effect_id`` is derived from its event_id.
 
     Treated as read-only; not a frozen dataclass because one is made per consumed record and a frozen
-    ``__init__`` (``object.__setattr__`` per field) costs about four times as much."""
+    ``__init__`` goes through ``object.__setattr__`` for every field."""
 
     topic: str
     partition: int

@@ -92,6 +92,7 @@ class LaborCostMapping(MappingModel):
         default_factory=dict, description='"<source_system>:<user id>" -> employee code'
     )
     rates: tuple[RateRow, ...] = Field(default=(), description="dated fallback rates by employee code")
+
     @cached_property
     def _rates_by_employee(self) -> dict[str, list[dict[str, Any]]]:
         by: dict[str, list[dict[str, Any]]] = {}
@@ -151,6 +152,11 @@ class BudgetAlert:
                 f"its budget {self.budget} (alert above {100 + self.percent:.0f}%)")  # fmt: skip
 
 
+def booked_amount(voucher: dict[str, Any]) -> str:
+    """The labor cost a voucher books (its debits), as the roll-up keeps it."""
+    return str(sum((line["debit"] for line in voucher["lines"]), ZERO))
+
+
 def roll_up(costs: dict[str, Any] | None, project: dict[str, Any] | None, project_key: str, worklog_id: str,
             voucher: dict[str, Any] | None, percent: float) -> tuple[dict[str, Any], BudgetAlert | None]:  # fmt: skip
     """The project's labor cost after this worklog's current voucher (None: deleted / nothing posted).
@@ -160,7 +166,7 @@ def roll_up(costs: dict[str, Any] | None, project: dict[str, Any] | None, projec
     total went back under the line (e.g. a corrected worklog) and crossed it once more."""
     amounts: dict[str, str] = dict((costs or {}).get("worklogs") or {})
     if voucher is not None:
-        amounts[worklog_id] = str(sum((line["debit"] for line in voucher["lines"]), ZERO))
+        amounts[worklog_id] = booked_amount(voucher)
     else:
         amounts.pop(worklog_id, None)
     booked = sum((Decimal(v) for v in amounts.values()), ZERO)
