@@ -255,14 +255,21 @@ class SinkRunner(Task):
 
     def step(self) -> int:
         """Consume one batch (size/time bound) and decode it while the previous batch's write is still in
-        flight; then finish that one (dead letters, commit) and start this one's write. An empty poll
-        finishes the batch in flight. Paused partitions return nothing."""
+        flight; once that write has ended, start this batch's write, then settle the previous one (dead
+        letters, offset commit) while the writer works. If settling fails, nothing past the unsettled batch
+        is committed. An empty poll finishes the batch in flight. Paused partitions return nothing."""
         msgs = self._consumer.consume(self.batch_size, self.batch_timeout)
         msgs = [m for m in msgs if m.error() is None]
         batch = self._decode(msgs) if msgs else None
-        self._finish()
-        if batch is not None:
+        done = self._await_inflight()
+        if batch is not None:  # the writer starts on this batch while the previous one is committed
             self._inflight = self._submit(batch)
+        if done is not None:
+            try:
+                self._settle(done)
+            except BaseException:
+                self._abandon_inflight()
+                raise
         self._report_lag()
         return len(msgs)
 
@@ -362,10 +369,26 @@ class SinkRunner(Task):
 
     def _finish(self) -> None:
         """Wait for the write in flight, dead-letter its failures (acknowledged), then commit its offsets."""
+        batch = self._await_inflight()
+        if batch is not None:
+            self._settle(batch)
+
+    def _abandon_inflight(self) -> None:
+        """After the previous batch could not be settled: let the write in flight end, but commit nothing
+        past the unsettled batch (its records come again to the next owner; the writer's ledger or
+        idempotency key absorbs them)."""
+        batch, self._inflight = self._inflight, None
+        if batch is not None and batch.future is not None:
+            try:
+                batch.future.result()
+            except Exception as exc:  # noqa: BLE001 - the first error is the one raised
+                log.warning("sink %s: the write in flight failed while abandoned: %s", self.name, exc)
+
+    def _await_inflight(self) -> _Batch | None:
+        """The batch in flight once its write has ended (its failures and result recorded), or None."""
         batch, self._inflight = self._inflight, None
         if batch is None:
-            return
-        failures = batch.failures
+            return None
         if batch.future is not None:
             result, attempts = batch.future.result()
             self.stats.applied += result.applied
@@ -374,7 +397,12 @@ class SinkRunner(Task):
             metrics.IDEMPOTENT_HITS.labels(self.name).inc(result.duplicates)
             if result.failed:
                 by_id = {r.effect_id: r for r in batch.records}
-                failures += [(by_id[effect_id], err, attempts) for effect_id, err in result.failed.items()]
+                batch.failures += [(by_id[effect_id], err, attempts) for effect_id, err in result.failed.items()]
+        return batch
+
+    def _settle(self, batch: _Batch) -> None:
+        """A written batch made final: its failures dead-lettered (acknowledged), then its offsets committed."""
+        failures = batch.failures
         for item, err, n in failures:
             self.dlq.send(self._dead_letter(item, err, n))
         if failures:

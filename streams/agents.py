@@ -248,7 +248,7 @@ class ProjectCosts:
         if previous is ...:
             old = (self.table.get(wkey) or {}).get("amount")
         else:
-            old = booked_before(previous, project_key)
+            old = f2.booked_in(previous, project_key)
             wkey = ""  # nothing to keep per worklog
         amounts = {self.REST: str(total - Decimal(old))} if old is not None else {self.REST: str(total)}
         if old is not None:
@@ -269,15 +269,6 @@ class ProjectCosts:
         head = {"total": str(sum((Decimal(v) for v in amounts.values()), Decimal(0))), "over": bool(legacy.get("over"))}
         self.table.set(project_key, head)
         return head
-
-
-def booked_before(previous: Any, project_key: str) -> str | None:
-    """The labor cost a worklog's ``previous`` state booked on ``project_key`` (as ``f2.roll_up`` keeps
-    it), None when it booked nothing there."""
-    if not isinstance(previous, dict) or previous.get("project") != project_key:
-        return None
-    voucher = previous.get("voucher")
-    return f2.booked_amount(voucher) if voucher else None
 
 
 @dataclass(frozen=True)
@@ -779,9 +770,18 @@ def register(
         costs = ProjectCosts(cost_table)
         metrics.init_component(name2, metrics.BUDGET_ALERTS)
 
+        def worklog_before(r: dict[str, Any]) -> Verdict:
+            """post_labor on the worklog's state, its voucher read back from the bytes sent."""
+            try:
+                state = f2.full_state(worklogs.get(r["worklog_id"]), rt.serde.decode)
+            except RegistryError as exc:  # wait like for master data: never dead-letter a good record at once
+                return Missing("schema-registry", f"the previous voucher of worklog {r['worklog_id']} cannot "
+                                                  f"be read while the schema registry is unreachable: {exc}")  # fmt: skip
+            return f2.post_labor(r, state, projects.get, employees.get, m2)
+
         def store_worklog(r: dict[str, Any], s: dict[str, Any]) -> None:
             previous = worklogs.get(r["worklog_id"])
-            worklogs.set(r["worklog_id"], s)
+            worklogs.set(r["worklog_id"], f2.stored_state(s))
             alert = costs.update(r["project"], projects.get(r["project"]), r["worklog_id"], s.get("voucher"),
                                  cfg2.budget_alert_percent, previous)  # fmt: skip
             if alert is not None:
@@ -792,8 +792,7 @@ def register(
         agent(EMPLOYEE_TOPIC, MASTER_DATA, lambda r: _stored(f2.merge_employee(r, employees.get(r["code"]))),
               lambda r, s: employees.set(r["code"], s), grace2, (employees,))  # fmt: skip
         agent(TIMESHEET_TOPIC, name2,
-              lambda r: f2.post_labor(r, worklogs.get(r["worklog_id"]), projects.get, employees.get, m2),
-              store_worklog, grace2, (worklogs, cost_table))  # fmt: skip
+              worklog_before, store_worklog, grace2, (worklogs, cost_table))  # fmt: skip
 
     # -- F4 approvals -------------------------------------------------------------------------------------
     if plan.approvals:

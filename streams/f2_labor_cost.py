@@ -157,6 +157,50 @@ def booked_amount(voucher: dict[str, Any]) -> str:
     return str(sum((line["debit"] for line in voucher["lines"]), ZERO))
 
 
+VOUCHER_HEAD = ("company", "voucher_type", "posting_date", "currency", "voucher_no")
+LINE_FIELDS = ("line_no", "account_code", "cost_center", "project", "debit", "credit", "description")
+
+
+def stored_state(state: dict[str, Any]) -> dict[str, Any]:
+    """The worklog state as the table keeps it. When the outputs are recorded as the bytes sent
+    (:func:`~bizbus.streams.mapping.sent_output`), the voucher is one of them: the state then names its
+    position (``voucher_at``) and keeps its booked amount (``booked``) instead of a second copy as a record,
+    whose Decimals and dates cost more to pack than the rest of the state. :func:`full_state` gives the
+    voucher back; a state whose outputs are records keeps its voucher as is."""
+    voucher = state.get("voucher")
+    if not voucher:
+        return state
+    for i, out in enumerate(state.get("outputs") or ()):
+        if isinstance(out, dict) and "wire" in out and out.get("key") == voucher["voucher_no"]:
+            kept = {k: v for k, v in state.items() if k != "voucher"}
+            kept["voucher_at"], kept["booked"] = i, booked_amount(voucher)
+            return kept
+    return state
+
+
+def full_state(state: dict[str, Any] | None, decode: Callable[[bytes], Any]) -> dict[str, Any] | None:
+    """``state`` with its voucher as a record again, read from the bytes sent (``decode``: wire bytes → the
+    Voucher event); a state with the voucher in it, or None, as is."""
+    if state is None or "voucher_at" not in state:
+        return state
+    event = decode(state["outputs"][state["voucher_at"]]["wire"])
+    voucher = {k: event[k] for k in VOUCHER_HEAD}
+    voucher["lines"] = [{k: line[k] for k in LINE_FIELDS} for line in event["lines"]]
+    rest = {k: v for k, v in state.items() if k not in ("voucher_at", "booked")}
+    return {**rest, "voucher": voucher}
+
+
+def booked_in(state: dict[str, Any] | None, project_key: str) -> str | None:
+    """The labor cost a worklog's ``state`` (either form) booked on ``project_key``, as :func:`roll_up`
+    keeps it; None when it booked nothing there."""
+    if not isinstance(state, dict) or state.get("project") != project_key:
+        return None
+    if "booked" in state:
+        return str(state["booked"])
+    voucher = state.get("voucher")
+    return booked_amount(voucher) if voucher else None
+
+
 def roll_up(costs: dict[str, Any] | None, project: dict[str, Any] | None, project_key: str, worklog_id: str,
             voucher: dict[str, Any] | None, percent: float) -> tuple[dict[str, Any], BudgetAlert | None]:  # fmt: skip
     """The project's labor cost after this worklog's current voucher (None: deleted / nothing posted).

@@ -202,6 +202,32 @@ def test_close_with_a_write_in_flight_waits_for_it_and_commits_it(embedded_broke
             s.runner.close()
 
 
+def test_the_next_write_starts_before_the_previous_commit_and_a_refused_commit_commits_nothing_later(
+    embedded_broker, registry, pg
+) -> None:
+    s = Setup(embedded_broker, registry, pg, 20)
+    commits: list[tuple[int, int]] = []  # (records in the committed batch, records of the write in flight)
+
+    def refused(msgs: list[Any]) -> None:
+        inflight = s.runner._inflight
+        commits.append((len(msgs), len(inflight.records) if inflight is not None and inflight.future else 0))
+        raise RuntimeError("commit refused")
+
+    try:
+        assert s.first_batch_in_flight() == 10
+        s.writer.gate.set()
+        s.runner._commit = refused  # type: ignore[method-assign]
+        with pytest.raises(RuntimeError, match="commit refused"):
+            s.runner.step()  # consumes the second batch, starts its write, then settles the first
+        assert commits == [(10, 10)]  # the second write was under way when the first batch was committed
+        # the second write was let finish, but nothing past the unsettled first batch is committed
+        assert s.runner._inflight is None and s.rows() == 20 and s.committed() == 0
+    finally:
+        s.writer.gate.set()
+        del s.runner._commit
+        s.runner.close()
+
+
 def test_run_returns_with_the_last_batch_written_and_committed(embedded_broker, registry, pg) -> None:
     s = Setup(embedded_broker, registry, pg, 25)
     s.writer.gate.set()

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from bizbus.schemas import catalog
+from bizbus.streams import f2_labor_cost as f2
 from bizbus.streams.crosswalk import start_interval
 from bizbus.streams.f2_labor_cost import (
     LaborCostMapping,
@@ -247,3 +248,52 @@ def test_merge_employee_keeps_dated_rates() -> None:
     state = merge_employee(emp(2, date(2026, 7, 1), "120.000000"), state)
     assert [r["rate"] for r in state["rates"]] == [Decimal("100.000000"), Decimal("120.000000")]
     assert merge_employee(emp(1, date(2026, 7, 1), "90.000000"), state) is None  # older version
+
+
+def as_sent(res: Any) -> tuple[dict[str, Any], Any]:
+    """The state as the runtime stores it (outputs recorded as Avro bytes, then f2.stored_state), and a
+    decoder of those bytes."""
+    import io
+
+    import fastavro
+    from bizbus.streams.agents import recorded_as_sent
+    from bizbus.streams.delivery import OutRecord
+
+    schema = fastavro.parse_schema(catalog.load("bizbus.finance.Voucher"))
+
+    def encode(value: dict[str, Any]) -> bytes:
+        buf = io.BytesIO()
+        fastavro.schemaless_writer(buf, schema, value)
+        return buf.getvalue()
+
+    def decode(data: bytes) -> dict[str, Any]:
+        return fastavro.schemaless_reader(io.BytesIO(data), schema, None)
+
+    sent = [OutRecord(o.topic, o.key.encode(), encode(o.value), [("flow", b"labor-cost")]) for o in res.outputs]
+    return f2.stored_state(recorded_as_sent(res.state, res.outputs, sent)), decode
+
+
+def test_stored_state_keeps_the_voucher_only_as_the_bytes_sent_and_gives_it_back() -> None:
+    first = run(entry(version=1))
+    stored, decode = as_sent(first)
+    assert "voucher" not in stored and stored["voucher_at"] == 0 and stored["booked"] == "925.93"
+    assert f2.booked_in(stored, "PRJ-1") == f2.booked_in(first.state, "PRJ-1") == "925.93"
+    assert f2.booked_in(stored, "PRJ-2") is None  # booked on another project
+    assert f2.full_state(stored, decode)["voucher"] == first.state["voucher"]
+    # an update reverses exactly the same voucher whichever form the state was kept in
+    upd = entry(version=2, op="UPDATED", hours="8.00")
+    from_full, from_stored = run(upd, first.state), run(upd, f2.full_state(stored, decode))
+    assert [o.value for o in from_stored.outputs] == [o.value for o in from_full.outputs]
+    # the update's state: the new voucher is the second output (after the reversal)
+    stored2, _ = as_sent(from_stored)
+    assert stored2["voucher_at"] == 1 and stored2["booked"] == "987.65"
+
+
+def test_stored_state_leaves_states_without_sent_bytes_or_voucher_as_they_are() -> None:
+    first = run(entry(version=1))
+    assert f2.stored_state(first.state) == first.state  # outputs still records: the voucher stays
+    deleted = run(entry(version=2, op="DELETED"), first.state)
+    stored, decode = as_sent(deleted)
+    assert stored["voucher"] is None and "voucher_at" not in stored and f2.booked_in(stored, "PRJ-1") is None
+    assert f2.full_state(stored, decode) == stored
+    assert f2.full_state(None, decode) is None
