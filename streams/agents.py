@@ -207,7 +207,8 @@ class StateTable:
             else:
                 self._store()[raw_key] = raw
                 changelog.append(OutRecord(self.changelog_topic, raw_key, raw, None, event.message.partition))
-            self._remember(key, raw, state)
+        # not remembered as decoded: most keys written (a worklog) are not read again soon, and a read
+        # decodes once; keeping each written state alive only gave the collector more to walk
         return len(dirty)
 
     @property
