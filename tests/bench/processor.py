@@ -374,6 +374,9 @@ def flow_stage(ctx: BenchContext, watch: VoucherWatch, tag: str, n: int, workers
             )
     ctx.progress(f"{workers} worker(s): {rate:,.0f} records/s ({n:,} vouchers, timed {timed}; {seconds:.1f} s from "
                  f"first to last output, {last - t_start:.1f} s from process start; cpu {used})")  # fmt: skip
+    # CPU per record: on two cores shared with the broker, a second worker cannot get a whole core
+    cores = sum(v for k, v in used.items() if k.startswith("worker"))
+    out["worker_cpu_ms_per_record"] = round(1000 * cores / rate, 3) if rate and cores else None
     return {"records_per_s": rate, "timed": timed, "cpu_in_window": used, "first_to_last_s": round(seconds, 2),
             "start_to_last_s": round(last - t_start, 2), "voucher_records_read": read + late,
             "app": f"bizbus-flows-{name}-labor-cost", **out}  # fmt: skip
