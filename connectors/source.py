@@ -33,6 +33,9 @@ from bizbus.serde import AvroSerde, RecordInvalid
 log = logging.getLogger(__name__)
 
 SHARD_LEASED = metrics.SHARD_LEASED
+# records produced between two ``poll(0)``s. Not one per record: poll releases the GIL, and getting it back
+# from a busy thread (a webhook worker's HTTP loop) can take a switch interval (5 ms) each time
+POLL_EVERY = 1000
 
 
 @dataclass(frozen=True)
@@ -180,7 +183,8 @@ class SourceTask(Task):
                         item.topic, key=item.key, value=value, headers=lineage.headers(item.value["meta"]),  # type: ignore[index]
                         on_delivery=lambda e, _m, i=i: tracker.fail(i) if e else tracker.ack(i),
                     )  # fmt: skip
-                    self._producer.poll(0)
+                    if i % POLL_EVERY == POLL_EVERY - 1:  # serve delivery reports now and then; flush does the rest
+                        self._producer.poll(0)
                     continue
             self.dlq.send(dead_letter(connector=self.connector, topic=item.origin, partition=0, offset=item.offset,
                                       key=item.key, value=item.raw_bytes(), headers=None, timestamp_ms=None, error=err,

@@ -159,29 +159,32 @@ class PgState(MemoryState):
         issues, worklogs = dict(self._dirty_issues), dict(self._dirty_worklogs)
         if not issues and not worklogs:
             return
+        parts: list[tuple[sql.Composable, str]] = []  # each table's rows as one JSON document: no per-row work
+        if issues:
+            parts.append((sql.SQL(
+                "INSERT INTO {} (issue_id, issue_key, project_key) SELECT r.issue_id, r.issue_key,"
+                " r.project_key FROM jsonb_to_recordset(%s::jsonb) AS r(issue_id text, issue_key text,"
+                " project_key text) ON CONFLICT (issue_id) DO UPDATE SET issue_key = EXCLUDED.issue_key,"
+                " project_key = EXCLUDED.project_key, updated_at = now()").format(self._t_issues),
+                json.dumps([{"issue_id": i, "issue_key": ref.key, "project_key": ref.project}
+                            for i, ref in issues.items()])))  # fmt: skip
+        if worklogs:
+            parts.append((sql.SQL(
+                "INSERT INTO {} (worklog_id, project_key, issue_key, employee, work_date, hours)"
+                " SELECT r.worklog_id, r.project_key, r.issue_key, r.employee, r.work_date, r.hours"
+                " FROM jsonb_to_recordset(%s::jsonb) AS r(worklog_id text, project_key text, issue_key text,"
+                " employee text, work_date date, hours numeric) ON CONFLICT (worklog_id) DO UPDATE SET"
+                " project_key = EXCLUDED.project_key, issue_key = EXCLUDED.issue_key, employee ="
+                " EXCLUDED.employee, work_date = EXCLUDED.work_date, hours = EXCLUDED.hours, updated_at = now()"
+            ).format(self._t_worklogs), json.dumps([
+                {"worklog_id": i, "project_key": f.project, "issue_key": f.task, "employee": f.employee,
+                 "work_date": f.work_date.isoformat(), "hours": str(f.hours)} for i, f in worklogs.items()
+            ])))  # fmt: skip
+        # one statement, atomic on its own (both tables: the first as a data-modifying WITH): one round trip
+        # on the autocommit connection instead of BEGIN, INSERT, INSERT, COMMIT
+        statement = parts[-1][0] if len(parts) == 1 else sql.SQL("WITH issues AS ({}) {}").format(parts[0][0], parts[1][0])
         with self._lock:
-            conn = self._db()
-            with conn.transaction():  # each table's rows as one JSON document: one statement, no per-row work
-                if issues:
-                    conn.execute(sql.SQL(
-                        "INSERT INTO {} (issue_id, issue_key, project_key) SELECT r.issue_id, r.issue_key,"
-                        " r.project_key FROM jsonb_to_recordset(%s::jsonb) AS r(issue_id text, issue_key text,"
-                        " project_key text) ON CONFLICT (issue_id) DO UPDATE SET issue_key = EXCLUDED.issue_key,"
-                        " project_key = EXCLUDED.project_key, updated_at = now()").format(self._t_issues),
-                        (json.dumps([{"issue_id": i, "issue_key": ref.key, "project_key": ref.project}
-                                     for i, ref in issues.items()]),))  # fmt: skip
-                if worklogs:
-                    conn.execute(sql.SQL(
-                        "INSERT INTO {} (worklog_id, project_key, issue_key, employee, work_date, hours)"
-                        " SELECT r.worklog_id, r.project_key, r.issue_key, r.employee, r.work_date, r.hours"
-                        " FROM jsonb_to_recordset(%s::jsonb) AS r(worklog_id text, project_key text, issue_key text,"
-                        " employee text, work_date date, hours numeric) ON CONFLICT (worklog_id) DO UPDATE SET"
-                        " project_key = EXCLUDED.project_key, issue_key = EXCLUDED.issue_key, employee ="
-                        " EXCLUDED.employee, work_date = EXCLUDED.work_date, hours = EXCLUDED.hours, updated_at = now()"
-                    ).format(self._t_worklogs), (json.dumps([
-                        {"worklog_id": i, "project_key": f.project, "issue_key": f.task, "employee": f.employee,
-                         "work_date": f.work_date.isoformat(), "hours": str(f.hours)} for i, f in worklogs.items()
-                    ]),))  # fmt: skip
+            self._db().execute(statement, tuple(doc for _, doc in parts))
         for key, ref in issues.items():  # what was remembered again meanwhile stays dirty
             if self._dirty_issues.get(key) == ref:
                 del self._dirty_issues[key]
