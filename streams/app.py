@@ -62,6 +62,12 @@ the real voucher ≈ 8–9k rec/s):
   rec/s (N = 60,000), 0.178–0.19 ms at N = 200,000. What is left: encode and decode, ``post_labor``,
   packing the worklog state (its voucher's Decimals and dates are MessagePack extension types, one
   Python call each), producing, and Faust's fetcher and stream (≈ 15–20 %).
+* 2026-12-06 evening, on a slower AMD EPYC (the raw loop ≈ 7k rec/s): ``make bench`` processor ratio
+  0.29 at the start. py-spy (``faust_profile --records 60000 --profile``) within the batch handling:
+  fastavro encode ≈ 24 %, packing states ≈ 11 % (most of it the worklog voucher's Decimals and dates as
+  extension types), ``recorded_as_sent``/``with_outputs`` ≈ 5 %. + F2 keeps the voucher only as the bytes
+  sent (``f2.stored_state``; read back by ``f2.full_state`` when a worklog changes), and written states are
+  no longer kept decoded (fewer long-lived objects for the collector): ratio 0.38–0.40 in three runs.
 * two workers: the second worker's ``projects`` GlobalTable did not see the projects the first worker
   handled, so its timesheets waited out the grace period and were dead-lettered: fixed, see below.
 
