@@ -389,14 +389,17 @@ def run(ctx: BenchContext) -> list[BenchResult]:
     # the raw loop runs before and after the one-worker stage: a machine whose speed drifts over the minutes
     # of the run (it is shared) then weighs on the baseline as on the flow
     passes = []
+
+    def raw_pass(run_no: int) -> None:
+        rate, secs, used = raw_loop(ctx, tag, n, starts, run_no)
+        ctx.progress(f"raw confluent-kafka Avro loop, pass {run_no}: {rate:,.0f} records/s ({secs:.1f} s; cpu {used})")
+        passes.append((rate, secs, used))
+
     watch = VoucherWatch(ctx.bootstrap, f"LAB-{tag}".encode())
     try:
-        for run_no in (1, 2):
-            if run_no == 2:
-                one = flow_stage(ctx, watch, tag, n, 1)
-            rate, secs, used = raw_loop(ctx, tag, n, starts, run_no)
-            ctx.progress(f"raw confluent-kafka Avro loop, pass {run_no}: {rate:,.0f} records/s ({secs:.1f} s; cpu {used})")
-            passes.append((rate, secs, used))
+        raw_pass(1)
+        one = flow_stage(ctx, watch, tag, n, 1)
+        raw_pass(2)
         two = flow_stage(ctx, watch, tag, n, 2)
     finally:
         watch.close()
