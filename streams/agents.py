@@ -272,6 +272,20 @@ class ProjectCosts:
         return head
 
 
+def labor_verdict(entry: dict[str, Any], stored: dict[str, Any] | None, decode: Callable[[bytes], Any],
+                  projects: Callable[[str], Any], employees: Callable[[str], Any],
+                  m: f2.LaborCostMapping) -> Verdict:  # fmt: skip
+    """F2's verdict on ``entry`` against the worklog's ``stored`` state, its voucher read back from the bytes
+    sent (:func:`f2.full_state`). While the schema registry cannot be reached for that, the record waits
+    like one missing master data (never dead-lettered at once)."""
+    try:
+        state = f2.full_state(stored, decode)
+    except RegistryError as exc:
+        return Missing("schema-registry", f"the previous voucher of worklog {entry['worklog_id']} cannot be "
+                                          f"read while the schema registry is unreachable: {exc}")  # fmt: skip
+    return f2.post_labor(entry, state, projects, employees, m)
+
+
 @dataclass(frozen=True)
 class AgentSpec:
     """What one agent does with a record: the pure function and where its state and progress live."""
@@ -771,15 +785,6 @@ def register(
         costs = ProjectCosts(cost_table)
         metrics.init_component(name2, metrics.BUDGET_ALERTS)
 
-        def worklog_before(r: dict[str, Any]) -> Verdict:
-            """post_labor on the worklog's state, its voucher read back from the bytes sent."""
-            try:
-                state = f2.full_state(worklogs.get(r["worklog_id"]), rt.serde.decode)
-            except RegistryError as exc:  # wait like for master data: never dead-letter a good record at once
-                return Missing("schema-registry", f"the previous voucher of worklog {r['worklog_id']} cannot "
-                                                  f"be read while the schema registry is unreachable: {exc}")  # fmt: skip
-            return f2.post_labor(r, state, projects.get, employees.get, m2)
-
         def store_worklog(r: dict[str, Any], s: dict[str, Any]) -> None:
             previous = worklogs.get(r["worklog_id"])
             worklogs.set(r["worklog_id"], f2.stored_state(s))
@@ -793,7 +798,9 @@ def register(
         agent(EMPLOYEE_TOPIC, MASTER_DATA, lambda r: _stored(f2.merge_employee(r, employees.get(r["code"]))),
               lambda r, s: employees.set(r["code"], s), grace2, (employees,))  # fmt: skip
         agent(TIMESHEET_TOPIC, name2,
-              worklog_before, store_worklog, grace2, (worklogs, cost_table))  # fmt: skip
+              lambda r: labor_verdict(r, worklogs.get(r["worklog_id"]), rt.serde.decode, projects.get,
+                                      employees.get, m2),
+              store_worklog, grace2, (worklogs, cost_table))  # fmt: skip
 
     # -- F4 approvals -------------------------------------------------------------------------------------
     if plan.approvals:

@@ -297,3 +297,27 @@ def test_stored_state_leaves_states_without_sent_bytes_or_voucher_as_they_are() 
     assert stored["voucher"] is None and "voucher_at" not in stored and f2.booked_in(stored, "PRJ-1") is None
     assert f2.full_state(stored, decode) == stored
     assert f2.full_state(None, decode) is None
+
+
+def test_an_unreachable_registry_makes_the_update_wait_and_the_reversal_comes_once_it_is_back() -> None:
+    from bizbus.streams.agents import labor_verdict
+
+    from bizbus.errors import RegistryError
+
+    stored, decode = as_sent(run(entry(version=1)))
+    registry_up = False
+
+    def flaky(data: bytes) -> dict[str, Any]:
+        if not registry_up:
+            raise RegistryError("connection refused")
+        return decode(data)
+
+    upd = entry(version=2, op="UPDATED", hours="8.00")
+    projects, employees = {"PRJ-1": PROJECT}.get, RATES.get
+    waiting = labor_verdict(upd, stored, flaky, projects, employees, M)
+    assert isinstance(waiting, Missing) and waiting.key == "schema-registry"
+    assert "worklog 10042" in waiting.message and "connection refused" in waiting.message
+    registry_up = True
+    res = labor_verdict(upd, stored, flaky, projects, employees, M)
+    assert [o.key for o in res.outputs] == ["LAB-10042-2-R", "LAB-10042-2"]
+    assert res.outputs[0].value["reversal_of"] == "LAB-10042-1"
