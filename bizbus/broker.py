@@ -26,6 +26,21 @@ from bizbus.errors import BrokerError, PortInUse
 from bizbus.procs import ChildProcess, port_is_free, wait_tcp
 
 EMBEDDED_CLUSTER_ID = "bizbus-embedded-tansu"
+"""Prefix of the embedded broker's cluster id. Each start gets a new id (``<prefix>-<random>``): the broker keeps
+everything in memory, so a started broker is a new, empty log, and its cluster id is how every client tells
+(see :func:`log_epoch`)."""
+
+
+def log_epoch(client: Any, timeout: float = 10.0) -> str:
+    """The identity of the log a client talks to: the cluster id from a metadata request (any confluent-kafka
+    Producer, Consumer or AdminClient). A different value than the one a source stored with its cursor means the
+    broker that acknowledged those records is not this one (a restarted in-memory broker, a rebuilt cluster), so
+    what it acknowledged may be gone. Raises ``KafkaException`` when the broker does not answer."""
+    md = client.list_topics(timeout=timeout)
+    cluster_id = getattr(md, "cluster_id", None)
+    if not cluster_id:  # a broker without cluster ids (very old): the bootstrap address is all there is
+        return f"unknown@{md.orig_broker_name}"
+    return str(cluster_id)
 
 
 def tansu_binary() -> Path:
@@ -64,6 +79,8 @@ class EmbeddedBroker:
         self.port = port
         self.storage = storage
         self.log_path = data_dir / "logs" / "broker.log"
+        self.cluster_id = ""  # set by each start: a new log each time
+        self.starts = 0
         self._child: ChildProcess | None = None
 
     @property
@@ -77,13 +94,19 @@ class EmbeddedBroker:
     def alive(self) -> bool:
         return self._child is not None and self._child.alive()
 
+    @property
+    def exit_code(self) -> int | None:
+        return self._child.proc.returncode if self._child is not None and self._child.proc is not None else None
+
     def start(self, timeout: float = 30.0) -> None:
         if not port_is_free(self.host, self.port):
             raise PortInUse("the embedded Kafka broker", self.host, self.port, "BIZBUS_BROKER_PORT")
         url = f"tcp://{self.host}:{self.port}"
+        self.cluster_id = f"{EMBEDDED_CLUSTER_ID}-{uuid.uuid4().hex[:12]}"
+        self.starts += 1
         argv = [
             str(tansu_binary()), "broker",
-            "--cluster-id", EMBEDDED_CLUSTER_ID,
+            "--cluster-id", self.cluster_id,
             "--listener-url", url,
             "--advertised-listener-url", url,
             "--storage-engine", self.storage,

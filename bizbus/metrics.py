@@ -96,6 +96,16 @@ TASK_RUNNING = Gauge(
 SHARD_LEASED = Gauge(
     "bizbus_source_shard_leased", "1 while this process holds the shard's lease", ["component", "shard"]
 )
+SOURCE_REWINDS = Counter(
+    "bizbus_source_rewinds_total",
+    "Times a source shard found the broker's log changed (a restarted in-memory broker, a new cluster) and read its"
+    " durable side again from the start, so that nothing the lost log held is missing",
+    ["component"],
+)
+BROKER_RESTARTS = Counter(
+    "bizbus_embedded_broker_restarts_total",
+    "Restarts of the embedded broker by `bizbus up` after it exited unexpectedly",
+)
 SOURCE_NEWEST_CHANGE = Gauge(
     "bizbus_source_newest_change_timestamp_seconds",
     "Unix time of the newest business change (meta.occurred_at) a source has seen",

@@ -26,6 +26,7 @@ from bizbus import metrics
 from bizbus.catalogue import Catalogue
 from bizbus.components import Component, RuntimeContext
 from bizbus.connectors.inbox import HttpRequest, HttpResponse
+from bizbus.errors import BizbusError
 from bizbus.gcfreeze import FreezeAfterStart
 from bizbus.httpserver import HttpServer, serve_http
 from bizbus.pipeline import Pipeline
@@ -226,14 +227,29 @@ def up(
         if flows is not None:
             flows.start()
         echo(banner(settings, stack, pipeline, server.server_address[1]))
+        restarts = RestartBudget(settings.broker_restarts, RESTART_WINDOW)
         while not stop.wait(0.5):
             freezer.tick()
             dead = stack.dead_children()
             if dead:
-                echo(
-                    f"the embedded {' and '.join(dead)} exited unexpectedly; stopping (logs: {settings.data_dir / 'logs'})"
-                )
-                return 1
+                if not restarts.take():
+                    echo(f"the embedded {' and '.join(dead)} exited unexpectedly ({stack.exit_codes(dead)}), "
+                         f"{restarts.spent_text()}; stopping. Its log: {settings.data_dir / 'logs'}; raise "
+                         "BIZBUS_BROKER_RESTARTS or use an external cluster (KAFKA_BOOTSTRAP_SERVERS)")  # fmt: skip
+                    return 1
+                echo(f"the embedded {' and '.join(dead)} exited unexpectedly ({stack.exit_codes(dead)}); restarting "
+                     f"it ({restarts.used} of {restarts.limit} restarts within {RESTART_WINDOW / 60:.0f} min); "
+                     "webhooks are still taken into the inbox meanwhile")  # fmt: skip
+                if flows is not None and "broker" in dead:  # its tables and group lived in the lost broker
+                    flows.stop(30)
+                try:
+                    replace_stack(stack, dead, settings, catalogue, serde, threads, echo)
+                except BizbusError as exc:
+                    echo(f"restarting the embedded {' and '.join(dead)} failed: {exc}; stopping")
+                    return 1
+                if flows is not None and "broker" in dead:
+                    flows.start()
+                continue
             if flows is not None and not flows.alive() and not stop.is_set() and time.monotonic() > flows_retry:
                 echo(f"the flows worker exited; restarting it in 5 s (log: {flows.log_path}):\n{flows.log_tail(5)}")
                 flows_retry = time.monotonic() + 5
@@ -246,6 +262,58 @@ def up(
         stop_components(threads, stop, server, old)
         stack.stop()
         echo("bizbus stopped; every child process has exited.")
+
+
+RESTART_WINDOW = 600.0  # seconds: BIZBUS_BROKER_RESTARTS restarts at most within this window
+
+
+class RestartBudget:
+    """At most ``limit`` restarts within ``window`` seconds (a child that keeps dying is not restarted for ever)."""
+
+    def __init__(self, limit: int, window: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit, self.window, self.clock = limit, window, clock
+        self._times: list[float] = []
+
+    @property
+    def used(self) -> int:
+        return len(self._times)
+
+    def take(self) -> bool:
+        """Whether one more restart is allowed now (and count it)."""
+        now = self.clock()
+        self._times = [t for t in self._times if now - t < self.window]
+        if len(self._times) >= self.limit:
+            return False
+        self._times.append(now)
+        return True
+
+    def spent_text(self) -> str:
+        if self.limit == 0:
+            return "and restarts are off (BIZBUS_BROKER_RESTARTS=0)"
+        return f"after {self.limit} restart(s) within {self.window / 60:.0f} min"
+
+
+def replace_stack(stack: Stack, dead: list[str], settings: Settings, catalogue: Catalogue, serde: AvroSerde,
+                  threads: list[ComponentThread], echo: Callable[[str], None]) -> None:  # fmt: skip
+    """Start the dead embedded children again; after a new broker (an empty log: it keeps nothing) create the
+    topics again and give every connector new tasks, whose clients then talk to the new log: sources find the
+    new log epoch and send again from their durable side, sinks find their ledger ahead of the log and
+    de-duplicate by effect id (see README, exactly once)."""
+    if "broker" not in dead:
+        stack.restart(dead)
+        return
+    # the connectors' clients stop first: a client asking a new broker for a topic's metadata would have it
+    # created with the broker's default partitions before the catalogue's are applied
+    halted = [t for t in threads if getattr(t.component, "halt_tasks", None) and t.thread.is_alive()]
+    for t in halted:
+        t.component.halt_tasks(timeout=15, drain=False)  # type: ignore[attr-defined]
+    stack.restart(dead)
+    metrics.BROKER_RESTARTS.inc()
+    bootstrap(settings, catalogue, serde, progress=echo, fresh_log=True)
+    for t in halted:
+        t.component.start_tasks()  # type: ignore[attr-defined]
+    echo(f"the embedded broker is back on {settings.bootstrap_servers} (a new, empty log: {stack.broker.cluster_id if stack.broker else '?'}); "
+         "connectors restarted")  # fmt: skip
 
 
 def child_checks(children: dict[str, str]) -> Callable[[], dict[str, str]]:

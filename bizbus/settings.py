@@ -68,6 +68,11 @@ class Settings(BaseSettings):
     # -- embedded broker ---------------------------------------------------------------------------
     broker_host: str = Field(default="127.0.0.1", description="embedded broker listen host")
     broker_port: int = Field(default=9092, ge=1, le=65535, description="embedded broker listen port")
+    broker_restarts: int = Field(
+        default=3, ge=0, le=100,
+        description="how often `bizbus up` restarts an embedded broker or registry that exited, within 10 minutes,"
+                    " before it gives up and exits (0: never restart)",
+    )  # fmt: skip
     broker_storage: str = Field(
         default="memory://tansu/", description="Tansu storage engine URL of the embedded broker"
     )

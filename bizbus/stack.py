@@ -119,6 +119,25 @@ class Stack:
         started = {"broker": self.broker, "schema registry": self.registry}
         return [name for name, svc in started.items() if svc is not None and not svc.alive()]
 
+    def exit_codes(self, names: list[str]) -> str:
+        """``broker: exit code -9`` for the named dead children (for messages)."""
+        svc = {"broker": self.broker, "schema registry": self.registry}
+        parts = []
+        for name in names:
+            child = getattr(svc.get(name), "_child", None)
+            code = child.proc.returncode if child is not None and child.proc is not None else None
+            parts.append(f"{name}: exit code {code}")
+        return ", ".join(parts)
+
+    def restart(self, names: list[str]) -> None:
+        """Start the named embedded children again (same ports; the broker as a new, empty log)."""
+        if "broker" in names and self.broker is not None:
+            self.broker.stop()
+            self.broker.start()
+        if "schema registry" in names and self.registry is not None:
+            self.registry.stop()
+            self.registry.start()
+
     def stop(self) -> None:
         if self.registry is not None:
             self.registry.stop()
@@ -142,8 +161,13 @@ def register_schemas(serde: AvroSerde, catalogue: cat_mod.Catalogue) -> dict[str
     return {t.subject: serde.register(t.subject, catalog.load(t.value_schema)) for t in catalogue.topics}
 
 
-def bootstrap(settings: Settings, catalogue: cat_mod.Catalogue, serde: AvroSerde, progress: Progress = _quiet) -> BrokerCapabilities:
-    """Probe the broker, create missing topics (report drift), register the schemas."""
+def bootstrap(settings: Settings, catalogue: cat_mod.Catalogue, serde: AvroSerde, progress: Progress = _quiet,
+              fresh_log: bool = False) -> BrokerCapabilities:  # fmt: skip
+    """Probe the broker, create missing topics (report drift), register the schemas.
+
+    ``fresh_log``: the broker was just started empty (a restarted embedded broker). A topic that exists already
+    with other partitions than the catalogue's was auto-created by a client that asked for it too early; it is
+    deleted and created as catalogued (whatever is in it is sent again: every source rewinds on a new log)."""
     from confluent_kafka.admin import AdminClient
 
     progress("probing broker capabilities ...")
@@ -151,6 +175,14 @@ def bootstrap(settings: Settings, catalogue: cat_mod.Catalogue, serde: AvroSerde
     save_capabilities(caps, settings.data_dir)
     admin = AdminClient(settings.kafka_config())
     states = cat_mod.apply(admin, catalogue)
+    if fresh_log:
+        wrong = [st.spec.name for st in states if st.exists and any(d.startswith("partitions") for d in st.drift)]
+        if wrong:
+            progress(f"re-creating {len(wrong)} topic(s) a client created too early on the new broker: {', '.join(wrong)}")
+            for fut in admin.delete_topics(wrong, operation_timeout=30).values():
+                fut.result(30)
+            time.sleep(0.5)
+            states = cat_mod.apply(admin, catalogue)
     created = sum(1 for st in states if st.action.startswith("created"))
     for st in states:
         if st.drift:

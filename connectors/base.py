@@ -60,6 +60,10 @@ class Task:
     def drain(self) -> None:
         """Finish in-flight work and commit (offsets, cursor) before ``close``."""
 
+    def abandon(self) -> None:
+        """Drop what is in flight instead of draining it (the broker it went to is gone: it is sent again from
+        the durable side); called before ``close`` when tasks are replaced after a lost broker."""
+
     def close(self) -> None:
         """Release connections."""
 
@@ -70,6 +74,7 @@ class TaskRuntime:
     def __init__(self, connector: str, spec: TaskSpec, task: Task, idle_wait: float = 0.05) -> None:
         self.connector, self.spec, self.task, self.idle_wait = connector, spec, task, idle_wait
         self.stop_event = Event()
+        self.drain_on_stop = True  # False: stop without draining (the broker the work went to is gone)
         self._paused = Event()
         self._applied_pause = False
         self.error: BaseException | None = None
@@ -113,7 +118,8 @@ class TaskRuntime:
                 moved = self.task.step()
                 if not moved:
                     self.stop_event.wait(self.idle_wait)
-            self.task.drain()
+            if self.drain_on_stop:
+                self.task.drain()
         except Exception as exc:  # kept for /readyz and the connector's state; never swallowed
             self.error = exc
             log.exception("task %s/%d failed: %s", self.connector, self.spec.task_id, exc)
@@ -175,6 +181,53 @@ class Connector(Component):
             rt.stop()
         for rt in self.runtimes:
             rt.join(timeout)
+
+    def restart_tasks(self, timeout: float = 60.0) -> None:
+        """Stop every task with drain, close it, then set up and start a new set (new clients and connections),
+        paused if the old set was. The connector itself stays (its webhook intake keeps answering). Used by an
+        operator's ``restart``; ``bizbus up`` after a lost broker uses ``halt_tasks`` and ``start_tasks``."""
+        self.halt_tasks(timeout)
+        self.start_tasks()
+
+    def halt_tasks(self, timeout: float = 60.0, drain: bool = True) -> None:
+        """Stop and close every task; ``drain=False``: drop what is in flight (``Task.abandon``) instead of
+        draining it, for a broker that is gone. ``start_tasks`` starts a new set."""
+        old = list(getattr(self, "runtimes", []))
+        self._restart_paused = any(rt._paused.is_set() for rt in old)
+        for rt in old:
+            rt.drain_on_stop = drain
+            rt.stop()
+            if not drain:  # also frees a step that waits for the gone broker (a flush)
+                try:
+                    rt.task.abandon()
+                except Exception as exc:  # stopping matters more
+                    log.warning("abandoning task %s/%d: %s", self.name, rt.spec.task_id, exc)
+        for rt in old:
+            rt.join(timeout)
+            if rt.thread.is_alive():
+                log.warning("task %s/%d did not stop within %.0f s; closing it anyway", self.name,
+                            rt.spec.task_id, timeout)  # fmt: skip
+            try:
+                rt.task.close()
+            except Exception as exc:  # the new set matters more than this error
+                log.warning("closing task %s/%d: %s", self.name, rt.spec.task_id, exc)
+        self.runtimes = []
+
+    def start_tasks(self) -> None:
+        """Set up and start a new set of tasks (paused if the set ``halt_tasks`` stopped was)."""
+        paused = getattr(self, "_restart_paused", False)
+        fresh: list[TaskRuntime] = []
+        for spec in self.task_specs(self.max_tasks):
+            task = self.create_task(spec)
+            task.setup()
+            rt = TaskRuntime(self.name, spec, task)
+            if paused:
+                rt.pause()
+            fresh.append(rt)
+        self.runtimes = fresh
+        for rt in fresh:
+            rt.start()
+        log.info("connector %s: %d task(s) restarted", self.name, len(fresh))
 
     def states(self) -> dict[int, str]:
         return {rt.spec.task_id: rt.state for rt in getattr(self, "runtimes", [])}

@@ -93,27 +93,35 @@ class PgCursorStore:
                     connector text NOT NULL, shard text NOT NULL, cursor jsonb NOT NULL,
                     updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (connector, shard))"""
             ).format(s))  # fmt: skip
+            # the broker's log epoch (cluster id) that acknowledged what the cursor passed (added later: IF NOT EXISTS)
+            cur.execute(sql.SQL("ALTER TABLE {}.source_cursors ADD COLUMN IF NOT EXISTS log_epoch text NULL").format(s))
 
     def load(self, connector: str, shard: str) -> dict[str, Any] | None:
         """The stored cursor map, or None when the shard never stored one (start from the beginning)."""
+        return self.load_with_epoch(connector, shard)[0]
+
+    def load_with_epoch(self, connector: str, shard: str) -> tuple[dict[str, Any] | None, str | None]:
+        """The stored cursor map and the log epoch it was stored under (None: never stored / not recorded)."""
         assert self._conn is not None, "setup() first"
         row = self._conn.execute(
-            sql.SQL("SELECT cursor FROM {}.source_cursors WHERE connector = %s AND shard = %s").format(
+            sql.SQL("SELECT cursor, log_epoch FROM {}.source_cursors WHERE connector = %s AND shard = %s").format(
                 sql.Identifier(self.schema)
             ),
             (connector, shard),
         ).fetchone()
-        return dict(row[0]) if row else None
+        return (dict(row[0]), row[1]) if row else (None, None)
 
-    def store(self, connector: str, shard: str, position: Position) -> None:
-        """Durably store ``position`` (autocommit: durable when this returns)."""
+    def store(self, connector: str, shard: str, position: Position, log_epoch: str | None = None) -> None:
+        """Durably store ``position`` (autocommit: durable when this returns); ``log_epoch``: the broker log
+        that acknowledged the records up to it (kept as it was when None)."""
         assert self._conn is not None, "setup() first"
         self._conn.execute(
             sql.SQL(
-                "INSERT INTO {}.source_cursors (connector, shard, cursor) VALUES (%s, %s, %s::jsonb)"
-                " ON CONFLICT (connector, shard) DO UPDATE SET cursor = EXCLUDED.cursor, updated_at = now()"
+                "INSERT INTO {0}.source_cursors (connector, shard, cursor, log_epoch) VALUES (%s, %s, %s::jsonb, %s)"
+                " ON CONFLICT (connector, shard) DO UPDATE SET cursor = EXCLUDED.cursor,"
+                " log_epoch = coalesce(EXCLUDED.log_epoch, {0}.source_cursors.log_epoch), updated_at = now()"
             ).format(sql.Identifier(self.schema)),
-            (connector, shard, json.dumps(dict(position))),
+            (connector, shard, json.dumps(dict(position)), log_epoch),
         )
 
     def close(self) -> None:

@@ -125,6 +125,13 @@ class DeadLetterWriter:
                 + (f": {failed[0]}" if failed else "")
             )
 
+    def abandon(self) -> None:
+        """Drop dead letters not yet delivered (the broker is gone; their records are read again)."""
+        producer = getattr(self, "_producer", None)
+        if producer is not None:
+            producer.purge()
+        self._failed = []
+
     def close(self) -> None:
         producer = getattr(self, "_producer", None)
         if producer is not None:

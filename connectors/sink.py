@@ -475,11 +475,20 @@ class SinkRunner(Task):
                 self._consumed.get((tp.topic, tp.partition), 0), tp.offset
             )
 
+    def abandon(self) -> None:
+        """The broker is gone: nothing in flight is committed at close (the next owner reads it again; the ledger
+        absorbs what the write in flight applied). May be called from another thread while a step runs."""
+        self._abandoned = True
+        self.dlq.abandon()
+
     def close(self) -> None:
         consumer = getattr(self, "_consumer", None)
         if consumer is not None:
             try:  # a batch still in flight (no drain before, e.g. after an error) is finished while a member
-                self._finish()
+                if getattr(self, "_abandoned", False):
+                    self._abandon_inflight()
+                else:
+                    self._finish()
             except Exception as exc:  # closing matters more; the batch is re-delivered to the next owner
                 log.warning("sink %s: the batch in flight at close was not committed: %s", self.name, exc)
             consumer.close()

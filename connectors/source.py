@@ -11,6 +11,7 @@ deterministic event ids; nothing is skipped (DESIGN.md, "Sources at least once, 
 from __future__ import annotations
 
 import logging
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,9 +24,10 @@ from bizbus.connectors.dlq import DeadLetterWriter, dead_letter
 from bizbus.connectors.errors import ConnectorError, Permanent
 from bizbus.connectors.lease import PgLease
 from bizbus.schemas import catalog
-from confluent_kafka import Producer
+from confluent_kafka import KafkaException, Producer
 
 from bizbus import lineage, metrics
+from bizbus.broker import log_epoch
 from bizbus.catalogue import Catalogue
 from bizbus.crashpoints import crashpoint
 from bizbus.serde import AvroSerde, RecordInvalid
@@ -36,6 +38,9 @@ SHARD_LEASED = metrics.SHARD_LEASED
 # records produced between two ``poll(0)``s. Not one per record: poll releases the GIL, and getting it back
 # from a busy thread (a webhook worker's HTTP loop) can take a switch interval (5 ms) each time
 POLL_EVERY = 1000
+# seconds between two checks that the broker's log is still the one the cursor's records went to (a metadata
+# request); also checked at every lease take-over
+EPOCH_EVERY = 5.0
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,13 @@ class SourceReader(ABC):
     @abstractmethod
     def read(self, position: Position | None, limit: int) -> list[SourceItem]:
         """Up to ``limit`` items after ``position`` (None: from the beginning), in source order."""
+
+    def rewind(self, position: Position | None) -> Position | None:
+        """Where to read again from when the broker lost the log the records up to ``position`` went to (a
+        restarted in-memory broker, a rebuilt cluster). Default: the beginning of what the source still holds,
+        so that consumers that rebuild state from the topics (the flows) see every change again; what was
+        already applied is absorbed by the sinks' ledgers."""
+        return None
 
     def close(self) -> None:
         """Release connections."""
@@ -106,6 +118,8 @@ class SourceTask(Task):
         self.batch_size, self.flush_timeout = batch_size, flush_timeout
         self.stats = SourceStats()
         self.position: Position | None = None
+        self.epoch: str | None = None  # the broker log (cluster id) this task's sends go to
+        self._epoch_at = 0.0
         self._paused = False
         self._encoders: dict[str, Callable[[dict[str, Any]], bytes]] = {}
 
@@ -114,10 +128,9 @@ class SourceTask(Task):
         self.store = PgCursorStore(self.state_dsn, self.state_schema)
         self.reader.setup()
         self.dlq.setup()
-        metrics.init_component(self.connector, metrics.RECORDS_IN, metrics.RECORDS_OUT, metrics.RECORDS_SKIPPED)
-        self._producer = Producer(
-            {**self.kafka_config, "enable.idempotence": True, "acks": "all", "linger.ms": 5}
-        )
+        metrics.init_component(self.connector, metrics.RECORDS_IN, metrics.RECORDS_OUT, metrics.RECORDS_SKIPPED,
+                               metrics.SOURCE_REWINDS)
+        self._producer = self._new_producer()
         self._standby_logged = False
 
     # -- lease -------------------------------------------------------------------------------------
@@ -135,7 +148,14 @@ class SourceTask(Task):
                 self._standby_logged = True
             return False
         self.store.setup(conn=self.lease.conn)  # cursor writes go through the lease session (fencing)
-        self.position = self.store.load(self.connector, self.shard)
+        self.position, stored_epoch = self.store.load_with_epoch(self.connector, self.shard)
+        try:
+            self.epoch = stored_epoch
+            self._check_epoch(force=True)
+        except KafkaException as exc:  # which log is it? unknown yet: send nothing, try again
+            log.warning("source %s shard %s: the broker does not answer (%s); waiting", self.connector, self.shard, exc)
+            self.lease.release()
+            return False
         self.stats.takeovers += 1
         self._standby_logged = False
         SHARD_LEASED.labels(self.connector, self.shard).set(1)
@@ -143,6 +163,35 @@ class SourceTask(Task):
             "source %s shard %s: lease taken, starting after %s", self.connector, self.shard, self.position
         )
         return True
+
+    def _check_epoch(self, force: bool = False) -> None:
+        """Rewind when the broker's log is not the one the stored cursor's records went to: they may be gone.
+
+        Checked at take-over and every ``EPOCH_EVERY`` seconds before a batch is read, so a cursor is only ever
+        stored with the epoch that was current before its records were sent: a log that changes mid-batch is
+        found by the next check and the batch is sent again."""
+        now = time.monotonic()
+        if not force and now - self._epoch_at < EPOCH_EVERY:
+            return
+        current = log_epoch(self._producer, timeout=5)
+        self._epoch_at = now
+        if self.epoch is not None and current != self.epoch:
+            rewound = self.reader.rewind(self.position)
+            log.warning(
+                "source %s shard %s: the broker's log changed (%s -> %s), so what it acknowledged may be lost;"
+                " sending again from %s (the sinks' ledgers absorb what was applied before)",
+                self.connector, self.shard, self.epoch, current, rewound or "the beginning",
+            )  # fmt: skip
+            metrics.SOURCE_REWINDS.labels(self.connector).inc()
+            self.stats.extra["rewinds"] = self.stats.extra.get("rewinds", 0) + 1
+            self.position = rewound
+            if not force:  # a producer of the old log may carry sequence state the new one never saw
+                self._producer.flush(5)
+                self._producer = self._new_producer()
+        self.epoch = current
+
+    def _new_producer(self) -> Producer:
+        return Producer({**self.kafka_config, "enable.idempotence": True, "acks": "all", "linger.ms": 5})
 
     def _lost_lease(self, exc: BaseException) -> None:
         log.warning(
@@ -157,6 +206,10 @@ class SourceTask(Task):
     def step(self) -> int:
         if self._paused or not self._ensure_lease():
             return 0
+        try:
+            self._check_epoch()
+        except KafkaException as exc:  # the broker is away: the sends below fail and are tried again
+            log.debug("source %s: log epoch check failed: %s", self.connector, exc)
         items = self.reader.read(self.position, self.batch_size)
         if not items:
             return 0
@@ -199,7 +252,7 @@ class SourceTask(Task):
         pos = tracker.committable()
         if pos is not None:
             try:
-                self.store.store(self.connector, self.shard, pos)
+                self.store.store(self.connector, self.shard, pos, self.epoch)
             except psycopg.Error as exc:
                 self._lost_lease(exc)
                 return len(items)
@@ -235,10 +288,18 @@ class SourceTask(Task):
     def drain(self) -> None:
         self._producer.flush(self.flush_timeout)
 
+    def abandon(self) -> None:
+        """The broker is gone: drop unsent records (the cursor did not pass them; they are read again)."""
+        producer = getattr(self, "_producer", None)
+        if producer is not None:
+            producer.purge()
+        self.dlq.abandon()
+
     def close(self) -> None:
         producer = getattr(self, "_producer", None)
         if producer is not None:
             producer.flush(10)
+            del self._producer  # destroyed now: no client of a replaced broker asks the next one for topics
         self.dlq.close()
         self.reader.close()
         if getattr(self, "lease", None) is not None:

@@ -90,9 +90,10 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.fixture
-def bus(tmp_path: Path) -> Iterator[tuple[subprocess.Popen, dict[str, str], list[str]]]:
+def bus(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[subprocess.Popen, dict[str, str], list[str]]]:
     env = {**os.environ, "BIZBUS_BROKER_PORT": str(free_port()), "BIZBUS_REGISTRY_PORT": str(free_port()),
-           "BIZBUS_HTTP_PORT": str(free_port()), "BIZBUS_DATA_DIR": str(tmp_path / "data")}  # fmt: skip
+           "BIZBUS_HTTP_PORT": str(free_port()), "BIZBUS_DATA_DIR": str(tmp_path / "data"),
+           **getattr(request, "param", {})}  # fmt: skip
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
     env.pop("SCHEMA_REGISTRY_URL", None)
     proc = subprocess.Popen([*BIZBUS, "up"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
@@ -153,14 +154,26 @@ def test_up_runs_the_stack_and_ctrl_c_stops_every_child(bus) -> None:
         assert not _alive(pid), f"child {pid} survived Ctrl-C"
 
 
-def test_up_stops_when_the_embedded_broker_dies(bus) -> None:
+@pytest.mark.parametrize("bus", [{"BIZBUS_BROKER_RESTARTS": "1"}], indirect=True)
+def test_up_restarts_a_dead_embedded_broker_a_bounded_number_of_times_then_stops(bus) -> None:
     proc, env, lines = bus
     assert "bizbus is up" in "".join(lines)
-    children = _children(proc.pid)
-    broker_pid = next(pid for pid in children if "tansu" in Path(f"/proc/{pid}/cmdline").read_text())
-    os.kill(broker_pid, signal.SIGKILL)
+
+    def kill_broker() -> int:
+        pid = next(pid for pid in _children(proc.pid) if "tansu" in Path(f"/proc/{pid}/cmdline").read_text())
+        os.kill(pid, signal.SIGKILL)
+        return pid
+
+    first = kill_broker()
+    seen = ""
+    deadline = time.monotonic() + 90
+    while "the embedded broker is back" not in seen and time.monotonic() < deadline:
+        seen += proc.stdout.readline()
+    assert "restarting it (1 of 1 restarts within 10 min)" in seen, seen
+    second = kill_broker()  # the budget is spent: a clear message, exit code 1, nothing left behind
+    assert second != first
     rest = proc.communicate(timeout=60)[0]
-    assert proc.returncode == 1
-    assert "the embedded broker exited unexpectedly" in rest
-    for pid in children:
+    assert proc.returncode == 1, rest
+    assert "after 1 restart(s) within 10 min; stopping" in rest and "BIZBUS_BROKER_RESTARTS" in rest, rest
+    for pid in _children(proc.pid):
         assert not _alive(pid), f"child {pid} left behind"
