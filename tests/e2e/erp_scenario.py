@@ -98,11 +98,7 @@ class Scenario:
 
     def pipeline(self) -> Path:
         """The pipeline file of this run: two webhook sources, the three flows, the Tryton sink."""
-        f2 = yaml.safe_load((ROOT / "streams" / "f2_labor_cost.yaml").read_text())
-        f2["employee_aliases"] = {f"jira:{AUTHOR}": EMPLOYEE}
-        f2["rates"] = [{"employee": EMPLOYEE, "rate": str(RATE), "valid_from": "2026-01-01"}]
-        f2_path = self.stack.workdir / "f2.yaml"
-        f2_path.write_text(yaml.safe_dump(f2, allow_unicode=True))
+        f2_path = f2_mapping(self.stack.workdir)
         doc = {
             "version": 1, "name": "e2e",
             "connectors": [
@@ -225,19 +221,10 @@ class Scenario:
                             self.tryton.user, os.environ[self.tryton.password_env])  # fmt: skip
 
     def labor_moves(self, erp: TrytonReader) -> list[dict[str, Any]]:
-        cc = self.cost_center(erp)
-        if cc is None:
-            return []
-        lines = erp.read("analytic_account.line", [("account", "=", cc["id"])], ["move_line"])
-        ml_ids = sorted({ln["move_line"] for ln in lines if ln.get("move_line")})
-        mls = erp.read("account.move.line", [("id", "in", ml_ids)], ["move"]) if ml_ids else []
-        move_ids = sorted({m["move"] for m in mls})
-        return erp.read("account.move", [("id", "in", move_ids)], ["bizbus_ref", "state", "date", "lines"]) if move_ids else []
+        return labor_moves(erp, self.key)
 
     def cost_center(self, erp: TrytonReader) -> dict[str, Any] | None:
-        found = erp.read("analytic_account.account", [("bizbus_ref", "=", f"CC-{self.key}")],
-                         ["bizbus_ref", "name", "state", "code"])  # fmt: skip
-        return found[0] if found else None
+        return cost_center(erp, self.key)
 
     def wait_books(self, story: dict[str, Any], timeout: float = 240) -> None:
         erp = self.erp()
@@ -299,6 +286,48 @@ class Scenario:
         pl = erp.read("purchase.line", [("purchase", "=", approved["id"])], ["quantity", "unit_price", "product.code"])
         assert [(dec(x["quantity"]), dec(x["unit_price"]), x["product."]["code"]) for x in pl] == [
             (Decimal("10"), Decimal("45.50"), "MAT-STEEL-10")]
+
+
+def f2_mapping(workdir: Path) -> Path:
+    """F2's mapping with the scenario's employee (the Jira author) and hourly rate, written into ``workdir``."""
+    f2 = yaml.safe_load((ROOT / "streams" / "f2_labor_cost.yaml").read_text())
+    f2["employee_aliases"] = {f"jira:{AUTHOR}": EMPLOYEE}
+    f2["rates"] = [{"employee": EMPLOYEE, "rate": str(RATE), "valid_from": "2026-01-01"}]
+    path = workdir / "f2.yaml"
+    path.write_text(yaml.safe_dump(f2, allow_unicode=True))
+    return path
+
+
+def cost_center(erp: TrytonReader, key: str) -> dict[str, Any] | None:
+    """The analytic account F1 opened for project ``key``."""
+    found = erp.read("analytic_account.account", [("bizbus_ref", "=", f"CC-{key}")],
+                     ["bizbus_ref", "name", "state", "code"])  # fmt: skip
+    return found[0] if found else None
+
+
+def labor_moves(erp: TrytonReader, key: str) -> list[dict[str, Any]]:
+    """The account moves posted on project ``key``'s cost center."""
+    cc = cost_center(erp, key)
+    if cc is None:
+        return []
+    lines = erp.read("analytic_account.line", [("account", "=", cc["id"])], ["move_line"])
+    ml_ids = sorted({ln["move_line"] for ln in lines if ln.get("move_line")})
+    mls = erp.read("account.move.line", [("id", "in", ml_ids)], ["move"]) if ml_ids else []
+    move_ids = sorted({m["move"] for m in mls})
+    return erp.read("account.move", [("id", "in", move_ids)], ["bizbus_ref", "state", "date", "lines"]) if move_ids else []
+
+
+def labor_amounts(erp: TrytonReader, moves: list[dict[str, Any]]) -> dict[str, Decimal]:
+    """Per move (by ``bizbus_ref``): the signed amount on labor cost 6601 (+ cost, - reversal)."""
+    lines = erp.read("account.move.line", [("move", "in", [m["id"] for m in moves])],
+                     ["move", "debit", "credit", "account.code"])  # fmt: skip
+    ref = {m["id"]: m["bizbus_ref"] for m in moves}
+    out: dict[str, Decimal] = {}
+    for ln in lines:
+        if ln["account."]["code"] == "6601":
+            key = ref[ln["move"]]
+            out[key] = out.get(key, Decimal(0)) + dec(ln["debit"]) - dec(ln["credit"])
+    return out
 
 
 def dec(value: Any) -> Decimal:
