@@ -402,10 +402,11 @@ class PgInbox:
         not see the old session's end. Safe: the INSERT skips rows already stored, and a statement that
         failed on a dead connection was not committed (a commit whose answer was lost is found again as
         stored rows, which the callers then see as duplicates)."""
+        was_open = alive(self._writer)  # a new connection that fails is the server's answer: no second try
         try:
             return self._insert_once(group)
         except psycopg.OperationalError as exc:
-            if alive(self._writer):
+            if not was_open or alive(self._writer):
                 raise
             log.warning("inbox %s: the writer's connection broke (%s); writing on a new one",
                         self.connector, str(exc).strip().splitlines()[0] if str(exc).strip() else exc)  # fmt: skip
