@@ -117,7 +117,7 @@ class TaskRuntime:
         self._paused = Event()
         self._applied_pause = False
         self.error: BaseException | None = None  # the fatal error that ended the task
-        self.retrying: str | None = None  # why the task is retrying now (None: it is not)
+        self.retrying: str | None = None  # the error the task is retrying after (None: it is not retrying)
         self.failures = 0  # failed attempts in the current streak
         self._streak_started = 0.0
         self._problem_at = 0.0
@@ -143,8 +143,12 @@ class TaskRuntime:
         """Why the task makes no progress: its own retry streak first, else what the task reports."""
         if self.error is not None:
             return f"failed: {describe(self.error)}"
-        if self.retrying is not None:
-            return self.retrying
+        retrying = self.retrying
+        if retrying is not None:
+            since = time.monotonic() - self._streak_started
+            return f"retrying for {since:.0f} s ({self.failures} failed attempt(s)): {retrying}"
+        if not self.thread.is_alive():
+            return None
         try:
             return self.task.problem()
         except Exception as exc:  # a broken problem() is a problem too
@@ -217,7 +221,7 @@ class TaskRuntime:
         else:
             log.debug("task %s/%d: attempt %d failed: %s; next in %.1f s",
                       self.connector, self.spec.task_id, self.failures, what, wait)  # fmt: skip
-        self.retrying = f"retrying ({self.failures} failed attempt(s)): {what}"
+        self.retrying = what
         metrics.TASK_PROBLEM.labels(self.connector, str(self.spec.task_id)).set(1)
         self.stop_event.wait(wait)
         return True
