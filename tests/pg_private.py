@@ -103,12 +103,9 @@ class PrivatePostgres:
 
     def terminate(self, app_like: str = "bizbus%") -> int:
         """``pg_terminate_backend`` on every client backend whose application_name matches; how many."""
+        pids = [pid for pid, _app, _db in self.backends(app_like)]
         with self.connect() as conn:
-            rows = conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'client backend'"
-                " AND pid <> pg_backend_pid() AND application_name LIKE %s",
-                (app_like,),
-            ).fetchall()
+            rows = conn.execute("SELECT pg_terminate_backend(p) FROM unnest(%s::int[]) AS p", (pids,)).fetchall()
         return sum(1 for (ok,) in rows if ok)
 
 
