@@ -189,6 +189,21 @@ def alert_rules() -> list[AlertRule]:
             "the project; `bizbus tryton show KEY` shows what bizbus booked for it.",
         ),
         AlertRule(
+            name="TaskNotProgressing",
+            signal="max by (component, task) (bizbus_task_problem)",
+            op="==",
+            threshold=1,
+            for_="5m",
+            severity="warning",
+            summary="{{ $labels.component }} task {{ $labels.task }} has made no progress for 5m",
+            description="The task keeps retrying after an error (its database or broker connection, a target "
+            "that is away) or reports a problem (waiting for its target, a record it retries). It loses "
+            "nothing and resumes by itself once the cause is gone, but meanwhile nothing of it moves.",
+            runbook="GET /connectors (or /readyz) of the process shows the reason per task, and its log the "
+            "line that began the streak; bizbus_task_restarts_total by reason tells a connection from a "
+            "target problem. Fix the database, broker or target; no restart is needed.",
+        ),
+        AlertRule(
             name="ComponentDown",
             signal="min by (component, type) (bizbus_component_up)",
             op="==",

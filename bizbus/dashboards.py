@@ -599,6 +599,22 @@ def connector() -> Dashboard:
                 ),
                 description="1 while a connector task runs, 0 when paused or stopped.",
             ),
+            Panel(
+                title="Task problems and restarts",
+                unit="none",
+                targets=(
+                    Target(
+                        expr=f"max by (component, task) (bizbus_task_problem{sel})",
+                        legend="{{component}} {{task}} problem",
+                    ),
+                    Target(
+                        expr=f"sum by (component, task, reason) (increase(bizbus_task_restarts_total{sel}[$__rate_interval]))",
+                        legend="{{component}} {{task}} retried: {{reason}}",
+                    ),
+                ),
+                description="1 while a task makes no progress (retrying after an error, waiting for its target; "
+                "the reason is in /connectors); steps retried after a back-off, by reason, per interval.",
+            ),
         ),
     )
 

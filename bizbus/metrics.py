@@ -93,6 +93,18 @@ COMPONENT_UP = Gauge("bizbus_component_up", "1 while a pipeline component's loop
 TASK_RUNNING = Gauge(
     "bizbus_task_running", "1 while a connector task runs (0 when paused or stopped)", ["component", "task"]
 )
+TASK_RESTARTS = Counter(
+    "bizbus_task_restarts_total",
+    "Times a connector task's step failed with a retryable error (a lost database connection, a broker or "
+    "target that is away) and the task was tried again after a back-off, by reason",
+    ["component", "task", "reason"],
+)
+TASK_PROBLEM = Gauge(
+    "bizbus_task_problem",
+    "1 while a connector task cannot make progress (retrying after an error, waiting for its target, a record "
+    "it retries); the text is in /connectors and /readyz",
+    ["component", "task"],
+)
 SHARD_LEASED = Gauge(
     "bizbus_source_shard_leased", "1 while this process holds the shard's lease", ["component", "shard"]
 )

@@ -11,6 +11,8 @@ from urllib.parse import urlsplit
 import httpx
 import psycopg
 
+from bizbus.connectors.pgconn import connect
+
 TIMEOUT = 2.0
 
 
@@ -25,7 +27,7 @@ def _where_pg(dsn: str) -> str:
 def pg(dsn: str) -> str | None:
     """PostgreSQL accepts a connection and answers ``SELECT 1``."""
     try:
-        with psycopg.connect(dsn, connect_timeout=int(TIMEOUT), autocommit=True) as conn:
+        with connect(dsn, "probe", connect_timeout=int(TIMEOUT)) as conn:
             conn.execute("SELECT 1")
     except psycopg.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -97,7 +97,11 @@ class Health:
         except httpx.HTTPError as exc:
             result["registry"] = f"unreachable: {exc}"
         for c in self.components:
-            result[f"component:{c.name}"] = "ok" if c.state in ("running", "finished") else c.state
+            state = "ok" if c.state in ("running", "finished") else c.state
+            problems = task_problems(c.component)
+            if state == "ok" and problems:  # a task retrying, waiting for its target, stuck on a record
+                state = "; ".join(f"task {i}: {p}" for i, p in sorted(problems.items()))
+            result[f"component:{c.name}"] = state
             try:
                 problem = c.component.probe()
             except Exception as exc:  # a probe that breaks is a finding too
@@ -117,7 +121,8 @@ class Health:
         out: dict[str, Any] = {}
         for c in self.components:
             states = getattr(c.component, "states", None)
-            out[c.name] = {"type": c.type_name, "state": c.state, "tasks": states() if states else {}}
+            out[c.name] = {"type": c.type_name, "state": c.state, "tasks": states() if states else {},
+                           "problems": task_problems(c.component)}  # fmt: skip
         return out
 
     def webhook(self, name: str, request: HttpRequest) -> HttpResponse:
@@ -159,6 +164,17 @@ class Health:
             return 409, {"error": f"{name} ({comp.type_name}) cannot {action}"}
         fn()
         return 202, {"component": name, "requested": action}
+
+
+def task_problems(component: Component) -> dict[int, str]:
+    """A connector's tasks that cannot make progress now (task id -> why); {} for other components."""
+    problems = getattr(component, "problems", None)
+    if problems is None:
+        return {}
+    try:
+        return dict(problems())
+    except Exception as exc:  # asking must not break the probe
+        return {-1: f"problems() failed: {type(exc).__name__}: {exc}"}
 
 
 def start_components(pipeline: Pipeline, ctx: RuntimeContext, stop: threading.Event,

@@ -11,6 +11,13 @@
   source tasks take a lease per shard (connectors/lease.py), so two processes never read one shard —
   a second worker stands by and takes over when the first dies.
 
+* Failures: a step that raises a retryable error (a lost database connection, a broker or target away;
+  ``connectors/errors.py``'s ``classify``) does not end the task. The runtime marks it "retrying" (shown in
+  ``/connectors`` and ``/readyz``), counts it (``bizbus_task_restarts_total``), lets the task reset what the
+  error left behind (``Task.recover``), waits a capped, jittered exponential back-off and steps again; one
+  log line when a streak starts and one when it ends. Only a "fatal" error (bad credentials, config the
+  target refuses) stops the task for good.
+
 A connector is a ``bizbus.components.Component``, so the pipeline YAML refers to it by its type name
 (``bizbus.components.COMPONENT_TYPES``) and ``bizbus up`` / ``bizbus worker`` run it.
 """
@@ -18,18 +25,44 @@ A connector is a ``bizbus.components.Component``, so the pipeline YAML refers to
 from __future__ import annotations
 
 import logging
+import random
 import threading
+import time
 from abc import abstractmethod
 from dataclasses import dataclass, field
 from threading import Event
 from typing import Any, ClassVar, Literal
 
+from bizbus.connectors.errors import classify
+
 from bizbus import metrics
 from bizbus.components import Component
+from bizbus.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 TASK_STATE = metrics.TASK_RUNNING
+TaskState = Literal["running", "paused", "retrying", "failed", "stopped"]
+
+RETRY_MIN, RETRY_MAX = 0.5, 30.0  # s: back-off after the first failure of a streak, and its cap
+RESTART_REASONS = ("connection", "tls", "timeout", "db_conflict", "throttled", "transient", "unexpected")
+"""``bizbus_task_restarts_total`` series created at 0 for every task (the reasons ``classify`` gives the
+errors a step meets; another reason still counts, its series just starts at its first failure)."""
+PROBLEM_EVERY = 0.5  # s between updates of ``bizbus_task_problem`` from a task's own ``problem()``
+
+
+def retry_delay(attempt: int, rng: random.Random | None = None, low: float = RETRY_MIN,
+                high: float = RETRY_MAX) -> float:  # fmt: skip
+    """Seconds to wait after failure ``attempt`` (1-based) of a streak: ``low * 2**(attempt-1)`` capped at
+    ``high``, times a random factor in [0.5, 1] so that many tasks (or workers) do not retry in step."""
+    base = min(high, low * 2 ** min(max(attempt, 1) - 1, 30))
+    return base * (rng or random).uniform(0.5, 1.0)
+
+
+def describe(exc: BaseException) -> str:
+    """One line for an operator: the error's type and first line (no traceback)."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 @dataclass(frozen=True)
@@ -67,28 +100,64 @@ class Task:
     def close(self) -> None:
         """Release connections."""
 
+    def problem(self) -> str | None:
+        """What keeps this task from making progress right now (e.g. "waiting for the target: ..."), or None."""
+        return None
+
+    def recover(self) -> None:
+        """Called after ``step`` raised a retryable error, before the next ``step``: drop or check what the
+        error may have left half done (a lease session, a batch consumed but not committed). Connections are
+        reopened lazily by their holders. Raising here counts as another failure of the streak."""
+
 
 class TaskRuntime:
     """Runs one task in a thread with start / pause / resume / stop-with-drain."""
 
-    def __init__(self, connector: str, spec: TaskSpec, task: Task, idle_wait: float = 0.05) -> None:
+    def __init__(self, connector: str, spec: TaskSpec, task: Task, idle_wait: float = 0.05,
+                 retry_min: float = RETRY_MIN, retry_max: float = RETRY_MAX) -> None:  # fmt: skip
         self.connector, self.spec, self.task, self.idle_wait = connector, spec, task, idle_wait
+        self.retry_min, self.retry_max = retry_min, retry_max
         self.stop_event = Event()
         self.drain_on_stop = True  # False: stop without draining (the broker the work went to is gone)
         self._paused = Event()
         self._applied_pause = False
-        self.error: BaseException | None = None
+        self.error: BaseException | None = None  # the fatal error that ended the task
+        self.retrying: str | None = None  # the error the task is retrying after (None: it is not retrying)
+        self.failures = 0  # failed attempts in the current streak
+        self._streak_started = 0.0
+        self._problem_at = 0.0
         self.thread = threading.Thread(
             target=self._loop, name=f"task-{connector}-{spec.task_id}", daemon=True
         )
+        task_label = str(spec.task_id)
+        for reason in RESTART_REASONS:
+            metrics.TASK_RESTARTS.labels(connector, task_label, reason)
+        metrics.TASK_PROBLEM.labels(connector, task_label).set(0)
 
     @property
-    def state(self) -> Literal["running", "paused", "failed", "stopped"]:
+    def state(self) -> TaskState:
         if self.error is not None:
             return "failed"
         if not self.thread.is_alive():
             return "stopped"
+        if self.retrying is not None:
+            return "retrying"
         return "paused" if self._applied_pause else "running"
+
+    def problem(self) -> str | None:
+        """Why the task makes no progress: its own retry streak first, else what the task reports."""
+        if self.error is not None:
+            return f"failed: {describe(self.error)}"
+        retrying = self.retrying
+        if retrying is not None:
+            since = time.monotonic() - self._streak_started
+            return f"retrying for {since:.0f} s ({self.failures} failed attempt(s)): {retrying}"
+        if not self.thread.is_alive():
+            return None
+        try:
+            return self.task.problem()
+        except Exception as exc:  # a broken problem() is a problem too
+            return f"problem() failed: {describe(exc)}"
 
     def start(self) -> None:
         self.thread.start()
@@ -110,12 +179,22 @@ class TaskRuntime:
         gauge.set(1)
         try:
             while not self.stop_event.is_set():
-                if self._paused.is_set() != self._applied_pause:
-                    (self.task.pause if self._paused.is_set() else self.task.resume)()
-                    self._applied_pause = self._paused.is_set()
-                    gauge.set(0 if self._applied_pause else 1)
-                    log.info("task %s/%d %s", self.connector, self.spec.task_id, self.state)
-                moved = self.task.step()
+                try:
+                    if self.failures:
+                        self.task.recover()
+                    if self._paused.is_set() != self._applied_pause:
+                        (self.task.pause if self._paused.is_set() else self.task.resume)()
+                        self._applied_pause = self._paused.is_set()
+                        gauge.set(0 if self._applied_pause else 1)
+                        log.info("task %s/%d %s", self.connector, self.spec.task_id, self.state)
+                    moved = self.task.step()
+                except Exception as exc:
+                    if not self._failed(exc):
+                        raise
+                    continue
+                if self.failures:
+                    self._recovered()
+                self._show_problem()
                 if not moved:
                     self.stop_event.wait(self.idle_wait)
             if self.drain_on_stop:
@@ -124,7 +203,49 @@ class TaskRuntime:
             self.error = exc
             log.exception("task %s/%d failed: %s", self.connector, self.spec.task_id, exc)
         finally:
+            self.retrying = None
             gauge.set(0)
+            metrics.TASK_PROBLEM.labels(self.connector, str(self.spec.task_id)).set(1 if self.error else 0)
+
+    def _failed(self, exc: Exception) -> bool:
+        """A step (or recover) raised: True when the task backs off and tries again, False when the error
+        is fatal and ends the task."""
+        err = classify(exc)
+        if err.error_class == "fatal" or isinstance(exc, ConfigError):
+            return False
+        self.failures += 1
+        what = describe(exc)
+        metrics.TASK_RESTARTS.labels(self.connector, str(self.spec.task_id), err.reason).inc()
+        wait = retry_delay(self.failures, None, self.retry_min, self.retry_max)
+        retry_after = getattr(err, "retry_after", None)
+        if retry_after:
+            wait = max(wait, min(float(retry_after), self.retry_max))
+        if self.failures == 1:
+            self._streak_started = time.monotonic()
+            log.warning("task %s/%d: %s (%s); retrying with back-off (%.1f s first, at most %.0f s)",
+                        self.connector, self.spec.task_id, what, err.reason, wait, self.retry_max)  # fmt: skip
+        else:
+            log.debug("task %s/%d: attempt %d failed: %s; next in %.1f s",
+                      self.connector, self.spec.task_id, self.failures, what, wait)  # fmt: skip
+        self.retrying = what
+        metrics.TASK_PROBLEM.labels(self.connector, str(self.spec.task_id)).set(1)
+        self.stop_event.wait(wait)
+        return True
+
+    def _recovered(self) -> None:
+        log.info("task %s/%d: working again after %d failed attempt(s) in %.1f s", self.connector,
+                 self.spec.task_id, self.failures, time.monotonic() - self._streak_started)  # fmt: skip
+        self.failures = 0
+        self.retrying = None
+        self._problem_at = 0.0
+
+    def _show_problem(self) -> None:
+        """``bizbus_task_problem`` from the task's own ``problem()``, at most every PROBLEM_EVERY seconds."""
+        now = time.monotonic()
+        if now - self._problem_at < PROBLEM_EVERY:
+            return
+        self._problem_at = now
+        metrics.TASK_PROBLEM.labels(self.connector, str(self.spec.task_id)).set(1 if self.problem() else 0)
 
 
 class Connector(Component):
@@ -231,6 +352,15 @@ class Connector(Component):
 
     def states(self) -> dict[int, str]:
         return {rt.spec.task_id: rt.state for rt in getattr(self, "runtimes", [])}
+
+    def problems(self) -> dict[int, str]:
+        """Task id -> what keeps that task from making progress (only tasks that have a problem)."""
+        out: dict[int, str] = {}
+        for rt in getattr(self, "runtimes", []):
+            problem = rt.problem()
+            if problem:
+                out[rt.spec.task_id] = problem
+        return out
 
     def close(self) -> None:
         for rt in getattr(self, "runtimes", []):

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+from bizbus.connectors.pgconn import connect
 from psycopg import sql
 
 Position = Mapping[str, Any]  # an opaque cursor map, e.g. {"id": 42}
@@ -83,7 +84,7 @@ class PgCursorStore:
 
     def setup(self, conn: psycopg.Connection[Any] | None = None) -> None:
         """Connect (or share ``conn``, e.g. the lease's session, so a lost lease also fails writes)."""
-        self._conn = conn or psycopg.connect(self.dsn, autocommit=True)
+        self._conn = conn or connect(self.dsn, "cursors")
         s = sql.Identifier(self.schema)
         with self._conn.transaction(), self._conn.cursor() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(hashtext('bizbus_state ddl'))")

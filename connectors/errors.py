@@ -38,6 +38,12 @@ T = TypeVar("T")
 ErrorClass = Literal["retryable", "permanent", "poison", "fatal"]
 
 _REASON_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+# what PostgreSQL answers a login it refuses for good (libpq reports it without a SQLSTATE); a server that
+# is starting up or shutting down says "the database system is ..." instead and stays retryable
+_PG_REFUSED_LOGIN = re.compile(
+    r"FATAL:\s+(password authentication failed|role \S+ does not exist|database \S+ does not exist"
+    r"|no pg_hba\.conf entry)"
+)
 _CONNECT_ERRNOS = frozenset({errno.ECONNREFUSED, errno.ECONNRESET, errno.EHOSTUNREACH, errno.ENETUNREACH})
 
 
@@ -197,6 +203,10 @@ def _classify_foreign(exc: BaseException) -> ConnectorError | None:
         pe = psycopg.errors
         if isinstance(exc, pe.SerializationFailure | pe.DeadlockDetected | pe.LockNotAvailable):
             return Retryable(text, reason="db_conflict")
+        if isinstance(exc, pe.InvalidAuthorizationSpecification | pe.InvalidPassword) or (
+            isinstance(exc, psycopg.OperationalError) and _PG_REFUSED_LOGIN.search(str(exc))
+        ):
+            return Fatal(text, reason="auth")  # retrying cannot fix credentials or a database name
         if isinstance(exc, psycopg.OperationalError):
             return NotConnected(text)
         if isinstance(exc, psycopg.IntegrityError | psycopg.DataError):

@@ -44,6 +44,7 @@ from bizbus.connectors.cursor import GapGuard, PgCursorStore, Position, pg_ended
 from bizbus.connectors.dlq import DeadLetterWriter, dead_letter
 from bizbus.connectors.errors import ConnectorError, Permanent, classify
 from bizbus.connectors.lease import PgLease
+from bizbus.connectors.pgconn import alive, close_quietly, connect
 from bizbus.connectors.source import SourceItem, SourceReader, SourceTask
 from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -229,6 +230,7 @@ class PgInbox:
         self._writing = False  # a leader is writing a group (it alone uses self._writer)
         self._writer: psycopg.Connection[Any] | None = None
         self._listener: psycopg.Connection[Any] | None = None  # the reader's LISTEN (wait_for_rows)
+        self._listen_failing = False  # the last LISTEN attempt failed (logged once)
         self._async_writer: concurrent.futures.ThreadPoolExecutor | None = None  # see add_many_async
         self.channel = f"bizbus_{inbox_table(connector)}"[:63]  # NOTIFY'd by every commit that stored rows
         self.groups = 0  # group commits done (for tests and the curious)
@@ -247,12 +249,14 @@ class PgInbox:
             " SELECT ins.delivery_id, ins.entity_key FROM ins, LATERAL (SELECT pg_notify({c}, '')) AS n"
         ).format(t=self.table, c=sql.Literal(self.channel))
 
-    def _connect(self) -> psycopg.Connection[Any]:
-        return psycopg.connect(self.dsn, autocommit=True, application_name=f"bizbus inbox {self.connector}")
+    def _connect(self, role: str = "") -> psycopg.Connection[Any]:
+        return connect(self.dsn, f"inbox{role} {self.connector}")
 
     def _conn(self) -> psycopg.Connection[Any]:
+        """This thread's read connection (reopened when it was closed or broke)."""
         conn = getattr(self._local, "conn", None)
-        if conn is None or conn.closed or conn.broken:
+        if not alive(conn):
+            close_quietly(conn)
             conn = self._local.conn = self._connect()
         return conn
 
@@ -373,7 +377,7 @@ class PgInbox:
         try:
             added = self._insert(group)
         except psycopg.Error as exc:
-            if len(group) == 1 or self._writer is None or self._writer.closed or self._writer.broken:
+            if len(group) == 1 or not alive(self._writer):
                 for w in group:  # a lost connection fails everyone; a lone caller gets its own error
                     w.finish(error=exc)
                 return
@@ -391,9 +395,28 @@ class PgInbox:
             start += len(w.keys)
 
     def _insert(self, group: list[_Waiter]) -> list[bool]:
-        """One INSERT (one transaction) of the group's rows; per row whether it was stored."""
-        if self._writer is None or self._writer.closed or self._writer.broken:
-            self._writer = self._connect()
+        """One INSERT (one transaction) of the group's rows; per row whether it was stored.
+
+        A writer connection found broken by this INSERT (its backend was terminated, the server restarted
+        since the last group) is replaced and the INSERT sent once more on the new one, so the callers do
+        not see the old session's end. Safe: the INSERT skips rows already stored, and a statement that
+        failed on a dead connection was not committed (a commit whose answer was lost is found again as
+        stored rows, which the callers then see as duplicates)."""
+        was_open = alive(self._writer)  # a new connection that fails is the server's answer: no second try
+        try:
+            return self._insert_once(group)
+        except psycopg.OperationalError as exc:
+            if not was_open or alive(self._writer):
+                raise
+            log.warning("inbox %s: the writer's connection broke (%s); writing on a new one",
+                        self.connector, str(exc).strip().splitlines()[0] if str(exc).strip() else exc)  # fmt: skip
+            return self._insert_once(group)
+
+    def _insert_once(self, group: list[_Waiter]) -> list[bool]:
+        if not alive(self._writer):
+            close_quietly(self._writer)
+            self._writer = self._connect(" writer")
+        assert self._writer is not None
         doc = "[" + ",".join(j for w in group for j in w.json) + "]"
         # never prepared: a cached generic plan, made while the table was small, kept its duplicate checks
         # as scans of the whole table, so every commit cost more as the inbox grew (measured 0.4 -> 1.4 ms of
@@ -438,15 +461,23 @@ class PgInbox:
 
     def _notices(self, timeout: float) -> int:
         try:
-            if self._listener is None or self._listener.closed or self._listener.broken:
-                self._listener = self._connect()
+            if not alive(self._listener):
+                close_quietly(self._listener)
+                self._listener = self._connect(" listen")
                 self._listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
-            return len(list(self._listener.notifies(timeout=timeout, stop_after=None if timeout == 0 else 1)))
+            n = len(list(self._listener.notifies(timeout=timeout, stop_after=None if timeout == 0 else 1)))
         except psycopg.Error as exc:  # polling still works: the next read finds the rows
-            log.warning("inbox %s: LISTEN %s failed (%s); polling only", self.connector, self.channel, exc)
-            if self._listener is not None:
-                self._listener.close()
+            if not self._listen_failing:  # once per outage, not at every read
+                log.warning("inbox %s: LISTEN %s failed (%s); polling until it works again",
+                            self.connector, self.channel, exc)  # fmt: skip
+            self._listen_failing = True
+            close_quietly(self._listener)
+            self._listener = None
             return 0
+        if self._listen_failing:
+            log.info("inbox %s: LISTEN %s works again", self.connector, self.channel)
+            self._listen_failing = False
+        return n
 
     def in_progress(self) -> list[int]:
         return pg_in_progress(self._conn())
@@ -457,15 +488,15 @@ class PgInbox:
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
         if conn is not None:
-            conn.close()
+            close_quietly(conn)
             self._local.conn = None
         with self._lock:
             writer, idle = self._writer, not self._writing
         if writer is not None and idle:  # a leader still writing closes nothing under its feet
-            writer.close()
+            close_quietly(writer)
             self._writer = None
         if self._listener is not None:
-            self._listener.close()
+            close_quietly(self._listener)
             self._listener = None
         if self._async_writer is not None:
             self._async_writer.shutdown(wait=False)
@@ -699,6 +730,11 @@ class BackfillTask(Task):
         self.gaps += added if self.count_gaps else 0
         BACKFILL_POLLS.labels(self.connector, "ok").inc()
         return added
+
+    def recover(self) -> None:
+        """After a failed step (the state database away): poll again at the runtime's next try, not only
+        after a whole interval."""
+        self._next = 0.0
 
     def pause(self) -> None:
         self._paused = True

@@ -8,6 +8,11 @@ The same connection stores the shard's cursor (``PgCursorStore.setup(conn=lease.
 lease session was lost cannot move the cursor any more, and its last sends are duplicates with the same
 event ids, which sinks absorb. Two live owners of one shard are therefore impossible at the cursor and
 harmless at the broker.
+
+A lease session that ends (the process dies, a DBA or a failover terminates the backend, the server
+restarts) frees the lock on the server at once. The holder finds out at its next use of the session (a
+cursor store fails, or ``check()`` after an error) and must take the lease again, and re-read the cursor,
+before it writes anything: another worker may have moved the cursor meanwhile.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import zlib
 from typing import Any
 
 import psycopg
+from bizbus.connectors.pgconn import alive, close_quietly, connect
 
 
 def lease_key(connector: str, shard: str) -> int:
@@ -35,16 +41,20 @@ class PgLease:
 
     @property
     def held(self) -> bool:
-        return self.conn is not None and not self.conn.closed and not self.conn.broken
+        return alive(self.conn)
 
     def try_acquire(self) -> bool:
-        """Take the lease if it is free; returns whether this process holds it now."""
+        """Take the lease if it is free; returns whether this process holds it now. Raises the
+        ``psycopg.OperationalError`` of a server that cannot be reached (the task runtime backs off)."""
         if self.held:
             return True
-        conn = psycopg.connect(
-            self.dsn, autocommit=True, application_name=f"bizbus lease {self.connector}/{self.shard}"
-        )
-        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (self.key,)).fetchone()
+        self.release()  # a session that broke: drop it before opening the next
+        conn = connect(self.dsn, f"lease {self.connector}/{self.shard}")
+        try:
+            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (self.key,)).fetchone()
+        except BaseException:
+            close_quietly(conn)
+            raise
         if row and row[0]:
             self.conn = conn
             return True
@@ -72,5 +82,5 @@ class PgLease:
             except psycopg.Error:
                 pass
             finally:
-                self.conn.close()
+                close_quietly(self.conn)
                 self.conn = None

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+from bizbus.connectors.pgconn import close_quietly, connect
 from psycopg import sql
 
 __all__ = ["BatchResult", "Effect", "PgLedger", "WriteFn", "int_array", "text_array"]
@@ -122,15 +123,14 @@ class PgLedger:
     def close(self) -> None:
         """Close the connection (an open transaction is rolled back by the server)."""
         if self._conn is not None:
-            self._conn.close()
+            close_quietly(self._conn)
             self._conn = None
 
     def _connection(self) -> psycopg.Connection[Any]:
         """The live connection; reconnects if it was never opened, closed, or broken (e.g. terminated)."""
         if self._conn is None or self._conn.closed or self._conn.broken:
-            if self._conn is not None:
-                self._conn.close()
-            self._conn = psycopg.connect(self.dsn, autocommit=False)
+            close_quietly(self._conn)
+            self._conn = connect(self.dsn, f"ledger {self.connector}", autocommit=False)
         return self._conn
 
     # -- writing -----------------------------------------------------------------------------------

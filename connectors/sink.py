@@ -26,7 +26,7 @@ from typing import Any, Literal
 from bizbus.connectors.base import Connector, Task, TaskSpec
 from bizbus.connectors.dlq import DeadLetterWriter, dead_letter
 from bizbus.connectors.errors import ConnectorError, Permanent, Poison, RetryPolicy, call_with_retry
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from bizbus import logs, metrics
 from bizbus.serde import AvroSerde, PoisonRecord
@@ -315,6 +315,20 @@ class SinkRunner(Task):
     def drain(self) -> None:
         """Finish the batch whose write is in flight: its dead letters, then its offsets."""
         self._finish()
+
+    def recover(self) -> None:
+        """After a failed step (the task runtime tries again): the batch in flight is abandoned and every
+        assigned partition goes back to the offset last committed, so records consumed but not settled are
+        consumed again, never skipped (the writer's ledger or idempotency key absorbs a second write)."""
+        self._abandon_inflight()
+        assigned = self._consumer.assignment()
+        if not assigned:
+            return
+        kafka = {(tp.topic, tp.partition): tp.offset for tp in self._consumer.committed(assigned, timeout=10)}
+        for tp in assigned:
+            k = (tp.topic, tp.partition)
+            offset = self._committed.get(k, kafka.get(k, OFFSET_BEGINNING))
+            self._consumer.seek(TopicPartition(tp.topic, tp.partition, offset if offset >= 0 else OFFSET_BEGINNING))
 
     def _decode(self, msgs: list[Any]) -> _Batch:
         """Decode ``msgs`` (a poison record becomes a dead letter of the batch); CPU only, no I/O."""

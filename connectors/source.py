@@ -147,8 +147,12 @@ class SourceTask(Task):
                 )
                 self._standby_logged = True
             return False
-        self.store.setup(conn=self.lease.conn)  # cursor writes go through the lease session (fencing)
-        self.position, stored_epoch = self.store.load_with_epoch(self.connector, self.shard)
+        try:
+            self.store.setup(conn=self.lease.conn)  # cursor writes go through the lease session (fencing)
+            self.position, stored_epoch = self.store.load_with_epoch(self.connector, self.shard)
+        except BaseException:  # no cursor, no lease: never read on from a position that was not loaded
+            self.lease.release()
+            raise
         try:
             self.epoch = stored_epoch
             self._check_epoch(force=True)
@@ -200,6 +204,12 @@ class SourceTask(Task):
         self.lease.release()
         self.position = None
         SHARD_LEASED.labels(self.connector, self.shard).set(0)
+
+    def recover(self) -> None:
+        """After a failed step (e.g. its database connection was terminated): if the lease session went
+        too, give the lease up, so that it is taken again and the cursor re-read before anything is sent."""
+        if getattr(self, "lease", None) is not None and self.lease.conn is not None and not self.lease.check():
+            self._lost_lease(RuntimeError("the lease session did not answer after a failed step"))
 
     # -- loop --------------------------------------------------------------------------------------
 

@@ -42,6 +42,7 @@ class Rig:
     component: Any
     settings: Settings
     serde: AvroSerde
+    health: Health | None = None  # what /readyz and /connectors of the rig's server answer from
 
     def events(self, topic: str, match: Callable[[dict[str, Any]], bool], expect: int = 0,
                timeout: float = 30.0, idle: float = 1.5) -> list[dict[str, Any]]:  # fmt: skip
@@ -110,9 +111,11 @@ def webhook_rig(embedded_broker: Any, registry: Any, type_name: str | type, conf
     stop = threading.Event()
     thread = ComponentThread(name, type_name, comp, stop)
     thread.thread.start()
-    server = serve_http("127.0.0.1", 0, Health(settings, [thread]))
+    health = Health(settings, [thread])
+    server = serve_http("127.0.0.1", 0, health)
     try:
-        yield Rig(name, f"http://127.0.0.1:{server.server_address[1]}/webhooks/{name}", comp, settings, serde)
+        yield Rig(name, f"http://127.0.0.1:{server.server_address[1]}/webhooks/{name}", comp, settings, serde,
+                  health)  # fmt: skip
     finally:
         server.shutdown()
         stop_components([thread], stop)

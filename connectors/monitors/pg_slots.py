@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from threading import Event
 
 import psycopg
+from bizbus.connectors.pgconn import alive, close_quietly, connect
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bizbus import metrics, probes
@@ -107,8 +108,9 @@ class PgSlotMonitor(Component):
 
     def poll(self) -> list[SlotState]:
         """Read the slots once and update the gauges; raises psycopg errors (``run`` logs them)."""
-        if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self.config.dsn, autocommit=True, connect_timeout=10)
+        if not alive(self._conn):
+            close_quietly(self._conn)
+            self._conn = connect(self.config.dsn, f"slot monitor {self.name}")
         states = read_slots(self._conn, self.config.slots)
         now = set()
         for s in states:

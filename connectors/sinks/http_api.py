@@ -48,6 +48,7 @@ from bizbus.connectors.errors import (
     classify_http_status,
 )
 from bizbus.connectors.ledger import Effect, PgLedger
+from bizbus.connectors.pgconn import close_quietly, connect
 from bizbus.connectors.sink import PlannedEffect, SinkConnector, SinkRecord, SinkWriter, WriteResult, field_at
 from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -308,9 +309,8 @@ class HttpApiWriter(SinkWriter):
     def _connection(self) -> psycopg.Connection[Any]:
         """The intent connection (autocommit: each intent statement is durable on return); reconnects."""
         if self._conn is None or self._conn.closed or self._conn.broken:
-            if self._conn is not None:
-                self._conn.close()
-            self._conn = psycopg.connect(self.config.state_dsn, autocommit=True)
+            close_quietly(self._conn)
+            self._conn = connect(self.config.state_dsn, f"intents {self.connector}")
         return self._conn
 
     # -- intents -----------------------------------------------------------------------------------

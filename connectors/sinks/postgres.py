@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 from bizbus.connectors.errors import RetryPolicy, classify
 from bizbus.connectors.ledger import Effect, PgLedger
+from bizbus.connectors.pgconn import connect
 from bizbus.connectors.sink import PlannedEffect, SinkConnector, SinkRecord, SinkWriter, WriteResult, field_at
 from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -193,7 +194,7 @@ class PgTableSink(SinkConnector):
         super().validate()
         schema, table = self.config.table.split(".")
         try:
-            with psycopg.connect(self.config.dsn, connect_timeout=5) as conn:
+            with connect(self.config.dsn, f"check {self.name}", connect_timeout=5) as conn:
                 cols = {r[0] for r in conn.execute(
                     "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s",
                     (schema, table)).fetchall()}  # fmt: skip

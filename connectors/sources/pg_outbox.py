@@ -31,6 +31,7 @@ from bizbus.connectors.base import Connector, Task, TaskSpec
 from bizbus.connectors.cursor import GapGuard, Position, pg_ended, pg_in_progress
 from bizbus.connectors.dlq import DeadLetterWriter
 from bizbus.connectors.errors import Permanent
+from bizbus.connectors.pgconn import alive, close_quietly, connect
 from bizbus.connectors.source import SourceItem, SourceReader, SourceTask
 from bizbus.schemas import catalog
 from psycopg import sql
@@ -79,15 +80,22 @@ class PgOutboxReader(SourceReader):
         self._schemas: dict[str, Any] = {}
 
     def setup(self) -> None:
-        self._conn = psycopg.connect(self.config.dsn, autocommit=True)
+        self._conn: psycopg.Connection[Any] | None = None
         if self.config.create_table:
-            create_outbox(self._conn, self.config.table)
+            create_outbox(self._db(), self.config.table)
+
+    def _db(self) -> psycopg.Connection[Any]:
+        """The outbox connection, reopened when it was closed or broke (a terminated backend, a restart)."""
+        if not alive(self._conn):
+            close_quietly(self._conn)
+            self._conn = connect(self.config.dsn, f"outbox {self.connector}")
+        return self._conn
 
     def read(self, position: Position | None, limit: int) -> list[SourceItem]:
         after = int(position["id"]) if position else 0
         self.guard.refresh(self._ended)
         schema, table = self.config.table.split(".")
-        rows = self._conn.execute(
+        rows = self._db().execute(
             sql.SQL(
                 "SELECT id, topic, entity_key, version, payload, correlation_id, created_at"
                 " FROM {} WHERE id > %s ORDER BY id LIMIT %s"
@@ -98,10 +106,10 @@ class PgOutboxReader(SourceReader):
         return [self._item(r) for r in rows[:n]]
 
     def _in_progress(self) -> list[int]:
-        return pg_in_progress(self._conn)
+        return pg_in_progress(self._db())
 
     def _ended(self, xids: list[int]) -> bool:
-        return pg_ended(self._conn, xids)
+        return pg_ended(self._db(), xids)
 
     def _item(self, row: tuple[Any, ...]) -> SourceItem:
         rid, topic, key, version, payload, correlation_id, created_at = row
@@ -141,9 +149,8 @@ class PgOutboxReader(SourceReader):
         return SourceItem(**common, topic=topic, value=value)
 
     def close(self) -> None:
-        conn = getattr(self, "_conn", None)
-        if conn is not None:
-            conn.close()
+        close_quietly(getattr(self, "_conn", None))
+        self._conn = None
 
 
 def create_outbox(conn: psycopg.Connection[Any], table: str) -> None:

@@ -77,6 +77,7 @@ from bizbus.connectors.inbox import (
     PollResult,
     WebhookHandler,
 )
+from bizbus.connectors.pgconn import alive, close_quietly, connect
 from psycopg import sql
 from pydantic import Field, field_validator
 
@@ -329,9 +330,9 @@ class RedmineState:
             conn.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(self.table, sql.Literal(note)))
 
     def conn(self) -> psycopg.Connection[Any]:
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            self._conn = psycopg.connect(self.dsn, autocommit=True,
-                                         application_name=f"bizbus redmine {self.connector}")  # fmt: skip
+        if not alive(self._conn):
+            close_quietly(self._conn)
+            self._conn = connect(self.dsn, f"redmine {self.connector}")
         return self._conn
 
     def transaction(self) -> AbstractContextManager[Any]:

@@ -163,3 +163,26 @@ def test_readyz_names_the_target_that_is_unreachable(rt) -> None:
         assert problem.startswith("PostgreSQL 127.0.0.1:5432/no_such_db_bizbus unreachable") and "no_such_db" in problem
     finally:
         server.shutdown()
+
+
+def test_a_sink_task_consumes_again_from_its_committed_offsets_after_a_failed_step(rt) -> None:
+    """What the runtime does after a step raised (``recover``): the batch consumed but not settled is not
+    skipped — the partitions go back to the committed offsets and the ledger absorbs the second write."""
+    conn = sink(rt, tasks_max=1, batch_size=500)
+    conn.setup()
+    task = conn.runtimes[0].task
+    try:
+        produce(rt, 0, 20)
+        deadline = time.monotonic() + 30
+        while task.stats.consumed < 20 and time.monotonic() < deadline:  # consumed, write in flight, no commit
+            task.step()
+        first = task.stats.consumed
+        assert first == 20 and task.stats.batches == 0
+        task.recover()
+        while task.stats.batches < 1 and time.monotonic() < deadline:
+            task.step()
+        assert task.stats.consumed == 2 * first  # the same records again, from offset 0
+        assert task.stats.duplicates == 20  # the abandoned write had applied them; the ledger says so
+        assert rows(rt) == 20
+    finally:
+        conn.close()

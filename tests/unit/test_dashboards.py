@@ -38,6 +38,7 @@ EXPECTED_ALERTS = {
     "WebhookGaps",
     "BudgetOverrun",
     "ComponentDown",
+    "TaskNotProgressing",
 }
 # labels whose values grow with traffic or deployment size: never a grouping label on a board or rule
 UNBOUNDED = {"partition", "instance", "process", "key", "event_id", "correlation_id"}

@@ -19,6 +19,7 @@ from itertools import islice
 from typing import Any
 
 import psycopg
+from bizbus.connectors.pgconn import alive, close_quietly, connect
 from psycopg import sql
 
 from .mapping import WorklogFacts
@@ -93,10 +94,9 @@ class PgState(MemoryState):
         self._dirty_worklogs: dict[str, WorklogFacts] = {}
 
     def _db(self) -> psycopg.Connection[Any]:
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            self._conn = psycopg.connect(
-                self.dsn, autocommit=True, application_name=f"bizbus jira {self.connector}"
-            )
+        if not alive(self._conn):
+            close_quietly(self._conn)
+            self._conn = connect(self.dsn, f"jira state {self.connector}")
         return self._conn
 
     def setup(self) -> None:
@@ -199,5 +199,5 @@ class PgState(MemoryState):
             except psycopg.Error as exc:  # the rows are re-read and converted again after a restart
                 log.warning("jira %s: state not written at close (%s)", self.connector, exc)
         if self._conn is not None:
-            self._conn.close()
+            close_quietly(self._conn)
             self._conn = None
