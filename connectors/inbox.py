@@ -813,6 +813,15 @@ class InboxConnector(Connector):
         self._dlq.setup()
         super().setup()
 
+    def start_tasks(self) -> None:
+        """New tasks, and a new producer for the webhook's dead letters: after a replaced broker an idempotent
+        producer of the old one never delivers again (its sequence numbers mean nothing to the new log)."""
+        old, self._dlq = self._dlq, DeadLetterWriter(self.ctx.settings.kafka_config(), self.ctx.serde)
+        self._dlq.setup()
+        old.abandon()
+        old.close()
+        super().start_tasks()
+
     def task_specs(self, max_tasks: int) -> list[TaskSpec]:
         specs = [TaskSpec(0, shard="inbox")]
         if self.backfill() is not None:

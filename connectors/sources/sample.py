@@ -43,10 +43,22 @@ class SampleEventsSource(Component):
         self._schema_name = spec.value_schema
         self._encode = self.ctx.serde.encoder(spec.subject, catalog.load(spec.value_schema))
         self._template = catalog.sample(spec.value_schema)
-        self._producer = Producer(
+        self._producer = self._new_producer()
+        self.sent = 0
+
+    def _new_producer(self) -> Producer:
+        return Producer(
             {**self.ctx.settings.kafka_config(), "enable.idempotence": True, "acks": "all", "linger.ms": 20}
         )
-        self.sent = 0
+
+    def halt_tasks(self, timeout: float = 60.0, drain: bool = True) -> None:
+        """The broker is being replaced: drop what was not delivered (demo records, not durable anywhere)."""
+        if not drain:
+            self._producer.purge()
+
+    def start_tasks(self) -> None:
+        """A new producer for the new broker (an idempotent producer of the old one never delivers again)."""
+        self._producer = self._new_producer()
 
     def record(self, seq: int) -> dict:
         rec = copy.deepcopy(self._template)

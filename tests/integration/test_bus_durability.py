@@ -13,11 +13,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
+from bizbus.connectors.dlq import DEAD_LETTER_TOPIC
+
+from bizbus.serde import AvroSerde
+from bizbus.settings import load_settings
 
 from tests.bus_harness import BusProcess, wait_until, write_pipeline
 from tests.fakes.jira_api import JiraCloudFake, JiraWebhookSender
+from tests.webhook_harness import read_topic
 
 DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 SECRET = "durability-" + uuid.uuid4().hex[:8]
@@ -149,3 +155,13 @@ def test_a_broker_killed_mid_stream_is_restarted_and_every_record_arrives_once(r
     assert "restarting it (1 of 3" in log and "restarting it (2 of 3" in log
     ready = bus.get("/readyz")
     assert ready.status_code == 200, ready.text
+
+    # the webhook's dead letters go to the new broker too (a new producer: the old one's never deliver again)
+    body = b'{"webhookEvent": "worklog_created", "timestamp": 1, "worklog": '
+    answer = httpx.post(f"{bus.url}/webhooks/{story.source}", content=body,
+                        headers={"X-Hub-Signature": story.sender.signature(body), "Content-Type": "application/json"})
+    assert answer.status_code == 400, answer.text
+    settings = load_settings(kafka_bootstrap_servers=bus.bootstrap, schema_registry_url=bus.registry_url)
+    dead = read_topic(settings, AvroSerde(settings.registry_config()), DEAD_LETTER_TOPIC,
+                      lambda v: v["connector"] == story.source, expect=1, timeout=30)  # fmt: skip
+    assert len(dead) == 1 and dead[0]["error_class"] == "PERMANENT", dead
