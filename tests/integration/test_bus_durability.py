@@ -20,7 +20,6 @@ from bizbus.connectors.dlq import DEAD_LETTER_TOPIC
 
 from bizbus.serde import AvroSerde
 from bizbus.settings import load_settings
-
 from tests.bus_harness import BusProcess, wait_until, write_pipeline
 from tests.fakes.jira_api import JiraCloudFake, JiraWebhookSender
 from tests.webhook_harness import read_topic
