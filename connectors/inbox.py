@@ -318,9 +318,11 @@ class PgInbox:
 
     @staticmethod
     def _waiter(deliveries: Sequence[Delivery], origin: str) -> _Waiter:
-        return _Waiter([(d.delivery_id, d.entity_key) for d in deliveries],
-                       [json.dumps([d.delivery_id, d.entity_key, d.kind, origin, d.payload], ensure_ascii=False,
-                                   default=str) for d in deliveries])  # fmt: skip
+        rows = [json.dumps([d.delivery_id, d.entity_key, d.kind, origin, d.payload], ensure_ascii=False, default=str)
+                for d in deliveries]  # fmt: skip
+        for row in rows:  # an unpaired surrogate fails here, for its caller alone, not in the group's INSERT
+            row.encode()
+        return _Waiter([(d.delivery_id, d.entity_key) for d in deliveries], rows)
 
     def _writer_thread(self) -> concurrent.futures.ThreadPoolExecutor:
         """The thread that leads group commits for callers on an event loop (they cannot wait themselves)."""
@@ -748,11 +750,13 @@ def _unexpected(err: ConnectorError) -> ConnectorError:
 
 class BackfillTask(Task):
     """Polls the vendor every ``interval`` seconds under the shard lease ``backfill``; found changes the
-    inbox does not have yet go in (counted as gaps when the connector also takes webhooks)."""
+    inbox does not have yet go in (counted as gaps when the connector also takes webhooks). A found change
+    the inbox cannot store for what it holds (a NUL character, an unpaired surrogate, nesting too deep) is a
+    dead letter (``backfill:<connector>``), and the poll goes on past it."""
 
     def __init__(self, connector: str, backfill: Backfill, inbox: PgInbox, state_dsn: str, state_schema: str,
-                 interval: float, count_gaps: bool) -> None:  # fmt: skip
-        self.connector, self.backfill, self.inbox = connector, backfill, inbox
+                 interval: float, count_gaps: bool, dlq: DeadLetterWriter | None = None) -> None:  # fmt: skip
+        self.connector, self.backfill, self.inbox, self.dlq = connector, backfill, inbox, dlq
         self.state_dsn, self.state_schema = state_dsn, state_schema
         self.interval, self.count_gaps = interval, count_gaps
         self._next = 0.0
@@ -764,6 +768,8 @@ class BackfillTask(Task):
         self.store = PgCursorStore(self.state_dsn, self.state_schema)
         self.inbox.setup()
         self.backfill.setup()
+        if self.dlq is not None:
+            self.dlq.setup()
         metrics.init_component(self.connector, metrics.BACKFILL_GAPS)
 
     def step(self) -> int:
@@ -787,11 +793,20 @@ class BackfillTask(Task):
             )
             return 0
         added = 0
+        dead = 0
         try:
             for d in result.deliveries:
                 if d.entity_key is not None and self.inbox.has_entity(d.entity_key):
                     continue
-                if self.inbox.add(d, "poll"):
+                try:
+                    stored = self.inbox.add(d, "poll")
+                except (psycopg.Error, UnicodeEncodeError, RecursionError) as exc:
+                    if self.dlq is None or not _refused_content(exc):
+                        raise
+                    self._dead_letter(d, exc)
+                    dead += 1
+                    continue
+                if stored:
                     added += 1
                     if self.count_gaps:
                         BACKFILL_GAPS.labels(self.connector).inc()
@@ -806,6 +821,13 @@ class BackfillTask(Task):
                 "backfill %s: inbox unavailable (%s); next try in %.0f s", self.connector, exc, self.interval
             )
             return added
+        if dead:
+            assert self.dlq is not None
+            try:
+                self.dlq.flush(30)
+            except ConnectorError as exc:  # the watermark stays: the next poll finds them again
+                log.warning("backfill %s: dead letters not acknowledged (%s)", self.connector, exc)
+                return added
         try:
             self.store.store(self.connector, "backfill", dict(result.watermark))
         except psycopg.Error as exc:
@@ -814,6 +836,22 @@ class BackfillTask(Task):
         self.gaps += added if self.count_gaps else 0
         BACKFILL_POLLS.labels(self.connector, "ok").inc()
         return added
+
+    def _dead_letter(self, d: Delivery, exc: BaseException) -> None:
+        try:
+            raw = json.dumps({"delivery_id": d.delivery_id, "kind": d.kind, "entity_key": d.entity_key,
+                              "payload": d.payload}, default=str).encode()  # fmt: skip
+        except (RecursionError, ValueError):
+            raw = repr(d).encode("utf-8", "backslashreplace")[:100_000]
+        log.warning("backfill %s: %s (%s) cannot be stored: %s; dead-lettered", self.connector, d.delivery_id,
+                    d.kind, exc)  # fmt: skip
+        assert self.dlq is not None
+        self.dlq.send(dead_letter(connector=self.connector, topic=f"backfill:{self.connector}", partition=0,
+                                  offset=int.from_bytes(hashlib.sha256(raw).digest()[:6], "big"),
+                                  key=(d.entity_key or d.delivery_id).encode("utf-8", "backslashreplace"), value=raw,
+                                  headers=None, timestamp_ms=None, attempts=1,
+                                  error=Permanent(f"the inbox cannot store it: {type(exc).__name__}: {exc}",
+                                                  reason="malformed")))  # fmt: skip
 
     def pause(self) -> None:
         self._paused = True
@@ -824,6 +862,8 @@ class BackfillTask(Task):
     def close(self) -> None:
         self.backfill.close()
         self.inbox.close()
+        if self.dlq is not None:
+            self.dlq.close()
         if getattr(self, "lease", None) is not None:
             self.lease.release()
 
@@ -909,7 +949,8 @@ class InboxConnector(Connector):
             bf = self.backfill()
             assert bf is not None
             return BackfillTask(self.name, bf, self._inbox(), c.state_dsn, c.state_schema, c.poll_interval_seconds,
-                                count_gaps=self._webhook is not None)  # fmt: skip
+                                count_gaps=self._webhook is not None,
+                                dlq=DeadLetterWriter(self.ctx.settings.kafka_config(), self.ctx.serde))  # fmt: skip
         kafka = self.ctx.settings.kafka_config()
         reader = InboxReader(self.name, self._inbox(), self.converter(), max_attempts=c.max_attempts)
         return SourceTask(self.name, "inbox", reader, kafka, self.ctx.serde, self.ctx.catalogue,
@@ -928,7 +969,7 @@ class InboxConnector(Connector):
                 added = self._webhook_inbox.add_many(outcome.deliveries, "webhook")  # group commit, see PgInbox
             except psycopg.Error as exc:
                 return self._refused_by_inbox(request, exc) or self._unavailable(exc)
-            except RecursionError as exc:  # nested too deeply to write as JSON again
+            except (RecursionError, UnicodeEncodeError) as exc:  # too deep to write as JSON, unpaired surrogate
                 return self._malformed(request, self._handler_failed(exc))
             return self._stored(outcome, added)
         finally:
@@ -950,11 +991,11 @@ class InboxConnector(Connector):
             try:
                 added = await self._webhook_inbox.add_many_async(outcome.deliveries, "webhook")
             except psycopg.Error as exc:
-                if (exc.sqlstate or "")[:2] in _REFUSED_CONTENT:
+                if _refused_content(exc):
                     return await asyncio.get_running_loop().run_in_executor(None, self._refused_by_inbox,
                                                                             request, exc)  # fmt: skip
                 return self._unavailable(exc)
-            except RecursionError as exc:  # nested too deeply to write as JSON again
+            except (RecursionError, UnicodeEncodeError) as exc:  # too deep to write as JSON, unpaired surrogate
                 return await asyncio.get_running_loop().run_in_executor(None, self._malformed, request,
                                                                         self._handler_failed(exc))  # fmt: skip
             return self._stored(outcome, added)
@@ -1001,7 +1042,7 @@ class InboxConnector(Connector):
         """A row PostgreSQL refuses for what it holds (data exception, class 22: e.g. a character jsonb cannot
         hold; or a program limit, class 54: e.g. nesting past the stack depth) is a malformed body: 400 and a
         dead letter. None for anything else (the inbox is unavailable)."""
-        if (exc.sqlstate or "")[:2] not in _REFUSED_CONTENT:
+        if not _refused_content(exc):
             return None
         return self._malformed(request, WebhookRejected(400, "malformed",
                                                         f"the inbox cannot store the body: {str(exc)[:500]}"))  # fmt: skip
@@ -1043,6 +1084,13 @@ class InboxConnector(Connector):
 
 
 _REFUSED_CONTENT = ("22", "54")  # SQLSTATE classes of a row PostgreSQL refuses for its content
+
+
+def _refused_content(exc: BaseException) -> bool:
+    """The inbox refused a row for what it holds (not because the database is away)."""
+    if isinstance(exc, psycopg.Error):
+        return (exc.sqlstate or "")[:2] in _REFUSED_CONTENT
+    return isinstance(exc, UnicodeEncodeError | RecursionError)
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,15 @@ TOO_LARGE = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO
 REFUSED_RECORD = TOO_LARGE | {KafkaError.INVALID_RECORD}
 
 
+def delivery_outcome(err: KafkaError | None) -> str:
+    """What a delivery report means for the record: ``acked``; ``refused`` (the broker will never take it
+    as it is: its size or content; a dead letter); ``resend`` (anything else, e.g. the broker is away or
+    the message timed out: the cursor stays, the record is sent again)."""
+    if err is None:
+        return "acked"
+    return "refused" if err.code() in REFUSED_RECORD and not err.fatal() else "resend"
+
+
 class _QueueFull(Exception):
     """The producer's local queue stayed full for ``flush_timeout`` (the broker is away): stop the batch."""
 
@@ -259,9 +268,10 @@ class SourceTask(Task):
                              f"{self.max_message_bytes}", reason="record_too_large")  # fmt: skip
 
         def delivered(err: KafkaError | None, _msg: Any) -> None:
-            if err is None:
+            outcome = delivery_outcome(err)
+            if outcome == "acked":
                 tracker.ack(i)
-            elif err.code() in REFUSED_RECORD:
+            elif outcome == "refused" and err is not None:
                 refused[i] = err  # stays unacknowledged until its dead letter is
             else:
                 tracker.fail(i)

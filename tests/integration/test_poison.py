@@ -2,7 +2,8 @@
 retried a bounded number of times, visibly (``problem()``, ``bizbus_source_retrying``), then dead-lettered
 with its inbox coordinates, and the webhooks behind it arrive; an event larger than the broker takes is a
 dead letter (``record_too_large``) that itself fits; a body nested too deeply to parse is a 400 with a dead
-letter and a metric, never a 500. Real HTTP server, PostgreSQL inbox and embedded broker."""
+letter and a metric, never a 500, and so is a body the inbox (jsonb) refuses; a polled change the inbox
+refuses is a dead letter and the poll goes on. Real HTTP server, PostgreSQL inbox and embedded broker."""
 
 from __future__ import annotations
 
@@ -17,11 +18,22 @@ from typing import Any
 
 import httpx
 import pytest
-from bizbus.connectors.inbox import Converter, Event, InboxReader, InboxRow, inbox_table
+from bizbus.connectors.inbox import (
+    Accepted,
+    Converter,
+    Delivery,
+    Event,
+    HttpRequest,
+    HttpResponse,
+    InboxReader,
+    InboxRow,
+    WebhookHandler,
+    inbox_table,
+)
 
 from tests.contract.test_jira import SECRET, TIMESHEETS, config, jira, rig_for, unique  # noqa: F401 - fixtures
 from tests.fakes.jira_api import JiraCloudFake, JiraWebhookSender
-from tests.integration.test_inbox import TOPIC, Conv, DemoInbox, post
+from tests.integration.test_inbox import POLLED, TOPIC, Conv, DemoInbox, Handler, post
 from tests.webhook_harness import Rig, webhook_rig
 
 
@@ -89,12 +101,19 @@ def test_a_body_nested_too_deeply_is_a_400_with_a_dead_letter_and_a_metric(
         deep += b"}"
         nul = json.dumps({"webhookEvent": "worklog_created", "timestamp": 1, "worklog": {
             "id": "1", "issueId": "2", "updated": "2026-11-02T09:00:00.000+0800", "comment": "a\u0000b"}}).encode()
-        for body in (deep, nul):
+        # fields of the wrong type: the handler itself raises (AttributeError), a bug that must not be a 500
+        odd = json.dumps({"webhookEvent": "jira:issue_updated", "timestamp": 1,
+                          "issue": {"id": "1", "key": "K-1", "fields": "oops"}}).encode()  # fmt: skip
+        for body in (deep, nul, odd):
             r = httpx.post(rig.url, content=body, headers={"X-Hub-Signature": sender.signature(body)}, timeout=30)
             assert r.status_code == 400, r.text
-        assert rig.metric("bizbus_webhook_requests_total", outcome="malformed") == 2
-        dead = rig.dead_letters(expect=2)
-        assert {bytes(d["value"]) for d in dead} == {deep, nul}
+        deeper = deep.replace(b"[", b"[ ", 1)  # the same through the threaded entry point
+        sync = rig.component.webhook(HttpRequest("POST", "", {}, {"x-hub-signature": sender.signature(deeper)}, deeper))
+        assert sync.status == 400
+        assert rig.metric("bizbus_webhook_requests_total", outcome="malformed") == 4
+        dead = rig.dead_letters(expect=4)
+        assert {bytes(d["value"]) for d in dead} == {deep, nul, deeper, odd}
+        assert "AttributeError" in next(d["error_message"] for d in dead if bytes(d["value"]) == odd)
         assert {d["error_type"] for d in dead} == {"Permanent/malformed"}
 
 
@@ -163,3 +182,50 @@ def test_an_event_larger_than_the_broker_takes_is_a_dead_letter_that_fits_and_th
         assert "the producer refused the record" in dead[1]["error_message"]
         assert [rt.state for rt in rig.component.runtimes] == ["running"]
 
+
+
+class RawHandler(Handler):
+    """The demo handler, plus ``/raw``: the body's text stored as is, not through parse_json_body (a vendor
+    handler that forgot), so what PostgreSQL's jsonb refuses reaches the inbox."""
+
+    def handle(self, request: HttpRequest) -> Accepted | HttpResponse:
+        if request.subpath == "raw":
+            text = request.body.decode("utf-8", "surrogateescape")
+            return Accepted((Delivery(request.headers.get("x-delivery", ""), "entry", {"text": text}),))
+        return super().handle(request)
+
+
+class RawInbox(DemoInbox):
+    def handler(self) -> WebhookHandler:
+        return RawHandler()
+
+
+def test_what_the_inbox_cannot_store_is_a_400_or_a_dead_letter_of_the_poll_and_the_rest_is_stored(
+    embedded_broker: Any, registry: Any, postgres: Any
+) -> None:
+    project = f"P-{uuid.uuid4().hex[:6]}"
+    POLLED.clear()
+    POLLED.extend([{"id": "B1", "project": project, "hours": "1.00", "version": 1, "note": "a\u0000b"},
+                   {"id": "G1", "project": project, "hours": "2.00", "version": 1}])  # fmt: skip
+    with webhook_rig(embedded_broker, registry, RawInbox, {"poll_interval_seconds": 0.3}) as rig:
+        for n, body in enumerate((b"a\x00b", b"\xff\xfe")):  # a NUL character; bytes that are no UTF-8
+            r = httpx.post(rig.url + "/raw", content=body, headers={"x-delivery": f"{project}-{n}"}, timeout=10)
+            assert r.status_code == 400, r.text
+        sync = rig.component.webhook(HttpRequest("POST", "raw", {}, {"x-delivery": f"{project}-2"}, b"c\x00d"))
+        assert sync.status == 400
+        assert rig.metric("bizbus_webhook_requests_total", outcome="malformed") == 3
+
+        events = rig.events(TOPIC, lambda v: v["project"] == project, expect=1)
+        assert [(e["worklog_id"], e["hours"]) for e in events] == [("G1", Decimal("2.00"))]
+        dead = rig.dead_letters(expect=4)
+        assert sorted(bytes(d["value"]) for d in dead if d["source_topic"] == f"webhook:{rig.name}") == [
+            b"a\x00b", b"c\x00d", b"\xff\xfe"]  # fmt: skip
+        polled = [d for d in dead if d["source_topic"] == f"backfill:{rig.name}"]
+        # the demo's poll finds B1 again every time (it ignores its watermark): the same dead letter (same id)
+        assert {(d["key"], d["error_type"], d["meta"]["event_id"]) for d in polled} == {
+            (b"entry:B1@1", "Permanent/malformed", polled[0]["meta"]["event_id"])}  # fmt: skip
+        assert json.loads(bytes(polled[0]["value"]))["payload"]["note"] == "a\u0000b"
+        assert rig.metric("bizbus_backfill_gaps_total") == 1  # G1 only
+        assert inbox_ids(postgres, rig) == [1]
+        assert [rt.state for rt in rig.component.runtimes] == ["running", "running"]
+    POLLED.clear()
