@@ -584,6 +584,7 @@ class InboxReader(SourceReader):
         n = self.guard.admit(after, [r.id for r in rows], time.monotonic(), self.inbox.in_progress)
         items: list[SourceItem] = []
         converted: list[InboxRow] = []
+        stuck = False
         for row in rows[:n]:
             try:
                 items += self._items(row)
@@ -600,18 +601,18 @@ class InboxReader(SourceReader):
                     continue
                 dead = self._failed(row, err)
                 if dead is None:
+                    stuck = True
                     break
                 items.append(dead)
                 continue
             converted.append(row)
-        else:
-            if n:
-                self._flowing()
         if items and converted:
             try:
                 self.converter.flush()  # what the converter remembered is written before the events go out
             except Exception as exc:  # nothing of the batch is sent; it is read and converted again
                 return self._flush_failed(exc, converted)
+        if n and not stuck:
+            self._flowing(rows[n - 1].id)
         return items
 
     def _failed(self, row: InboxRow, err: ConnectorError) -> SourceItem | None:
@@ -633,7 +634,7 @@ class InboxReader(SourceReader):
             return None
         log.error("inbox %s row %d (%s): failed %d times with an unexpected error; dead-lettering it",
                   self.connector, row.id, row.kind, f.bounded, exc_info=err.__cause__ or err)  # fmt: skip
-        self._flowing()
+        self._flowing(row.id)
         return self._dead(row, err, attempts=f.bounded)
 
     def _flush_failed(self, exc: Exception, converted: list[InboxRow]) -> list[SourceItem]:
@@ -657,9 +658,9 @@ class InboxReader(SourceReader):
         dead = self._failed(converted[0], err if err.error_class == "retryable" else _unexpected(err))
         return [dead] if dead is not None else []
 
-    def _flowing(self) -> None:
-        """The reader got past the row it was stuck at."""
-        if self._failing is not None:
+    def _flowing(self, through: int) -> None:
+        """The reader got through row ``through``: past the row it was stuck at, if that is not further on."""
+        if self._failing is not None and self._failing.row <= through:
             log.info("inbox %s: past row %d after %d failed attempt(s)", self.connector, self._failing.row,
                      self._failing.attempts)  # fmt: skip
             self._failing = None
