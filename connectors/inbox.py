@@ -1011,9 +1011,8 @@ class InboxConnector(Connector):
             return _json(404, {"error": f"connector {self.name} takes no webhooks"})
         try:
             outcome = handler.handle(request)
-        except Exception as exc:  # noqa: BLE001 - whatever a signed body makes a handler raise is that body's fault
-            if not isinstance(exc, WebhookRejected):
-                exc = self._handler_failed(exc)
+        except Exception as raised:  # noqa: BLE001 - whatever a signed body makes a handler raise is the body's fault
+            exc = raised if isinstance(raised, WebhookRejected) else self._handler_failed(raised)
             WEBHOOK_REQUESTS.labels(self.name, exc.reason).inc()
             log.warning("webhook %s: %d %s: %s", self.name, exc.status, exc.reason, exc.message)
             response = _json(exc.status, {"error": exc.message})
@@ -1035,7 +1034,7 @@ class InboxConnector(Connector):
         seen: set[str] = self.__dict__.setdefault("_handler_failures", set())
         if kind not in seen:
             seen.add(kind)
-            log.error("webhook %s: the handler failed on a body (%s); answered 400 malformed and dead-lettered"
+            log.error("webhook %s: a body could not be handled (%s); answered 400 malformed and dead-lettered"
                       " (traceback logged once per exception type)", self.name, kind, exc_info=exc)  # fmt: skip
         return WebhookRejected(400, "malformed", f"the body could not be handled: {kind}: {str(exc)[:500]}")
 
