@@ -309,7 +309,8 @@ class SourceTask(Task):
 
     def problem(self) -> str | None:
         """The reader's (a row it retries), else a batch the broker did not acknowledge."""
-        return self.reader.problem() or self._unacked or None
+        reader_problem = getattr(self.reader, "problem", None)  # a reader not derived from SourceReader has none
+        return (reader_problem() if reader_problem else None) or self._unacked or None
 
     def pause(self) -> None:
         self._paused = True

@@ -195,13 +195,7 @@ def test_generated_signed_jira_webhooks(jira: JiraCloudFake, jira_run: Run) -> N
 def test_generated_signed_dingtalk_callbacks(embedded_broker: Any, registry: Any, postgres: Any,
                                              monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     with DingTalkApi(app_key=dt.APP_KEY, app_secret=dt.APP_SECRET) as fake:
-        monkeypatch.setenv("DINGTALK_TEST_TOKEN", dt.TOKEN)
-        monkeypatch.setenv("DINGTALK_TEST_AES_KEY", dt.AES_KEY)
-        monkeypatch.setenv("DINGTALK_TEST_APP_SECRET", dt.APP_SECRET)
-        conf = {"token_env": "DINGTALK_TEST_TOKEN", "aes_key_env": "DINGTALK_TEST_AES_KEY", "corp_id": dt.CORP_ID,
-                "app_key": dt.APP_KEY, "app_secret_env": "DINGTALK_TEST_APP_SECRET", "api_base_url": fake.url,
-                "amount_field": "金额", "project_field": "项目编号", "business_ref_field": "申请单号",
-                "templates": {"PROC-PURCHASE": "采购申请"}, "timeout_seconds": 5, "max_attempts": MAX_ATTEMPTS}  # fmt: skip
+        conf = dt.config(fake, monkeypatch, max_attempts=MAX_ATTEMPTS)
         with webhook_rig(embedded_broker, registry, "dingtalk", conf) as rig:
             run = Run(rig, postgres)
             sender = DingTalkCallbackSender(rig.url, dt.TOKEN, dt.AES_KEY, dt.CORP_ID, api=fake)
