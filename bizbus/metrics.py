@@ -63,6 +63,12 @@ DEAD_LETTERS = Counter(
 RETRIES = Counter(
     "bizbus_retries_total", "Calls retried after a retryable failure, by reason", ["component", "reason"]
 )
+SOURCE_RETRYING = Gauge(
+    "bizbus_source_retrying",
+    "Failed attempts at the record a source is stuck at (vendor down or throttling: unlimited; a record its"
+    " converter fails on: until it is dead-lettered after max_attempts); 0 while records flow",
+    ["component"],
+)
 IDEMPOTENT_HITS = Counter(
     "bizbus_idempotent_hits_total",
     "Records a sink found already applied (ledger or target idempotency key): duplicates absorbed",

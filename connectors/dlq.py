@@ -5,10 +5,16 @@ The dead letter's ``event_id`` derives from (connector, topic, partition, offset
 same record twice (after a crash before the offset commit) yields the same id, and a replay can tell.
 A sink must ``flush()`` the writer (delivery acknowledged) before it commits the source offset; otherwise
 a crash could lose the record.
+
+A dead letter must fit the broker too: when the original's bytes would make it larger than the producer's
+``message.max.bytes``, it carries a truncated copy (half of that), and its error message starts with the original's size,
+its SHA-256 and its coordinates (e.g. ``inbox:jira@17``: row 17 of the connector's inbox table), where the
+whole original still is.
 """
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,6 +28,8 @@ from bizbus.serde import AvroSerde
 DEAD_LETTER_TOPIC = "bizbus.ops.dead-letter.v1"
 DEAD_LETTER_SCHEMA = "bizbus.ops.DeadLetter"
 MAX_MESSAGE = 2000  # characters of the error message kept (enough to act on, bounded in size)
+DEFAULT_MESSAGE_MAX_BYTES = 1_000_000  # librdkafka's message.max.bytes
+KEY_KEPT = 1024  # bytes of an original key kept in a dead letter that would be too large
 
 
 def count_dead_letter(record: dict[str, Any]) -> None:
@@ -82,6 +90,21 @@ def dead_letter(
     }
 
 
+def truncated(record: dict[str, Any], value_bytes: int) -> dict[str, Any]:
+    """``record`` with its original value cut to ``value_bytes`` (and its key to ``KEY_KEPT``); the error
+    message names what was cut, the original's SHA-256 and its coordinates, so the original can be found."""
+    out, notes = dict(record), []
+    for name, keep in (("value", value_bytes), ("key", KEY_KEPT)):
+        data = record[name]
+        if data is not None and len(data) > keep:
+            out[name] = data[:keep]
+            notes.append(f"{name} truncated to {keep} of {len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()}")
+    if notes:
+        where = f"{record['source_topic']}[{record['source_partition']}]@{record['source_offset']}"
+        out["error_message"] = f"[{'; '.join(notes)}; the original is at {where}] {record['error_message']}"
+    return out
+
+
 class DeadLetterWriter:
     """Produces dead letters with the idempotent producer; ``flush()`` raises if any was not delivered."""
 
@@ -93,6 +116,7 @@ class DeadLetterWriter:
         self.topic = topic
         self.sent = 0
         self._failed: list[str] = []
+        self.max_bytes = int(kafka_config.get("message.max.bytes", DEFAULT_MESSAGE_MAX_BYTES))
 
     def setup(self) -> None:
         self._encode = self.serde.encoder(f"{self.topic}-value", catalog.load(DEAD_LETTER_SCHEMA))
@@ -105,16 +129,25 @@ class DeadLetterWriter:
             self._failed.append(str(err))
 
     def send(self, record: dict[str, Any]) -> None:
+        value = self._encode(record)
+        headers = lineage.headers(record["meta"])
+        if self._size(record["key"], value, headers) > self.max_bytes:  # keep what fits, say where the rest is
+            record = truncated(record, self.max_bytes // 2)
+            value = self._encode(record)
         self._producer.produce(
             self.topic,
             key=record["key"],
-            value=self._encode(record),
-            headers=lineage.headers(record["meta"]),
+            value=value,
+            headers=headers,
             on_delivery=self._on_delivery,
         )
         self._producer.poll(0)
         self.sent += 1
         count_dead_letter(record)
+
+    @staticmethod
+    def _size(key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> int:
+        return len(key or b"") + len(value) + sum(len(k) + len(v or b"") for k, v in headers)
 
     def flush(self, timeout: float = 30.0) -> None:
         left = self._producer.flush(timeout)

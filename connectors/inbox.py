@@ -30,6 +30,7 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -38,11 +39,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 
+import httpx
 import psycopg
 from bizbus.connectors.base import Connector, Task, TaskSpec
 from bizbus.connectors.cursor import GapGuard, PgCursorStore, Position, pg_ended, pg_in_progress
 from bizbus.connectors.dlq import DeadLetterWriter, dead_letter
-from bizbus.connectors.errors import ConnectorError, Permanent, classify
+from bizbus.connectors.errors import ConnectorError, Permanent, Retryable, classify
 from bizbus.connectors.lease import PgLease
 from bizbus.connectors.pgconn import alive, close_quietly, connect
 from bizbus.connectors.source import SourceItem, SourceReader, SourceTask
@@ -163,6 +165,10 @@ class Converter(ABC):
     def flush(self) -> None:
         """Make durable what ``convert`` remembered for later rows (e.g. an id map), once per batch, after
         its rows were converted and before their events are sent; raise to have the batch read again."""
+
+    def discard(self) -> None:
+        """Forget what ``convert`` remembered since the last ``flush`` (called after ``flush`` failed on what
+        a row holds: the rows are converted again one by one, and the row it fails on is dead-lettered)."""
 
     def close(self) -> None:
         """Close clients."""
@@ -316,9 +322,11 @@ class PgInbox:
 
     @staticmethod
     def _waiter(deliveries: Sequence[Delivery], origin: str) -> _Waiter:
-        return _Waiter([(d.delivery_id, d.entity_key) for d in deliveries],
-                       [json.dumps([d.delivery_id, d.entity_key, d.kind, origin, d.payload], ensure_ascii=False,
-                                   default=str) for d in deliveries])  # fmt: skip
+        rows = [json.dumps([d.delivery_id, d.entity_key, d.kind, origin, d.payload], ensure_ascii=False, default=str)
+                for d in deliveries]  # fmt: skip
+        for row in rows:  # an unpaired surrogate fails here, for its caller alone, not in the group's INSERT
+            row.encode()
+        return _Waiter([(d.delivery_id, d.entity_key) for d in deliveries], rows)
 
     def _writer_thread(self) -> concurrent.futures.ThreadPoolExecutor:
         """The thread that leads group commits for callers on an event loop (they cannot wait themselves)."""
@@ -552,11 +560,17 @@ class InboxReader(SourceReader):
 
     A row with several events moves the cursor only with its last event; a row with none yields one
     item without a topic (the cursor moves, nothing is sent). A retryable converter error stops the batch
-    before that row and backs off; the row is tried again.
+    before that row and backs off; the row is tried again: without limit while the vendor is down or
+    throttling (``NotConnected``, ``BackOff``, ``Retryable``, network errors), but an error ``classify`` only
+    calls retryable because it does not know it (a ``KeyError``, ``OverflowError``, ``RecursionError`` ...
+    from the row's content) counts, and after ``max_attempts`` of them the row becomes a dead letter (its
+    original error, with the attempts) so the rows behind it flow on. ``problem()`` says which row is
+    retried and why; ``bizbus_source_retrying`` counts its failed attempts. Attempts are counted in memory,
+    per row: a restart or a lease take-over counts again from 1.
     """
 
     def __init__(self, connector: str, inbox: PgInbox, converter: Converter, gap_grace: float = 1.0,
-                 backoff_max: float = 30.0, notice_wait: float = 0.04) -> None:  # fmt: skip
+                 backoff_max: float = 30.0, notice_wait: float = 0.04, max_attempts: int = 5) -> None:  # fmt: skip
         self.connector, self.inbox, self.converter = connector, inbox, converter
         # with nothing to read, wait this long for the inbox's commit notification before returning empty
         # (the task then idles 50 ms): rows are read at their commit, not up to one idle wait later
@@ -564,12 +578,26 @@ class InboxReader(SourceReader):
         self.notice_wait = notice_wait if hasattr(inbox, "wait_for_rows") else 0.0
         self.guard = GapGuard(gap_grace)
         self.backoff_max = backoff_max
+        self.max_attempts = max_attempts
         self._retry_at = 0.0
         self._failures = 0
+        self._failing: _Failing | None = None  # the row the reader is stuck at
+        self._narrow_to = 0  # after a flush failed on a row's content: one row per batch up to this id
 
     def setup(self) -> None:
         self.inbox.setup()
         self.converter.setup()
+        metrics.SOURCE_RETRYING.labels(self.connector).set(0)
+
+    def problem(self) -> str | None:
+        """What keeps the reader from moving on (a row it retries), or None."""
+        f = self._failing
+        if f is None:
+            return None
+        if f.bounded:
+            return (f"row {f.row} ({f.kind}) failed {f.bounded} of {self.max_attempts} attempts: {f.error}"
+                    " (dead-lettered after the last)")  # fmt: skip
+        return f"row {f.row} ({f.kind}) waits for the vendor ({f.attempts} attempts so far): {f.error}"
 
     def read(self, position: Position | None, limit: int) -> list[SourceItem]:
         if time.monotonic() < self._retry_at:
@@ -578,41 +606,97 @@ class InboxReader(SourceReader):
         self.guard.refresh(self.inbox.ended)
         if self.notice_wait:
             self.inbox.forget_notices()
+        if self._narrow_to and after >= self._narrow_to:
+            self._narrow_to = 0
+        limit = 1 if self._narrow_to else limit
         rows = self.inbox.read(after, limit)
         if not rows and self.notice_wait and self.inbox.wait_for_rows(self.notice_wait):
             rows = self.inbox.read(after, limit)
         n = self.guard.admit(after, [r.id for r in rows], time.monotonic(), self.inbox.in_progress)
         items: list[SourceItem] = []
+        converted: list[InboxRow] = []
+        stuck = False
         for row in rows[:n]:
             try:
                 items += self._items(row)
-            except ConnectorError as exc:
-                if exc.error_class in ("permanent", "poison", "fatal"):
-                    raise  # permanent/poison: _items made dead-letter items (so a bug); fatal: stop the task
-                self._back_off(f"row {row.id} ({row.kind})", exc)
-                break
-            except Exception as exc:  # an unexpected converter failure: classify, never lose the row
-                err = classify(exc)
+            except Exception as exc:
+                err = exc if isinstance(exc, ConnectorError) else classify(exc)
                 if err.error_class == "fatal":  # e.g. credentials refused: stop the task, keep the row
+                    if err is exc:
+                        raise
                     raise err from exc
-                if err.error_class == "retryable":
-                    self._back_off(f"row {row.id} ({row.kind})", err)
+                if err.error_class in ("permanent", "poison"):
+                    if err is exc:
+                        raise  # _items made dead-letter items of these, so a bug
+                    items.append(self._dead(row, err))  # e.g. a ValueError of the content
+                    continue
+                dead = self._failed(row, err)
+                if dead is None:
+                    stuck = True
                     break
-                items.append(self._dead(row, err))
-        else:
-            self._failures = 0
-        if items:
+                items.append(dead)
+                continue
+            converted.append(row)
+        if items and converted:
             try:
                 self.converter.flush()  # what the converter remembered is written before the events go out
             except Exception as exc:  # nothing of the batch is sent; it is read and converted again
-                err = exc if isinstance(exc, ConnectorError) else classify(exc)
-                if err.error_class == "fatal" and err is exc:
-                    raise
-                if err.error_class == "fatal":
-                    raise err from exc
-                self._back_off(f"rows {rows[0].id}..{rows[n - 1].id} (converter state not written)", err)
-                return []
+                return self._flush_failed(exc, converted)
+        if n and not stuck:
+            self._flowing(rows[n - 1].id)
         return items
+
+    def _failed(self, row: InboxRow, err: ConnectorError) -> SourceItem | None:
+        """Count a retryable failure of ``row``: back off (None), or its dead letter when an unexpected
+        error used up ``max_attempts``."""
+        f = self._failing
+        if f is None or f.row != row.id:
+            f = self._failing = _Failing(row.id, row.kind)
+        f.attempts += 1
+        f.error = str(err) if err.__cause__ is not None else f"{type(err).__name__}: {err}"  # classify() names it
+        metrics.RETRIES.labels(self.connector, err.reason).inc()
+        metrics.SOURCE_RETRYING.labels(self.connector).set(f.attempts)
+        if not counts_against_attempts(err):
+            self._back_off(f"row {row.id} ({row.kind})", err)
+            return None
+        f.bounded += 1
+        if f.bounded < self.max_attempts:
+            self._back_off(f"row {row.id} ({row.kind}), attempt {f.bounded} of {self.max_attempts}", err)
+            return None
+        log.error("inbox %s row %d (%s): failed %d times with an unexpected error; dead-lettering it",
+                  self.connector, row.id, row.kind, f.bounded, exc_info=err.__cause__ or err)  # fmt: skip
+        self._flowing(row.id)
+        return self._dead(row, err, attempts=f.bounded)
+
+    def _flush_failed(self, exc: Exception, converted: list[InboxRow]) -> list[SourceItem]:
+        """``converter.flush()`` failed: nothing of the batch is sent. The vendor's or our database being
+        down waits; a failure caused by what a row holds (a value the state table refuses) is narrowed to
+        its row: one row per batch, and the row whose flush keeps failing is dead-lettered."""
+        err = exc if isinstance(exc, ConnectorError) else classify(exc)
+        if err.error_class == "fatal":
+            if err is exc:
+                raise exc
+            raise err from exc
+        what = f"rows {converted[0].id}..{converted[-1].id} (converter state not written)"
+        if err.error_class == "retryable" and not counts_against_attempts(err):
+            self._back_off(what, err)
+            return []
+        self.converter.discard()
+        if len(converted) > 1:
+            log.warning("inbox %s %s: %s; converting them one by one", self.connector, what, err)
+            self._narrow_to = converted[-1].id
+            return []
+        dead = self._failed(converted[0], err if err.error_class == "retryable" else _unexpected(err))
+        return [dead] if dead is not None else []
+
+    def _flowing(self, through: int) -> None:
+        """The reader got through row ``through``: past the row it was stuck at, if that is not further on."""
+        if self._failing is not None and self._failing.row <= through:
+            log.info("inbox %s: past row %d after %d failed attempt(s)", self.connector, self._failing.row,
+                     self._failing.attempts)  # fmt: skip
+            self._failing = None
+            metrics.SOURCE_RETRYING.labels(self.connector).set(0)
+        self._failures = 0
 
     def _items(self, row: InboxRow) -> list[SourceItem]:
         try:
@@ -632,10 +716,10 @@ class InboxReader(SourceReader):
             for i, e in enumerate(events)
         ]  # fmt: skip
 
-    def _dead(self, row: InboxRow, err: ConnectorError) -> SourceItem:
+    def _dead(self, row: InboxRow, err: ConnectorError, attempts: int = 1) -> SourceItem:
         log.warning("inbox %s row %d (%s): %s", self.connector, row.id, row.kind, err)
         return SourceItem(position={"id": row.id}, origin=f"inbox:{self.connector}", offset=row.id,
-                          raw=self._raw(row), error=err)  # fmt: skip
+                          raw=functools.partial(self._raw, row), error=err, attempts=attempts)  # fmt: skip
 
     @staticmethod
     def _raw(row: InboxRow) -> bytes:
@@ -662,13 +746,49 @@ class InboxReader(SourceReader):
         self.inbox.close()
 
 
+@dataclass
+class _Failing:
+    """The row a reader is stuck at: failed attempts in all, those that count against max_attempts, why."""
+
+    row: int
+    kind: str
+    attempts: int = 0
+    bounded: int = 0
+    error: str = ""
+
+
+# what says the vendor (or our database) is unreachable, whatever classify() made of it: waited for, not counted
+_UNREACHABLE = (OSError, httpx.TransportError, psycopg.OperationalError, psycopg.InterfaceError)
+
+
+def counts_against_attempts(err: ConnectorError) -> bool:
+    """True for a retryable failure that may be the record's fault, so it is retried only ``max_attempts``
+    times: one ``classify`` calls retryable only because it does not know it (reason ``unexpected``: a
+    ``KeyError``, ``TypeError``, ``OverflowError``, ``decimal.InvalidOperation``, ``RecursionError`` ...). A
+    converter's own ``NotConnected`` / ``BackOff`` / ``Retryable`` (the vendor is down or throttling) and a
+    network or database connection error are waited out without limit."""
+    if err.error_class != "retryable" or err.reason != "unexpected":
+        return False
+    cause = err.__cause__
+    return not isinstance(cause, _UNREACHABLE)
+
+
+def _unexpected(err: ConnectorError) -> ConnectorError:
+    """A permanent error of a converter's flush, as a counted retryable one (the state may be at fault)."""
+    out = Retryable(str(err), reason="unexpected")
+    out.__cause__ = err.__cause__ or err
+    return out
+
+
 class BackfillTask(Task):
     """Polls the vendor every ``interval`` seconds under the shard lease ``backfill``; found changes the
-    inbox does not have yet go in (counted as gaps when the connector also takes webhooks)."""
+    inbox does not have yet go in (counted as gaps when the connector also takes webhooks). A found change
+    the inbox cannot store for what it holds (a NUL character, an unpaired surrogate, nesting too deep) is a
+    dead letter (``backfill:<connector>``), and the poll goes on past it."""
 
     def __init__(self, connector: str, backfill: Backfill, inbox: PgInbox, state_dsn: str, state_schema: str,
-                 interval: float, count_gaps: bool) -> None:  # fmt: skip
-        self.connector, self.backfill, self.inbox = connector, backfill, inbox
+                 interval: float, count_gaps: bool, dlq: DeadLetterWriter | None = None) -> None:  # fmt: skip
+        self.connector, self.backfill, self.inbox, self.dlq = connector, backfill, inbox, dlq
         self.state_dsn, self.state_schema = state_dsn, state_schema
         self.interval, self.count_gaps = interval, count_gaps
         self._next = 0.0
@@ -680,6 +800,8 @@ class BackfillTask(Task):
         self.store = PgCursorStore(self.state_dsn, self.state_schema)
         self.inbox.setup()
         self.backfill.setup()
+        if self.dlq is not None:
+            self.dlq.setup()
         metrics.init_component(self.connector, metrics.BACKFILL_GAPS)
 
     def step(self) -> int:
@@ -703,11 +825,20 @@ class BackfillTask(Task):
             )
             return 0
         added = 0
+        dead = 0
         try:
             for d in result.deliveries:
                 if d.entity_key is not None and self.inbox.has_entity(d.entity_key):
                     continue
-                if self.inbox.add(d, "poll"):
+                try:
+                    stored = self.inbox.add(d, "poll")
+                except (psycopg.Error, UnicodeEncodeError, RecursionError) as exc:
+                    if self.dlq is None or not _refused_content(exc):
+                        raise
+                    self._dead_letter(d, exc)
+                    dead += 1
+                    continue
+                if stored:
                     added += 1
                     if self.count_gaps:
                         BACKFILL_GAPS.labels(self.connector).inc()
@@ -722,6 +853,13 @@ class BackfillTask(Task):
                 "backfill %s: inbox unavailable (%s); next try in %.0f s", self.connector, exc, self.interval
             )
             return added
+        if dead:
+            assert self.dlq is not None
+            try:
+                self.dlq.flush(30)
+            except ConnectorError as exc:  # the watermark stays: the next poll finds them again
+                log.warning("backfill %s: dead letters not acknowledged (%s)", self.connector, exc)
+                return added
         try:
             self.store.store(self.connector, "backfill", dict(result.watermark))
         except psycopg.Error as exc:
@@ -736,6 +874,22 @@ class BackfillTask(Task):
         after a whole interval."""
         self._next = 0.0
 
+    def _dead_letter(self, d: Delivery, exc: BaseException) -> None:
+        try:
+            raw = json.dumps({"delivery_id": d.delivery_id, "kind": d.kind, "entity_key": d.entity_key,
+                              "payload": d.payload}, default=str).encode()  # fmt: skip
+        except (RecursionError, ValueError):
+            raw = repr(d).encode("utf-8", "backslashreplace")[:100_000]
+        log.warning("backfill %s: %s (%s) cannot be stored: %s; dead-lettered", self.connector, d.delivery_id,
+                    d.kind, exc)  # fmt: skip
+        assert self.dlq is not None
+        self.dlq.send(dead_letter(connector=self.connector, topic=f"backfill:{self.connector}", partition=0,
+                                  offset=int.from_bytes(hashlib.sha256(raw).digest()[:6], "big"),
+                                  key=(d.entity_key or d.delivery_id).encode("utf-8", "backslashreplace"), value=raw,
+                                  headers=None, timestamp_ms=None, attempts=1,
+                                  error=Permanent(f"the inbox cannot store it: {type(exc).__name__}: {exc}",
+                                                  reason="malformed")))  # fmt: skip
+
     def pause(self) -> None:
         self._paused = True
 
@@ -745,6 +899,8 @@ class BackfillTask(Task):
     def close(self) -> None:
         self.backfill.close()
         self.inbox.close()
+        if self.dlq is not None:
+            self.dlq.close()
         if getattr(self, "lease", None) is not None:
             self.lease.release()
 
@@ -764,6 +920,11 @@ class InboxConfig(BaseModel):
     batch_size: int = Field(default=200, ge=1, le=10_000, description="inbox rows converted per batch")
     poll_interval_seconds: float = Field(default=300, ge=0.1, le=86_400,
                                          description="how often the backfill poll runs (if the connector has one)")  # fmt: skip
+    max_attempts: int = Field(default=5, ge=1, le=1000,
+                              description="conversions of one inbox row that fail with an unexpected error (content the"
+                              " converter cannot handle: KeyError, OverflowError, RecursionError ...) before the row is"
+                              " dead-lettered and the rows behind it flow on; the vendor being down or throttling is"
+                              " waited out without this limit")  # fmt: skip
 
     _dsn = field_validator("state_dsn")(no_password)
 
@@ -834,9 +995,10 @@ class InboxConnector(Connector):
             bf = self.backfill()
             assert bf is not None
             return BackfillTask(self.name, bf, self._inbox(), c.state_dsn, c.state_schema, c.poll_interval_seconds,
-                                count_gaps=self._webhook is not None)  # fmt: skip
+                                count_gaps=self._webhook is not None,
+                                dlq=DeadLetterWriter(self.ctx.settings.kafka_config(), self.ctx.serde))  # fmt: skip
         kafka = self.ctx.settings.kafka_config()
-        reader = InboxReader(self.name, self._inbox(), self.converter())
+        reader = InboxReader(self.name, self._inbox(), self.converter(), max_attempts=c.max_attempts)
         return SourceTask(self.name, "inbox", reader, kafka, self.ctx.serde, self.ctx.catalogue,
                           DeadLetterWriter(kafka, self.ctx.serde), c.state_dsn, c.state_schema, batch_size=c.batch_size)  # fmt: skip
 
@@ -852,7 +1014,9 @@ class InboxConnector(Connector):
             try:
                 added = self._webhook_inbox.add_many(outcome.deliveries, "webhook")  # group commit, see PgInbox
             except psycopg.Error as exc:
-                return self._unavailable(exc)
+                return self._refused_by_inbox(request, exc) or self._unavailable(exc)
+            except (RecursionError, UnicodeEncodeError) as exc:  # too deep to write as JSON, unpaired surrogate
+                return self._malformed(request, self._handler_failed(exc))
             return self._stored(outcome, added)
         finally:
             WEBHOOK_SECONDS.labels(self.name).observe(time.perf_counter() - started)
@@ -873,7 +1037,13 @@ class InboxConnector(Connector):
             try:
                 added = await self._webhook_inbox.add_many_async(outcome.deliveries, "webhook")
             except psycopg.Error as exc:
+                if _refused_content(exc):
+                    return await asyncio.get_running_loop().run_in_executor(None, self._refused_by_inbox,
+                                                                            request, exc)  # fmt: skip
                 return self._unavailable(exc)
+            except (RecursionError, UnicodeEncodeError) as exc:  # too deep to write as JSON, unpaired surrogate
+                return await asyncio.get_running_loop().run_in_executor(None, self._malformed, request,
+                                                                        self._handler_failed(exc))  # fmt: skip
             return self._stored(outcome, added)
         finally:
             WEBHOOK_SECONDS.labels(self.name).observe(time.perf_counter() - started)
@@ -886,7 +1056,8 @@ class InboxConnector(Connector):
             return _json(404, {"error": f"connector {self.name} takes no webhooks"})
         try:
             outcome = handler.handle(request)
-        except WebhookRejected as exc:
+        except Exception as raised:  # noqa: BLE001 - whatever a signed body makes a handler raise is the body's fault
+            exc = raised if isinstance(raised, WebhookRejected) else self._handler_failed(raised)
             WEBHOOK_REQUESTS.labels(self.name, exc.reason).inc()
             log.warning("webhook %s: %d %s: %s", self.name, exc.status, exc.reason, exc.message)
             response = _json(exc.status, {"error": exc.message})
@@ -898,6 +1069,35 @@ class InboxConnector(Connector):
         if isinstance(outcome, HttpResponse):
             WEBHOOK_REQUESTS.labels(self.name, "handshake").inc()
         return outcome
+
+    def _handler_failed(self, exc: Exception) -> WebhookRejected:
+        """An exception of the handler other than ``WebhookRejected`` (e.g. a ``RecursionError`` of deeply
+        nested JSON, a ``TypeError`` of an envelope field of the wrong type): the body is malformed, so a 400
+        with a dead letter of it, never a 500 the vendor would retry forever. Its traceback is logged once
+        per exception type (a bug to fix in the handler), later ones in one line."""
+        kind = type(exc).__name__
+        seen: set[str] = self.__dict__.setdefault("_handler_failures", set())
+        if kind not in seen:
+            seen.add(kind)
+            log.error("webhook %s: a body could not be handled (%s); answered 400 malformed and dead-lettered"
+                      " (traceback logged once per exception type)", self.name, kind, exc_info=exc)  # fmt: skip
+        return WebhookRejected(400, "malformed", f"the body could not be handled: {kind}: {str(exc)[:500]}")
+
+    def _refused_by_inbox(self, request: HttpRequest, exc: psycopg.Error) -> HttpResponse | None:
+        """A row PostgreSQL refuses for what it holds (data exception, class 22: e.g. a character jsonb cannot
+        hold; or a program limit, class 54: e.g. nesting past the stack depth) is a malformed body: 400 and a
+        dead letter. None for anything else (the inbox is unavailable)."""
+        if not _refused_content(exc):
+            return None
+        return self._malformed(request, WebhookRejected(400, "malformed",
+                                                        f"the inbox cannot store the body: {str(exc)[:500]}"))  # fmt: skip
+
+    def _malformed(self, request: HttpRequest, rejected: WebhookRejected) -> HttpResponse:
+        """A body found malformed after the handler accepted it: counted, logged, dead-lettered, 400."""
+        WEBHOOK_REQUESTS.labels(self.name, rejected.reason).inc()
+        log.warning("webhook %s: %d %s: %s", self.name, rejected.status, rejected.reason, rejected.message)
+        self._dead_letter_body(request, rejected)
+        return _json(rejected.status, {"error": rejected.message})
 
     def _unavailable(self, exc: psycopg.Error) -> HttpResponse:
         """Not stored: the vendor must retry, so do not say "ok"."""
@@ -928,6 +1128,16 @@ class InboxConnector(Connector):
                 obj.close()
 
 
+_REFUSED_CONTENT = ("22", "54")  # SQLSTATE classes of a row PostgreSQL refuses for its content
+
+
+def _refused_content(exc: BaseException) -> bool:
+    """The inbox refused a row for what it holds (not because the database is away)."""
+    if isinstance(exc, psycopg.Error):
+        return (exc.sqlstate or "")[:2] in _REFUSED_CONTENT
+    return isinstance(exc, UnicodeEncodeError | RecursionError)
+
+
 @dataclass(frozen=True)
 class _Rejected:
     """A rejected webhook whose body is still to be dead-lettered, and the answer to give after that."""
@@ -953,12 +1163,50 @@ def require(mapping: Mapping[str, Any], *keys: str, what: str = "body") -> None:
             raise WebhookRejected(400, "malformed", f"{what} lacks {k!r}")
 
 
-def parse_json_body(body: bytes) -> Any:
-    """Decode a JSON body or raise a 400 ``malformed``."""
+def parse_json_body(body: bytes | str) -> Any:
+    """Decode a JSON body or raise a 400 ``malformed``; also for what the inbox (PostgreSQL jsonb) cannot
+    store: ``NaN`` / ``Infinity`` and numbers beyond a float (``1e400``), a NUL character or an unpaired
+    surrogate in a string, and nesting deeper than Python's JSON parser goes."""
     try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        value = json.loads(body, parse_constant=_no_constant, parse_float=_finite_float)
+    except (UnicodeError, ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
         raise WebhookRejected(400, "malformed", f"body is not JSON: {exc}") from None
+    if (b"\\u" if isinstance(body, bytes) else "\\u") in body:  # only escapes can make them
+        bad = _unstorable(value)
+        if bad:
+            raise WebhookRejected(400, "malformed", f"body has {bad}, which the inbox cannot store")
+    return value
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
+def _unstorable(value: Any) -> str | None:
+    """What in a parsed JSON value PostgreSQL's jsonb refuses (a NUL character, an unpaired surrogate)."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+        elif isinstance(v, str):
+            if "\x00" in v:
+                return "a NUL character in a string"
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                return "an unpaired surrogate in a string"
+    return None
 
 
 __all__ = ["Accepted", "Backfill", "BackfillTask", "Converter", "Delivery", "Event", "HttpRequest", "HttpResponse",

@@ -2,7 +2,15 @@
 the broker acknowledged every record before it.
 
     lease shard -> load cursor -> reader.read(cursor) -> encode + produce (idempotent, acks=all)
-      -> undecodable / schema mismatch -> dead letter -> flush both -> store cursor of the acked prefix
+      -> undecodable / schema mismatch / larger than the broker takes -> dead letter
+      -> flush both -> store cursor of the acked prefix
+
+A record is "larger than the broker takes" when its encoded key, value and headers exceed the producer's
+``message.max.bytes`` (librdkafka's default 1,000,000 unless the Kafka client config sets it), when
+``produce()`` refuses it for its size, or when the broker's delivery report refuses the record itself
+(``MSG_SIZE_TOO_LARGE``, ``INVALID_RECORD`` ...): each becomes a dead letter (``Permanent``,
+``record_too_large`` / ``record_refused``) and the cursor moves past it. Any other failed delivery (the
+broker is away) keeps the cursor where it is, and the records are sent again.
 
 A crash anywhere before the cursor is stored re-reads and re-sends the same rows with the same
 deterministic event ids; nothing is skipped (DESIGN.md, "Sources at least once, never less").
@@ -24,7 +32,7 @@ from bizbus.connectors.dlq import DeadLetterWriter, dead_letter
 from bizbus.connectors.errors import ConnectorError, Permanent
 from bizbus.connectors.lease import PgLease
 from bizbus.schemas import catalog
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from bizbus import lineage, metrics
 from bizbus.broker import log_epoch
@@ -41,6 +49,23 @@ POLL_EVERY = 1000
 # seconds between two checks that the broker's log is still the one the cursor's records went to (a metadata
 # request); also checked at every lease take-over
 EPOCH_EVERY = 5.0
+DEFAULT_MESSAGE_MAX_BYTES = 1_000_000  # librdkafka's message.max.bytes
+# delivery errors about the record itself (its size or content): sending it again cannot succeed
+TOO_LARGE = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE, KafkaError.INVALID_MSG_SIZE})
+REFUSED_RECORD = TOO_LARGE | {KafkaError.INVALID_RECORD}
+
+
+def delivery_outcome(err: KafkaError | None) -> str:
+    """What a delivery report means for the record: ``acked``; ``refused`` (the broker will never take it
+    as it is: its size or content; a dead letter); ``resend`` (anything else, e.g. the broker is away or
+    the message timed out: the cursor stays, the record is sent again)."""
+    if err is None:
+        return "acked"
+    return "refused" if err.code() in REFUSED_RECORD and not err.fatal() else "resend"
+
+
+class _QueueFull(Exception):
+    """The producer's local queue stayed full for ``flush_timeout`` (the broker is away): stop the batch."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +84,7 @@ class SourceItem:
     key: bytes | None = None
     value: dict[str, Any] | None = None
     error: ConnectorError | None = None
+    attempts: int = 1  # conversions tried before ``error`` was final (a dead letter carries it)
 
     def raw_bytes(self) -> bytes:
         return self.raw if isinstance(self.raw, bytes) else self.raw()
@@ -83,6 +109,10 @@ class SourceReader(ABC):
 
     def close(self) -> None:
         """Release connections."""
+
+    def problem(self) -> str | None:
+        """What keeps the reader from moving on (e.g. a record it retries), or None."""
+        return None
 
 
 @dataclass
@@ -122,6 +152,8 @@ class SourceTask(Task):
         self._epoch_at = 0.0
         self._paused = False
         self._encoders: dict[str, Callable[[dict[str, Any]], bytes]] = {}
+        self.max_message_bytes = int(kafka_config.get("message.max.bytes", DEFAULT_MESSAGE_MAX_BYTES))
+        self._unacked = ""  # why the last batch's cursor stayed behind (the broker did not acknowledge)
 
     def setup(self) -> None:
         self.lease = PgLease(self.state_dsn, self.connector, self.shard)
@@ -228,6 +260,7 @@ class SourceTask(Task):
         metrics.BATCH_SIZE.labels(self.connector).observe(len(items))
         tracker = CursorTracker()
         dead: list[int] = []
+        refused: dict[int, KafkaError] = {}  # records the broker refused for what they are (dead-lettered)
         skipped = 0
         for i, item in enumerate(items):
             tracker.add(i, item.position)
@@ -238,22 +271,20 @@ class SourceTask(Task):
                 continue
             if err is None:
                 try:
-                    value = self._encode(item)
-                except RecordInvalid as exc:
-                    err = Permanent(str(exc), reason="schema_mismatch")
-                else:
-                    self._producer.produce(
-                        item.topic, key=item.key, value=value, headers=lineage.headers(item.value["meta"]),  # type: ignore[index]
-                        on_delivery=lambda e, _m, i=i: tracker.fail(i) if e else tracker.ack(i),
-                    )  # fmt: skip
+                    err = self._send(item, i, tracker, refused)
+                except _QueueFull:
+                    break  # the cursor stops before this item; the rest is read and sent again
+                if err is None:
                     if i % POLL_EVERY == POLL_EVERY - 1:  # serve delivery reports now and then; flush does the rest
                         self._producer.poll(0)
                     continue
-            self.dlq.send(dead_letter(connector=self.connector, topic=item.origin, partition=0, offset=item.offset,
-                                      key=item.key, value=item.raw_bytes(), headers=None, timestamp_ms=None, error=err,
-                                      attempts=1))  # fmt: skip
+            self._dead_letter(item, err)
             dead.append(i)
         self._producer.flush(self.flush_timeout)
+        for i, kafka_error in refused.items():
+            reason = "record_too_large" if kafka_error.code() in TOO_LARGE else "record_refused"
+            self._dead_letter(items[i], Permanent(f"the broker refused the record: {kafka_error.str()}", reason=reason))
+            dead.append(i)
         if dead:
             self.dlq.flush(self.flush_timeout)  # raises if not acknowledged: the cursor stays put
             for i in dead:
@@ -273,21 +304,75 @@ class SourceTask(Task):
         metrics.RECORDS_OUT.labels(self.connector).inc(produced)
         metrics.RECORDS_SKIPPED.labels(self.connector).inc(skipped)
         metrics.saw_changes(self.connector, (item.value for item in items if item.value is not None))
+        self._unacked = "" if tracker.complete else (
+            f"{tracker.failed + tracker.pending} record(s) not acknowledged by the broker; sending again")
         if not tracker.complete:
             log.warning("source %s shard %s: %d record(s) not acknowledged by the broker; re-sending from %s",
                         self.connector, self.shard, tracker.failed + tracker.pending, pos or self.position)  # fmt: skip
         self.position = pos or self.position
         return len(items)
 
-    def _encode(self, item: SourceItem) -> bytes:
+    def _send(self, item: SourceItem, i: int, tracker: CursorTracker,
+              refused: dict[int, KafkaError]) -> ConnectorError | None:  # fmt: skip
+        """Encode and produce one event; the error that makes it a dead letter, or None when it went out."""
         assert item.topic is not None and item.value is not None
-        enc = self._encoders.get(item.topic)
+        encode = self._encoder(item.topic)  # registers the schema: a registry that is down is not a bad record
+        try:
+            value = encode(item.value)
+        except RecordInvalid as exc:
+            return Permanent(str(exc), reason="schema_mismatch")
+        except Exception as exc:  # noqa: BLE001 - the event's content broke the encoder: that event's fault
+            return Permanent(f"cannot encode the event: {type(exc).__name__}: {exc}", reason="schema_mismatch")
+        headers = lineage.headers(item.value["meta"])
+        size = len(value) + len(item.key or b"") + sum(len(k) + len(v or b"") for k, v in headers)
+        if size > self.max_message_bytes:
+            return Permanent(f"the encoded record has {size} bytes; the producer's message.max.bytes is "
+                             f"{self.max_message_bytes}", reason="record_too_large")  # fmt: skip
+
+        def delivered(err: KafkaError | None, _msg: Any) -> None:
+            outcome = delivery_outcome(err)
+            if outcome == "acked":
+                tracker.ack(i)
+            elif outcome == "refused" and err is not None:
+                refused[i] = err  # stays unacknowledged until its dead letter is
+            else:
+                tracker.fail(i)
+
+        deadline = time.monotonic() + self.flush_timeout
+        while True:
+            try:
+                self._producer.produce(item.topic, key=item.key, value=value, headers=headers, on_delivery=delivered)
+                return None
+            except BufferError:  # the local queue is full: wait for deliveries; too large for an empty queue
+                if len(self._producer) == 0:
+                    return Permanent(f"the encoded record ({size} bytes) does not fit the producer's queue",
+                                     reason="record_too_large")  # fmt: skip
+                if time.monotonic() > deadline:
+                    raise _QueueFull() from None
+                self._producer.poll(0.1)
+            except KafkaException as exc:
+                error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+                if error is None or error.code() not in REFUSED_RECORD:
+                    raise
+                reason = "record_too_large" if error.code() in TOO_LARGE else "record_refused"
+                return Permanent(f"the producer refused the record ({size} bytes): {error.str()}", reason=reason)
+
+    def _encoder(self, topic: str) -> Callable[[dict[str, Any]], bytes]:
+        enc = self._encoders.get(topic)
         if enc is None:
-            spec = self.catalogue.get(item.topic)
-            enc = self._encoders[item.topic] = self.serde.encoder(
-                spec.subject, catalog.load(spec.value_schema)
-            )
-        return enc(item.value)
+            spec = self.catalogue.get(topic)
+            enc = self._encoders[topic] = self.serde.encoder(spec.subject, catalog.load(spec.value_schema))
+        return enc
+
+    def _dead_letter(self, item: SourceItem, err: ConnectorError) -> None:
+        self.dlq.send(dead_letter(connector=self.connector, topic=item.origin, partition=0, offset=item.offset,
+                                  key=item.key, value=item.raw_bytes(), headers=None, timestamp_ms=None, error=err,
+                                  attempts=item.attempts))  # fmt: skip
+
+    def problem(self) -> str | None:
+        """The reader's (a row it retries), else a batch the broker did not acknowledge."""
+        reader_problem = getattr(self.reader, "problem", None)  # a reader not derived from SourceReader has none
+        return (reader_problem() if reader_problem else None) or self._unacked or None
 
     def pause(self) -> None:
         self._paused = True

@@ -35,18 +35,22 @@ def fake() -> Iterator[DingTalkApi]:
         yield api
 
 
+def config(fake: DingTalkApi, monkeypatch: pytest.MonkeyPatch, **extra: Any) -> dict[str, Any]:
+    """The connector's config against ``fake`` (its secrets put in the environment)."""
+    monkeypatch.setenv("DINGTALK_TEST_TOKEN", TOKEN)
+    monkeypatch.setenv("DINGTALK_TEST_AES_KEY", AES_KEY)
+    monkeypatch.setenv("DINGTALK_TEST_APP_SECRET", APP_SECRET)
+    return {"token_env": "DINGTALK_TEST_TOKEN", "aes_key_env": "DINGTALK_TEST_AES_KEY", "corp_id": CORP_ID,
+            "app_key": APP_KEY, "app_secret_env": "DINGTALK_TEST_APP_SECRET", "api_base_url": fake.url,
+            "amount_field": "金额", "project_field": "项目编号", "business_ref_field": "申请单号",
+            "templates": {"PROC-PURCHASE": "采购申请", "Pro-xxx": "请假"}, "timeout_seconds": 5, **extra}  # fmt: skip
+
+
 @pytest.fixture
 def rig(
     embedded_broker, registry, postgres, fake: DingTalkApi, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Rig]:
-    monkeypatch.setenv("DINGTALK_TEST_TOKEN", TOKEN)
-    monkeypatch.setenv("DINGTALK_TEST_AES_KEY", AES_KEY)
-    monkeypatch.setenv("DINGTALK_TEST_APP_SECRET", APP_SECRET)
-    config = {"token_env": "DINGTALK_TEST_TOKEN", "aes_key_env": "DINGTALK_TEST_AES_KEY", "corp_id": CORP_ID,
-              "app_key": APP_KEY, "app_secret_env": "DINGTALK_TEST_APP_SECRET", "api_base_url": fake.url,
-              "amount_field": "金额", "project_field": "项目编号", "business_ref_field": "申请单号",
-              "templates": {"PROC-PURCHASE": "采购申请", "Pro-xxx": "请假"}, "timeout_seconds": 5}  # fmt: skip
-    with webhook_rig(embedded_broker, registry, "dingtalk", config) as r:
+    with webhook_rig(embedded_broker, registry, "dingtalk", config(fake, monkeypatch)) as r:
         yield r
 
 

@@ -124,3 +124,48 @@ def test_memory_holds_a_bounded_number_of_worklogs_and_postgresql_all_of_them(po
     assert len(state._worklogs) <= 50  # back under the bound once the others are written
     assert state.worklog("30003") == facts("1.00")  # dropped from memory, read back from PostgreSQL
     state.close()
+
+
+class StateConverter(Converter):
+    """Remembers each row's worklog facts in a real PgState (written by flush), one event per row."""
+
+    def __init__(self, state: PgState) -> None:
+        self.state = state
+
+    def convert(self, row: InboxRow) -> list[Event]:
+        self.state.remember_worklog(str(row.payload["n"]), facts(row.payload["hours"]))
+        return [Event("t", str(row.payload["n"]), {"meta": {}})]
+
+    def flush(self) -> None:
+        self.state.flush()
+
+    def discard(self) -> None:
+        self.state.discard()
+
+
+def test_a_row_whose_state_the_table_refuses_is_found_and_dead_lettered_the_others_go_on(connector) -> None:
+    """hours numeric(9,2) cannot hold 1e10: the batch's flush fails on one row's content. The reader converts
+    the rows one by one, dead-letters the one whose flush keeps failing (after max_attempts) and the others
+    are written and sent; nothing of the refused row stays in the converter's state."""
+    inbox = PgInbox(DSN, SCHEMA, connector)
+    inbox.setup()
+    inbox.add_many([Delivery(f"d-{i}", "k", {"n": i, "hours": h}, None)
+                    for i, h in enumerate(["1.00", "1E+10", "2.00"])], "webhook")  # fmt: skip
+    state = PgState(DSN, SCHEMA, connector)
+    state.setup()
+    reader = InboxReader(connector, inbox, StateConverter(state), backoff_max=0.0, max_attempts=2)
+    position, sent, dead, problems = None, [], [], []
+    for _ in range(10):
+        for item in reader.read(position, 10):
+            (dead if item.error else sent).append(item)
+            position = item.position
+        problems.append(reader.problem())
+    assert [i.key for i in sent] == [b"0", b"2"]
+    assert [(i.offset, i.attempts, i.error.error_class, i.error.reason) for i in dead] == [
+        (2, 2, "retryable", "unexpected")]  # fmt: skip
+    assert "numeric field overflow" in str(dead[0].error)
+    assert any(p and p.startswith("row 2 (k) failed 1 of 2 attempts") for p in problems)
+    assert problems[-1] is None and position == {"id": 3}
+    assert state.worklog("1") is None and state.worklog("2") == facts("2.00") and state.worklog("0") == facts("1.00")
+    reader.close()
+    state.close()

@@ -186,9 +186,10 @@ class FeishuWebhook(WebhookHandler):
         if not self.encrypt_key:
             raise WebhookRejected(400, "malformed", "encrypted body but no encrypt_key_env is configured")
         try:
-            msg = json.loads(decrypt(self.encrypt_key, str(outer["encrypt"])))
-        except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+            plain = decrypt(self.encrypt_key, str(outer["encrypt"]))
+        except (ValueError, UnicodeDecodeError) as exc:
             raise WebhookRejected(400, "malformed", f"cannot decrypt the body: {exc}") from None
+        msg = parse_json_body(plain)  # 400 for what is not JSON or what the inbox cannot store
         if not isinstance(msg, dict):
             raise WebhookRejected(400, "malformed", "decrypted body is not a JSON object")
         return msg

@@ -63,6 +63,9 @@ class JiraConverter(Converter):
         """The issue map and worklog facts of this batch, in one transaction (see state.py)."""
         self.state.flush()
 
+    def discard(self) -> None:
+        self.state.discard()
+
     def close(self) -> None:
         if hasattr(self.api, "close"):
             self.api.close()

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from bizbus import lineage
@@ -23,6 +23,7 @@ TIMESHEET_TOPIC = "bizbus.pm.timesheet.v1"
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 CENT = Decimal("0.01")
+MAX_HOURS = Decimal("9999999.99")  # the largest decimal(9, 2)
 
 ISSUE_EVENTS = {
     "jira:issue_created": "CREATED",
@@ -64,7 +65,10 @@ def to_ms(value: datetime) -> int:
 
 
 def from_ms(ms: int) -> datetime:
-    return EPOCH + timedelta(milliseconds=int(ms))
+    try:
+        return EPOCH + timedelta(milliseconds=int(ms))
+    except OverflowError:
+        raise MappingError(f"epoch milliseconds {str(ms)[:40]} are out of range") from None
 
 
 def timestamp_ms(payload: Mapping[str, Any]) -> int:
@@ -83,10 +87,23 @@ def format_jql_time(value: datetime, zone: tzinfo) -> str:
 
 
 def hours(seconds: Any) -> Decimal:
-    """timeSpentSeconds / 3600 rounded half-up to 2 places."""
+    """timeSpentSeconds / 3600 rounded half-up to 2 places; ``MappingError`` for what is not a number of
+    seconds from 0 to ``MAX_HOURS`` hours (canonical hours are decimal(9, 2))."""
     if isinstance(seconds, bool) or not isinstance(seconds, int | float | str):
         raise MappingError("timeSpentSeconds is missing")
-    return (Decimal(str(seconds)) / Decimal(3600)).quantize(CENT, rounding=ROUND_HALF_UP)
+    try:
+        value = Decimal(str(seconds))
+    except (InvalidOperation, ValueError):
+        value = Decimal("NaN")
+    if not value.is_finite():
+        raise MappingError(f"timeSpentSeconds {str(seconds)[:40]!r} is not a number of seconds")
+    try:
+        value = (value / Decimal(3600)).quantize(CENT, rounding=ROUND_HALF_UP)
+    except InvalidOperation:  # more digits than the context's precision: far out of range
+        value = MAX_HOURS + 1
+    if not 0 <= value <= MAX_HOURS:
+        raise MappingError(f"timeSpentSeconds {str(seconds)[:40]} is out of range (0 to {MAX_HOURS} hours)")
+    return value
 
 
 def adf_text(comment: Any) -> str | None:

@@ -58,6 +58,9 @@ class MemoryState:
     def flush(self) -> None:
         """Nothing to write."""
 
+    def discard(self) -> None:
+        """Nothing was written, so nothing to forget (the rows are converted again)."""
+
     def close(self) -> None:
         """Nothing to close."""
 
@@ -191,6 +194,16 @@ class PgState(MemoryState):
         for key, facts in worklogs.items():
             if self._dirty_worklogs.get(key) == facts:
                 del self._dirty_worklogs[key]
+
+    def discard(self) -> None:
+        """Forget what was remembered since the last flush (a flush failed on it): the next lookups read the
+        table again, and the rows are converted again."""
+        for key in self._dirty_issues:
+            self._issues.pop(key, None)
+        for key in self._dirty_worklogs:
+            self._worklogs.pop(key, None)
+        self._dirty_issues.clear()
+        self._dirty_worklogs.clear()
 
     def close(self) -> None:
         if self._dirty_issues or self._dirty_worklogs:
