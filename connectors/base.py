@@ -63,6 +63,10 @@ class Task:
     def close(self) -> None:
         """Release connections."""
 
+    def problem(self) -> str | None:
+        """What keeps this task from making progress right now (e.g. "waiting for the target: ..."), or None."""
+        return None
+
 
 class TaskRuntime:
     """Runs one task in a thread with start / pause / resume / stop-with-drain."""
