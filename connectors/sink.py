@@ -63,6 +63,9 @@ until the write ends (a target that is down, a long lock): the member is never e
 VERIFY_SECONDS = 5.0
 """Seconds to wait for the record at the ledger's ``next_offset - 1`` before asking the broker for the
 partition's end (Tansu does not answer a fetch beyond the end with OFFSET_OUT_OF_RANGE: it waits)."""
+ISOLATION_PROBES = 10
+"""Single-record calls that may fail retryably in a row, none answered, before the target counts as
+unreachable (not every record of a big batch is tried against a target that times out)."""
 VERIFY_GIVE_UP = 60.0
 """Seconds after which a record the broker says is there but never arrived counts as not there."""
 
@@ -594,8 +597,9 @@ class SinkRunner(Task):
         Each round writes the records still open in one call, or in one call each once a failure of the
         whole call outlived the budget or was permanent (a batch the target refuses as a whole is isolated
         per record). After a round in which the target answered (applied, duplicate or a per-record
-        verdict), only the records that failed retryably are retried, each within the budget, then
-        dead-lettered as ``retryable`` with their calls as attempts. A round in which every record failed
+        verdict), only the records that failed retryably are retried, each within the budget (also when,
+        retried alone, they fail again: the target answered their neighbours), then dead-lettered as
+        ``retryable`` with their calls as attempts. A round in which every record failed
         retryably counts against the budget of the batch; past it the target counts as unreachable
         (``_set_down``): retried with capped backoff until it answers, one record at a time, a round stopping
         at its first failure. ``batch.cancel`` ends the wait: ``Abandoned``, nothing of the batch committed."""
@@ -608,9 +612,13 @@ class SinkRunner(Task):
         done: set[str] = set()
         errors: dict[str, ConnectorError] = {}
         answered = self._account(todo, first, first_err, total, attempts, done, errors)
-        wide = first_err is not None and len(todo) > 1  # one error for a whole call of several records
+        raised = first_err is not None
+        singled: set[str] = set()  # failed retryably in a call whose other records the target answered
         try:
             while True:
+                wide = (
+                    raised and not single and len(todo) > 1
+                )  # one error for a whole call of several records
                 for r in todo:
                     e = errors.get(r.effect_id)
                     if e is not None and e.error_class != "retryable" and not wide:
@@ -622,10 +630,12 @@ class SinkRunner(Task):
                 err = next((e for e in errors.values() if e.error_class == "retryable"), None)
                 if err is None:  # a permanent error for a whole call: each record gets its own verdict
                     single = True
-                elif answered:  # the target works: what failed is the record's own problem
+                elif answered or (not raised and all(r.effect_id in singled for r in todo)):
+                    # the target works: what fails is the record's own problem, retried within its budget
                     if self._down is not None:
                         self._clear_down()
                     down_rounds, down_start = 0, now
+                    singled.update(i for i, e in errors.items() if e.error_class == "retryable")
                     keep = []
                     for r in todo:
                         e = errors.get(r.effect_id)
@@ -655,7 +665,12 @@ class SinkRunner(Task):
                         self._set_down(err, len(todo))
                         self._backoff(batch, delay, err, on_retry)
                 done, errors = set(), {}
-                answered, wide = self._round(todo, single, total, attempts, done, errors)
+                start = (
+                    down_rounds % len(todo) if self._down is not None else 0
+                )  # probe another one each time
+                answered, raised = self._round(
+                    todo[start:] + todo[:start], single, total, attempts, done, errors
+                )
         finally:
             if self._down is not None:
                 self._clear_down(abandoned=batch.cancel.is_set())
@@ -669,9 +684,11 @@ class SinkRunner(Task):
     def _round(self, todo: list[SinkRecord], single: bool, total: WriteResult, attempts: dict[str, int],
                done: set[str], errors: dict[str, ConnectorError]) -> tuple[bool, bool]:  # fmt: skip
         """One write of ``todo`` (one call, or one call per record): whether the target answered, and whether
-        one call of several records raised. While the target counts as unreachable, a round of single calls
-        stops at the first retryable failure (the others are not tried: no attempt counted)."""
-        answered = wide = False
+        a call raised (a failure of the call, not a verdict on its records). A round of single calls stops at the first retryable failure
+        while the target counts as unreachable, or after ``ISOLATION_PROBES`` of them with no answer (the
+        others are not tried: no attempt counted)."""
+        answered = raised = False
+        failed = 0
         for recs in ([r] for r in todo) if single else (todo,):
             try:
                 res, err = self._timed_write(recs), None
@@ -679,12 +696,14 @@ class SinkRunner(Task):
                 res, err = None, classify(exc)
                 if err.error_class == "fatal":
                     raise err from (None if err is exc else exc)
-                wide = len(recs) > 1
+                raised = True
             if self._account(recs, res, err, total, attempts, done, errors):
                 answered = True
-            elif single and not answered and self._down is not None:
-                break
-        return answered, wide
+            elif single and not answered:
+                failed += 1
+                if self._down is not None or failed >= ISOLATION_PROBES:
+                    break
+        return answered, raised
 
     @staticmethod
     def _account(recs: list[SinkRecord], res: WriteResult | None, err: ConnectorError | None, total: WriteResult,

@@ -21,8 +21,8 @@ from typing import Any
 import psycopg
 import pytest
 from bizbus.connectors.dlq import DeadLetterWriter
-from bizbus.connectors.errors import Permanent, RetryPolicy
-from bizbus.connectors.sink import SinkRecord, SinkRunner
+from bizbus.connectors.errors import Permanent, Retryable, RetryPolicy
+from bizbus.connectors.sink import SinkRecord, SinkRunner, SinkWriter, WriteResult
 from bizbus.connectors.sinks.http_api import HttpApiWriter
 from bizbus.connectors.sinks.postgres import PgTableWriter, column_mapper
 from bizbus.schemas import catalog
@@ -34,7 +34,7 @@ from bizbus.broker import EmbeddedBroker
 from bizbus.procs import free_port
 from bizbus.serde import AvroSerde
 from tests.fakes.records_api import RecordsApi
-from tests.integration.test_http_api_sink import TOKEN, TOKEN_ENV, _config
+from tests.integration.test_http_api_sink import TOKEN, TOKEN_ENV, Kafka, _config
 
 DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 SCHEMA = "bizbus.pm.TimesheetEntry"
@@ -201,7 +201,9 @@ def test_a_new_log_behind_the_ledger_is_read_from_the_beginning_once(
     assert ledger_offsets(postgres, schema, bus.name) == {0: after}  # repaired: a later start seeks right
 
 
-def test_a_broker_restart_under_a_running_sink_skips_nothing(private_broker, registry, schema, postgres) -> None:
+def test_a_broker_restart_under_a_running_sink_skips_nothing(
+    private_broker, registry, schema, postgres
+) -> None:
     bus = Bus(private_broker.bootstrap_servers, registry.url, schema)
     bus.produce("before", 40)
     run = Running(bus.runner())
@@ -210,7 +212,9 @@ def test_a_broker_restart_under_a_running_sink_skips_nothing(private_broker, reg
         restart(private_broker)
         bus.create_topics()
         bus.produce("after", 15)  # offsets 0..14 of the new log: all behind the sink's position (40)
-        run.until(lambda: rows(postgres, schema)[0] >= 55, "the records after the restart applied", timeout=120)
+        run.until(
+            lambda: rows(postgres, schema)[0] >= 55, "the records after the restart applied", timeout=120
+        )
         time.sleep(1)
     finally:
         run.stop()
@@ -259,7 +263,9 @@ def _outage(run: Running, bus: Bus, end_outage: Callable[[], None], n: int) -> N
 def test_a_missing_table_longer_than_max_poll_interval_is_waited_for(
     embedded_broker, registry, schema, postgres
 ) -> None:
-    bus = Bus(embedded_broker.bootstrap_servers, registry.url, schema, **{"max.poll.interval.ms": MAX_POLL_MS})
+    bus = Bus(
+        embedded_broker.bootstrap_servers, registry.url, schema, **{"max.poll.interval.ms": MAX_POLL_MS}
+    )
     bus.produce("w", 120)
     postgres.execute(f"ALTER TABLE {schema}.rows RENAME TO rows_away")  # a migration renamed it
     run = Running(bus.runner())
@@ -274,7 +280,9 @@ def test_an_http_target_answering_503_longer_than_max_poll_interval_is_waited_fo
     embedded_broker, registry, schema, monkeypatch
 ) -> None:
     monkeypatch.setenv(TOKEN_ENV, TOKEN)
-    bus = Bus(embedded_broker.bootstrap_servers, registry.url, schema, **{"max.poll.interval.ms": MAX_POLL_MS})
+    bus = Bus(
+        embedded_broker.bootstrap_servers, registry.url, schema, **{"max.poll.interval.ms": MAX_POLL_MS}
+    )
     ids = bus.produce("h", 60)
     with RecordsApi(token=TOKEN) as api:
         api.unavailable_for(3600)
@@ -297,11 +305,15 @@ def _bad_project(r: SinkRecord) -> dict[str, Any]:
     return column_mapper(COLUMNS)(r)
 
 
-def test_one_bad_record_among_good_ones_is_dead_lettered_at_once(embedded_broker, registry, schema, postgres) -> None:
+def test_one_bad_record_among_good_ones_is_dead_lettered_at_once(
+    embedded_broker, registry, schema, postgres
+) -> None:
     bus = Bus(embedded_broker.bootstrap_servers, registry.url, schema)
     ids = bus.produce("b", 10, bad=4)
     retries = sample(metrics.RETRIES, bus.name, "unknown_master_data")
-    patient = RetryPolicy(max_attempts=50, initial_delay=30, max_elapsed=3600)  # a retry would show as a stall
+    patient = RetryPolicy(
+        max_attempts=50, initial_delay=30, max_elapsed=3600
+    )  # a retry would show as a stall
     run = Running(bus.runner(row=_bad_project, policy=patient))
     try:
         run.until(lambda: run.runner.stats.batches >= 1 and run.runner.stats.consumed >= 10, "the batch settled",
@@ -310,6 +322,47 @@ def test_one_bad_record_among_good_ones_is_dead_lettered_at_once(embedded_broker
         run.stop()
     assert run.runner.stats.applied == 9 and run.runner.stats.dead_lettered == 1
     assert rows(postgres, schema) == (9, 9)
-    assert postgres.execute(f"SELECT count(*) FROM {schema}.rows WHERE effect_id = %s", (ids[4],)).fetchone() == (0,)
+    assert postgres.execute(
+        f"SELECT count(*) FROM {schema}.rows WHERE effect_id = %s", (ids[4],)
+    ).fetchone() == (0,)
     assert sample(metrics.RETRIES, bus.name, "unknown_master_data") == retries
     assert run.runner.problem() is None
+
+
+class _OneRecordLocked(SinkWriter):
+    """A target that applies every record but one, which always fails retryably (a row lock that stays)."""
+
+    def __init__(self, locked: str) -> None:
+        self.locked, self.applied = locked, []  # type: ignore[var-annotated]
+
+    def plan(self, records: list[SinkRecord]) -> list[Any]:
+        return []
+
+    def write(self, records: list[SinkRecord]) -> WriteResult:
+        ok = [r.effect_id for r in records if r.effect_id != self.locked]
+        self.applied += ok
+        failed = {
+            r.effect_id: Retryable("row locked", reason="db_conflict")
+            for r in records
+            if r.effect_id == self.locked
+        }
+        return WriteResult(applied=len(ok), failed=failed)  # type: ignore[arg-type]
+
+
+def test_a_record_failing_retryably_while_the_target_answers_is_dead_lettered_after_its_budget(
+    embedded_broker, registry, schema
+) -> None:
+    kafka = Kafka(embedded_broker.bootstrap_servers, registry.url)
+    bus = Bus(embedded_broker.bootstrap_servers, registry.url, schema)
+    bus.dlq = kafka.dlq_topic
+    ids = bus.produce("l", 10)
+    writer = _OneRecordLocked(ids[6])
+    run = Running(bus.runner(writer=writer))
+    try:
+        run.until(lambda: run.runner.stats.dead_lettered >= 1, "the locked record dead-lettered", timeout=60)
+    finally:
+        run.stop()
+    assert sorted(writer.applied) == sorted(i for i in ids if i != ids[6])
+    assert run.runner.stats.outages == 0  # the target answered: not an outage
+    (letter,) = kafka.dead_letters(1)
+    assert letter["error_class"] == "RETRYABLE" and letter["attempts"] == SHORT_BUDGET.max_attempts
