@@ -278,6 +278,34 @@ def test_a_topic_deleted_and_re_created_under_a_running_sink_skips_nothing(
     assert rows(postgres, schema) == (42, 42) and run.runner.stats.dead_lettered == 0
 
 
+def test_a_ledger_without_effect_ids_never_seeks_past_kafka(
+    embedded_broker, registry, schema, postgres
+) -> None:
+    """A ledger from before ``last_effect_id``: setup adds the column; its offsets cannot be checked, so the
+    sink starts at Kafka's committed offset (none here: the beginning) and the ledger absorbs the rest."""
+    bus = Bus(embedded_broker.bootstrap_servers, registry.url, schema)
+    bus.produce("o", 20)
+    apply_all(bus, 20)
+    postgres.execute(f"ALTER TABLE {schema}.offsets DROP COLUMN last_effect_id")  # as an old ledger
+    old, bus.name = bus.name, f"sinkrec-{uuid.uuid4().hex[:8]}"  # a group without committed offsets
+    for table in ("applied_effects", "offsets"):
+        cols = "connector, effect_id, source_topic, source_partition, source_offset"
+        if table == "offsets":
+            cols = "connector, topic, partition, next_offset"
+        rest = cols.split(", ", 1)[1]
+        postgres.execute(f"INSERT INTO {schema}.{table} ({cols}) SELECT %s, {rest} FROM {schema}.{table} "
+                         "WHERE connector = %s", (bus.name, old))  # fmt: skip
+    bus.produce("n", 5)
+    run = Running(bus.runner())  # its setup adds last_effect_id again (NULL in the old rows)
+    try:
+        run.until(lambda: run.runner.stats.consumed >= 25, "the whole topic read again")
+    finally:
+        run.stop()
+    stats = run.runner.stats
+    assert (stats.verified, stats.log_resets, stats.duplicates, stats.applied) == (0, 0, 20, 5)
+    assert rows(postgres, schema) == (25, 25)
+
+
 # -- finding 4: a target that is down is waited for, a bad record is set aside -----------------------------
 
 
