@@ -74,6 +74,17 @@ IDEMPOTENT_HITS = Counter(
     "Records a sink found already applied (ledger or target idempotency key): duplicates absorbed",
     ["component"],
 )
+SINK_LOG_RESETS = Counter(
+    "bizbus_sink_log_reset_total",
+    "Times a sink found a partition's log not the one its ledger knew (a new broker, a re-created topic): it "
+    "read the partition again from the beginning, duplicates absorbed by the ledger",
+    ["component", "topic"],
+)
+SINK_PAUSED = Gauge(
+    "bizbus_sink_paused",
+    "1 while a sink waits for an unreachable target (its partitions paused, the batch retried), else 0",
+    ["component"],
+)
 BATCH_SIZE = Histogram(
     "bizbus_batch_size_records", "Records per batch a component handled", ["component"], buckets=BATCH_BUCKETS
 )

@@ -207,6 +207,12 @@ def _classify_foreign(exc: BaseException) -> ConnectorError | None:
             isinstance(exc, psycopg.OperationalError) and _PG_REFUSED_LOGIN.search(str(exc))
         ):
             return Fatal(text, reason="auth")  # retrying cannot fix credentials or a database name
+        if isinstance(exc, pe.UndefinedTable | pe.UndefinedColumn | pe.InvalidSchemaName):
+            # the target's schema is not (yet / any more) what the sink writes: a migration, a rename; the
+            # sink waits for it (every record fails alike) instead of dead-lettering the records
+            return Retryable(text, reason="db_schema")
+        if isinstance(exc, pe.ReadOnlySqlTransaction):
+            return Retryable(text, reason="db_read_only")  # a failover in progress: the primary comes back
         if isinstance(exc, psycopg.OperationalError):
             return NotConnected(text)
         if isinstance(exc, psycopg.IntegrityError | psycopg.DataError):

@@ -2,9 +2,11 @@
 
 A sink writes each effect and its ledger row in ONE transaction on the target database, so an effect
 is either applied and recorded, or neither. The ledger also keeps, per (topic, partition), the next
-offset the sink has durably applied; it is written in the same transaction, so a restarted sink can seek
-to its own ledger even when Kafka's committed offsets lag behind (Kafka offsets are committed only after
-the ledger).
+offset the sink has durably applied and the effect id of the record just before it (``last_effect_id``);
+both are written in the same transaction, so a restarted sink can seek to its own ledger even when Kafka's
+committed offsets lag behind (Kafka offsets are committed only after the ledger), after checking that the
+record at ``next_offset - 1`` is still the one with that effect id (a new broker or a re-created topic
+starts the log again at 0: ``forget_offsets``).
 
 Per-record failures are isolated with a SAVEPOINT per effect: a failing ``write`` rolls back only that
 record (ledger row included), which is reported in ``BatchResult.failed``; the rest of the batch commits.
@@ -119,6 +121,18 @@ class PgLedger:
                         PRIMARY KEY (connector, topic, partition))"""
                 ).format(s)
             )
+            # ledgers from before last_effect_id: added once (checked first, so no ALTER's lock when present)
+            cur.execute(
+                "SELECT 1 FROM information_schema.columns WHERE table_schema = %s AND table_name = 'offsets'"
+                " AND column_name = 'last_effect_id'",
+                (self.schema,),
+            )
+            if cur.fetchone() is None:
+                cur.execute(
+                    sql.SQL(
+                        "ALTER TABLE {}.offsets ADD COLUMN IF NOT EXISTS last_effect_id text NULL"
+                    ).format(s)
+                )
 
     def close(self) -> None:
         """Close the connection (an open transaction is rolled back by the server)."""
@@ -176,7 +190,7 @@ class PgLedger:
         ).format(s)
         set_ref = self._set_ref_sql()
         result = BatchResult()
-        high: dict[tuple[str, int], int] = {}
+        high: dict[tuple[str, int], tuple[int, str]] = {}
         try:
             with conn.transaction(), conn.cursor() as cur:
                 for eff in effects:
@@ -198,7 +212,8 @@ class PgLedger:
                         result.failed[eff.effect_id] = exc
                         continue
                     key = (eff.topic, eff.partition)
-                    high[key] = max(high.get(key, -1), eff.offset + 1)
+                    if eff.offset >= high.get(key, (-1, ""))[0]:
+                        high[key] = (eff.offset + 1, eff.effect_id)
                 result.offsets = self._upsert_offsets(cur, high)
         except BaseException:
             if conn.broken or conn.closed:
@@ -212,9 +227,10 @@ class PgLedger:
         ).format(sql.Identifier(self.schema))
 
     def _upsert_offsets(
-        self, cur: psycopg.Cursor[Any], high: dict[tuple[str, int], int]
+        self, cur: psycopg.Cursor[Any], high: dict[tuple[str, int], tuple[int, str]]
     ) -> dict[tuple[str, int], int]:
-        """Move each partition's next offset forward (never back) in one statement; the stored values.
+        """Move each partition's next offset forward (never back) in one statement, with the effect id of the
+        record before it; the stored offsets.
 
         Rows go in (topic, partition) order, so two tasks upserting the same partitions lock them in the
         same order (no deadlock)."""
@@ -223,16 +239,35 @@ class PgLedger:
         keys = sorted(high)
         cur.execute(
             sql.SQL(
-                "INSERT INTO {0}.offsets (connector, topic, partition, next_offset)"
-                " SELECT %s, t, p, o FROM unnest(%s::text[], %s::int[], %s::bigint[]) WITH ORDINALITY AS u(t, p, o, i)"
-                " ORDER BY i"
+                "INSERT INTO {0}.offsets (connector, topic, partition, next_offset, last_effect_id)"
+                " SELECT %s, t, p, o, e FROM unnest(%s::text[], %s::int[], %s::bigint[], %s::text[])"
+                " WITH ORDINALITY AS u(t, p, o, e, i) ORDER BY i"
                 " ON CONFLICT (connector, topic, partition) DO UPDATE"
-                " SET next_offset = GREATEST({0}.offsets.next_offset, EXCLUDED.next_offset), updated_at = now()"
+                " SET next_offset = GREATEST({0}.offsets.next_offset, EXCLUDED.next_offset),"
+                " last_effect_id = CASE WHEN EXCLUDED.next_offset >= {0}.offsets.next_offset"
+                " THEN EXCLUDED.last_effect_id ELSE {0}.offsets.last_effect_id END, updated_at = now()"
                 " RETURNING topic, partition, next_offset"
             ).format(sql.Identifier(self.schema)),
-            (self.connector, [t for t, _ in keys], [p for _, p in keys], [high[k] for k in keys]),
+            (self.connector, [t for t, _ in keys], [p for _, p in keys], [high[k][0] for k in keys],
+             text_array([high[k][1] for k in keys])),
         )  # fmt: skip
         return {(str(t), int(p)): int(n) for t, p, n in cur.fetchall()}
+
+    def forget_offsets(self, partitions: Sequence[tuple[str, int]]) -> None:
+        """Drop the stored next offsets of ``partitions``: the log they pointed into is gone (a new broker, a
+        re-created topic). The applied effects stay, so what arrives again is a duplicate; the next batch
+        stores the new log's offsets (``GREATEST`` would otherwise keep the old, higher ones)."""
+        if not partitions:
+            return
+        conn = self._connection()
+        with conn.transaction(), conn.cursor() as cur:
+            cur.execute(
+                sql.SQL(
+                    "DELETE FROM {}.offsets WHERE connector = %s"
+                    " AND (topic, partition) IN (SELECT * FROM unnest(%s::text[], %s::int[]))"
+                ).format(sql.Identifier(self.schema)),
+                (self.connector, [t for t, _ in partitions], [p for _, p in partitions]),
+            )
 
     def _apply_at_once(
         self,
@@ -244,7 +279,7 @@ class PgLedger:
         conn = self._connection()
         s = sql.Identifier(self.schema)
         result = BatchResult()
-        high: dict[tuple[str, int], int] = {}
+        high: dict[tuple[str, int], tuple[int, str]] = {}
         by_topic: dict[str, list[Effect]] = {}
         for eff in effects:
             by_topic.setdefault(eff.topic, []).append(eff)
@@ -271,7 +306,8 @@ class PgLedger:
                 else:
                     result.duplicates.append(eff.effect_id)
                 key = (eff.topic, eff.partition)
-                high[key] = max(high.get(key, -1), eff.offset + 1)
+                if eff.offset >= high.get(key, (-1, ""))[0]:
+                    high[key] = (eff.offset + 1, eff.effect_id)
             if write_many is not None:
                 if todo:
                     write_many(cur, todo)
@@ -302,6 +338,17 @@ class PgLedger:
             (self.connector,),
         )
         return {(str(t), int(p)): int(n) for t, p, n in rows}
+
+    def positions(self) -> dict[tuple[str, int], tuple[int, str | None]]:
+        """``committed_offsets`` with the effect id of the record at ``next_offset - 1`` (None in rows
+        written before that column existed)."""
+        rows = self._query(
+            sql.SQL(
+                "SELECT topic, partition, next_offset, last_effect_id FROM {}.offsets WHERE connector = %s"
+            ).format(sql.Identifier(self.schema)),
+            (self.connector,),
+        )
+        return {(str(t), int(p)): (int(n), None if e is None else str(e)) for t, p, n, e in rows}
 
     def is_applied(self, effect_id: str) -> bool:
         """Whether this connector's ledger records ``effect_id`` as applied."""

@@ -4,6 +4,22 @@ then commit the offsets (Kafka Connect's preCommit idea: the writer says what is
     consume (size/time bound) -> decode (poison -> DLQ) -> writer.write(batch) with retries
       -> permanent per-record failures -> DLQ -> DLQ flush acknowledged -> commit offsets
 
+A target that is down is waited for, a record that is bad is set aside: retryable failures are retried
+within the ``RetryPolicy`` budget; when every record of a batch keeps failing retryably past it, the target
+counts as unreachable and the batch is retried with capped backoff for as long as it takes, while the task
+keeps polling with its partitions paused (no eviction from the group, ``bizbus_sink_paused`` = 1,
+``problem()`` says so). Only per-record verdicts become dead letters: a permanent error at once, a
+retryable one that kept failing past the budget while the target answered the other records (dead-lettered
+as ``retryable`` with its real attempt count). A rebalance, ``drain`` or ``close`` abandons a waiting batch
+uncommitted; its records go to the next owner and the ledger absorbs what was already applied.
+
+On assignment the runner starts a partition at the writer's ledger offset when that is ahead of Kafka's,
+but only after it found the record just before it (``next_offset - 1``) with the effect id the ledger
+recorded: a new broker or a re-created topic starts the log at 0 again, and seeking to the old offset would
+skip the new records silently. A log that is not the one the ledger knew is said in a WARNING and
+``bizbus_sink_log_reset_total``; the partition is read from the beginning, de-duplicated by the ledger, and
+the ledger's stored offsets of the partition are dropped (``SinkWriter.forget_offsets``).
+
 The write of one batch overlaps the consume and decode of the next (a writer thread, one batch in flight);
 the dead letters and the commit of a batch still follow its write. A crash anywhere before the commit
 re-delivers the batch; the writer's ledger (or the target's own idempotency key) absorbs what was already
@@ -19,13 +35,14 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 from threading import Event
 from typing import Any, Literal
 
 from bizbus.connectors.base import Connector, Task, TaskSpec
 from bizbus.connectors.dlq import DeadLetterWriter, dead_letter
-from bizbus.connectors.errors import ConnectorError, Permanent, Poison, RetryPolicy, call_with_retry
+from bizbus.connectors.errors import ConnectorError, Permanent, Poison, RetryPolicy, classify
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from bizbus import logs, metrics
@@ -40,6 +57,21 @@ from each round trip to the target (BEGIN, ledger, COPY, offsets, COMMIT ...) ne
 thread decodes the next batch; with CPython's default of 5 ms it waits up to that long each time, and the
 overlap costs more than it saves (tests/bench/sinks.py, pg-table: ratio ~0.7 at 5 ms, ~0.9-1.0 at 0.5 ms).
 Process-wide; only ever lowered."""
+WAIT_SLICE = 2.0
+"""Seconds the task thread waits for the write in flight before it pauses its partitions and keeps polling
+until the write ends (a target that is down, a long lock): the member is never evicted for not polling."""
+VERIFY_SECONDS = 5.0
+"""Seconds to wait for the record at the ledger's ``next_offset - 1`` before asking the broker for the
+partition's end (Tansu does not answer a fetch beyond the end with OFFSET_OUT_OF_RANGE: it waits)."""
+ISOLATION_PROBES = 10
+"""Single-record calls that may fail retryably in a row, none answered, before the target counts as
+unreachable (not every record of a big batch is tried against a target that times out)."""
+VERIFY_GIVE_UP = 60.0
+"""Seconds after which a record the broker says is there but never arrived counts as not there."""
+
+
+class Abandoned(Exception):
+    """A batch given up while it was retried (rebalance, drain, close): nothing of it is committed."""
 
 
 def field_at(value: Any, path: str) -> Any:
@@ -139,8 +171,18 @@ class SinkWriter(ABC):
         """What ``write(records)`` would do, record by record, without writing anything."""
 
     def safe_offsets(self) -> dict[tuple[str, int], int]:
-        """Next offsets the target has durably applied (seek there on assignment); {} if unknown."""
+        """Next offsets the target has durably applied; {} if unknown."""
         return {}
+
+    def safe_positions(self) -> dict[tuple[str, int], tuple[int, str | None]]:
+        """``safe_offsets`` with the effect id of the record at ``next_offset - 1`` when known. The runner
+        seeks past Kafka's committed offset only to a position whose effect id it can check (a None id:
+        it starts at Kafka's committed offset)."""
+        return {k: (o, None) for k, o in self.safe_offsets().items()}
+
+    def forget_offsets(self, partitions: list[tuple[str, int]]) -> None:
+        """The log these partitions' stored offsets pointed into is gone (new broker, re-created topic): drop
+        them, so a later assignment does not seek by them. Called on the writer thread."""
 
     def close(self) -> None:
         """Release connections."""
@@ -153,7 +195,18 @@ class _Batch:
     msgs: list[Any]
     records: list[SinkRecord] = field(default_factory=list)
     failures: list[tuple[Any, ConnectorError, int]] = field(default_factory=list)
-    future: Future[tuple[WriteResult, int]] | None = None
+    future: Future[tuple[WriteResult, dict[str, int]]] | None = None
+    cancel: Event = field(default_factory=Event)  # set: stop retrying, give the batch up (Abandoned)
+
+
+@dataclass
+class _Verify:
+    """A partition started at ``offset`` whose first record must carry ``effect_id`` (the ledger's last)."""
+
+    offset: int
+    effect_id: str
+    deadline: float  # then ask the broker whether the record is there at all
+    since: float
 
 
 @dataclass
@@ -163,6 +216,9 @@ class SinkStats:
     duplicates: int = 0
     dead_lettered: int = 0
     batches: int = 0
+    verified: int = 0  # partitions whose ledger position was found in the log (that record not re-written)
+    log_resets: int = 0  # partitions whose log was not the one the ledger knew
+    outages: int = 0  # times the target counted as unreachable
 
 
 class SinkRunner(Task):
@@ -202,6 +258,11 @@ class SinkRunner(Task):
         self._lag_at = 0.0
         self._inflight: _Batch | None = None  # consumed, its write started, not yet committed
         self._executor: ThreadPoolExecutor | None = None
+        self._position: dict[tuple[str, int], int] = {}  # next offset after the last record taken
+        self._verify: dict[tuple[str, int], _Verify] = {}
+        self._pending: _Batch | None = None  # consumed while a slow write held the writer; not yet submitted
+        self._holding = False  # partitions paused by the runner while the write in flight takes long
+        self._down: tuple[float, ConnectorError] | None = None  # since when, why the target is unreachable
 
     def setup(self) -> None:
         self.writer.setup()
@@ -212,6 +273,16 @@ class SinkRunner(Task):
         })  # fmt: skip
         self._consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
         metrics.init_component(self.name, metrics.RECORDS_IN, metrics.RECORDS_OUT, metrics.IDEMPOTENT_HITS)
+        metrics.SINK_PAUSED.labels(self.name).set(0)
+        for topic in self.topics:
+            metrics.SINK_LOG_RESETS.labels(self.name, topic)
+
+    def problem(self) -> str | None:
+        down = self._down
+        if down is None:
+            return None
+        since, err = down
+        return f"waiting for the target for {time.monotonic() - since:.0f} s ({err.reason}): {logs.redact(str(err))[:200]}"
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Partitions another member takes over: the batch in flight is finished and committed first (the
@@ -220,11 +291,15 @@ class SinkRunner(Task):
         for tp in partitions:
             metrics.forget_lag(self._group, tp.topic, tp.partition)
             self._consumed.pop((tp.topic, tp.partition), None)
+            self._position.pop((tp.topic, tp.partition), None)
+            self._verify.pop((tp.topic, tp.partition), None)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Start each partition at the later of Kafka's committed offset and the writer's ledger."""
+        """Start each partition at the later of Kafka's committed offset and the writer's ledger; a ledger
+        position (even one equal to Kafka's) is started one record early, at the record whose effect id the
+        ledger recorded, and checked in ``_take`` (see the module doc)."""
         self._finish_before_rebalance()  # the writer is free (and its ledger current) before it is asked
-        safe = self.writer.safe_offsets()
+        safe = self.writer.safe_positions()
         try:
             found = consumer.committed(partitions, timeout=10)
         except KafkaException as exc:
@@ -232,24 +307,32 @@ class SinkRunner(Task):
                 return  # an assignment while the consumer closes: nothing to start
             raise
         committed = {(tp.topic, tp.partition): tp.offset for tp in found}
+        now = time.monotonic()
         for tp in partitions:
-            ledger = safe.get((tp.topic, tp.partition))
-            kafka = committed.get((tp.topic, tp.partition), -1001)
-            if ledger is not None and ledger > kafka:
-                tp.offset = ledger
-        for tp in partitions:
-            start = tp.offset if tp.offset >= 0 else committed.get((tp.topic, tp.partition), -1001)
+            k = (tp.topic, tp.partition)
+            self._position.pop(k, None)
+            self._verify.pop(k, None)
+            ledger, last_id = safe.get(k, (None, None))
+            kafka = committed.get(k, -1001)
+            start = kafka
+            if ledger is not None and ledger > 0 and ledger >= kafka and last_id is not None:
+                tp.offset, start = ledger - 1, ledger
+                self._verify[k] = _Verify(ledger - 1, last_id, now + VERIFY_SECONDS, now)
+            elif ledger is not None and ledger > kafka:
+                log.info("sink %s: %s[%d]: the ledger's next offset %d has no effect id to check it by: starting at "
+                         "Kafka's committed offset (%d), duplicates absorbed by the ledger", self.name, tp.topic,
+                         tp.partition, ledger, kafka)  # fmt: skip
             if start >= 0:
-                self._committed[(tp.topic, tp.partition)] = start
+                self._committed[k] = start
         consumer.assign(partitions)
-        if self._paused:
+        if self._paused or self._holding:
             consumer.pause(partitions)
 
     def _finish_before_rebalance(self) -> None:
         """``_finish`` from a rebalance callback: an offset commit refused because the group moved on is
         only logged (the writer's ledger or idempotency key absorbs the re-delivery)."""
         try:
-            self._finish()
+            self._finish(cancel=True)
         except KafkaException as exc:
             log.warning("sink %s: committing the last batch before a rebalance failed: %s", self.name, exc)
 
@@ -257,10 +340,27 @@ class SinkRunner(Task):
         """Consume one batch (size/time bound) and decode it while the previous batch's write is still in
         flight; once that write has ended, start this batch's write, then settle the previous one (dead
         letters, offset commit) while the writer works. If settling fails, nothing past the unsettled batch
-        is committed. An empty poll finishes the batch in flight. Paused partitions return nothing."""
-        msgs = self._consumer.consume(self.batch_size, self.batch_timeout)
-        msgs = [m for m in msgs if m.error() is None]
+        is committed. An empty poll finishes the batch in flight. Paused partitions return nothing.
+
+        A write still running after ``WAIT_SLICE`` seconds (retries, a target that is down) does not block
+        the loop: the partitions are paused, the consumed batch waits, and each step only polls (the group
+        keeps this member) until the write has ended; then the partitions resume where they were."""
+        if self._holding:
+            return self._step_holding()
+        msgs = self._take(self._consumer.consume(self.batch_size, self.batch_timeout))
+        self._check_verifications()
         batch = self._decode(msgs) if msgs else None
+        inflight = self._inflight
+        if inflight is not None and inflight.future is not None and not inflight.future.done():
+            wait_futures([inflight.future], WAIT_SLICE)
+            if not inflight.future.done():
+                self._hold(batch)
+                return len(msgs)
+        self._continue(batch)
+        return len(msgs)
+
+    def _continue(self, batch: _Batch | None) -> None:
+        """The write in flight has ended: start ``batch``'s write, then settle the ended one."""
         done = self._await_inflight()
         if batch is not None:  # the writer starts on this batch while the previous one is committed
             self._inflight = self._submit(batch)
@@ -271,7 +371,129 @@ class SinkRunner(Task):
                 self._abandon_inflight()
                 raise
         self._report_lag()
-        return len(msgs)
+
+    def _hold(self, batch: _Batch | None) -> None:
+        """Pause every assigned partition while the write in flight takes long; ``batch`` waits its turn."""
+        self._pending, self._holding = batch, True
+        self._consumer.pause(self._consumer.assignment())
+        log.debug("sink %s: the write in flight takes long: partitions paused, polling", self.name)
+
+    def _release_hold(self) -> None:
+        """Undo ``_hold`` (the partitions stay paused if the operator paused the task)."""
+        if self._holding:
+            self._holding = False
+            if not self._paused:
+                self._consumer.resume(self._consumer.assignment())
+
+    def _step_holding(self) -> int:
+        """One step while the write in flight takes long: poll (paused partitions: nothing comes, the member
+        stays in the group; anything that comes anyway is fetched again later), and once the write has ended
+        resume the partitions and carry on with the batch that waited."""
+        msgs = self._consumer.consume(self.batch_size, min(self.batch_timeout, 0.5))
+        self._put_back(msgs)
+        inflight = self._inflight
+        if not self._holding:  # a rebalance during the poll settled or abandoned everything
+            return 0
+        if inflight is not None and inflight.future is not None and not inflight.future.done():
+            self._check_verifications()
+            return 0
+        batch, self._pending = self._pending, None
+        self._release_hold()
+        self._continue(batch)
+        return len(batch.msgs) if batch is not None else 0
+
+    def _put_back(self, msgs: list[Any]) -> None:
+        """Records a paused partition still returned: seek back to them, so they come again after resuming."""
+        first: dict[tuple[str, int], int] = {}
+        for m in msgs:
+            if m.error() is None:
+                k = (m.topic(), m.partition())
+                first[k] = min(first.get(k, m.offset()), m.offset())
+        for (topic, partition), offset in first.items():
+            self._consumer.seek(TopicPartition(topic, partition, offset))
+
+    def _take(self, msgs: list[Any]) -> list[Any]:
+        """The records of a poll to process: errors left out, the first record of a partition started at a
+        ledger position checked (and left out: it is applied already), a log that went backwards noticed."""
+        out = []
+        pos, verify = self._position, self._verify
+        resets: dict[tuple[str, int], str] = {}
+        for m in msgs:
+            if m.error() is not None:
+                continue
+            k = (m.topic(), m.partition())
+            off = m.offset()
+            if verify and k in verify:
+                v = verify.pop(k)
+                found = self._effect_id_of(m)
+                if off == v.offset and found == v.effect_id:
+                    pos[k] = off + 1
+                    self.stats.verified += 1
+                    continue
+                resets[k] = (f"the record at offset {off} has effect id {found}, the ledger's at {v.offset} was "
+                             f"{v.effect_id}")  # fmt: skip
+                continue
+            if k in resets:
+                continue  # read again from the beginning
+            expected = pos.get(k)
+            if expected is not None and off < expected:
+                self._log_reset(
+                    k, f"offset {off} arrived after {expected - 1}: the broker moved the position back"
+                )
+            pos[k] = off + 1
+            out.append(m)
+        for k, why in resets.items():
+            self._log_reset(k, why, rewind=True)
+        return out
+
+    def _effect_id_of(self, m: Any) -> str | None:
+        try:
+            return str(self.serde.decode(m.value())["meta"]["event_id"])
+        except Exception:  # noqa: BLE001 - not a bizbus event: it cannot be the ledger's record
+            return None
+
+    def _check_verifications(self) -> None:
+        """Partitions whose checked record has not come: ask the broker for the end; none there -> a new log."""
+        if not self._verify:
+            return
+        now = time.monotonic()
+        for k, v in list(self._verify.items()):
+            if self._paused or self._holding:  # nothing is fetched while paused: the wait starts again after
+                v.deadline, v.since = now + VERIFY_SECONDS, now
+                continue
+            if now < v.deadline:
+                continue
+            try:
+                _low, high = self._consumer.get_watermark_offsets(TopicPartition(*k), timeout=5, cached=False)
+            except KafkaException:
+                high = -1
+            if high > v.offset and now - v.since < VERIFY_GIVE_UP:
+                v.deadline = now + VERIFY_SECONDS  # the broker says it is there: give the fetch more time
+                continue
+            del self._verify[k]
+            self._log_reset(k, f"no record at offset {v.offset} after {now - v.since:.0f} s (the broker reports "
+                               f"its end at {high})", rewind=True)  # fmt: skip
+
+    def _log_reset(self, k: tuple[str, int], why: str, rewind: bool = False) -> None:
+        """Partition ``k``'s log is not the one the ledger knew: say so, read it from the beginning (``rewind``)
+        and drop the ledger's stored offsets of it (on the writer thread, after the write in flight)."""
+        topic, partition = k
+        log.warning("sink %s: %s[%d] is not the log the ledger knew (%s): a new broker or a re-created topic; "
+                    "reading the partition from the beginning, records already applied are skipped by the "
+                    "ledger", self.name, topic, partition, why)  # fmt: skip
+        metrics.SINK_LOG_RESETS.labels(self.name, topic).inc()
+        self.stats.log_resets += 1
+        self._position.pop(k, None)
+        self._committed[k] = 0
+        self._writer_thread().submit(self._forget_offsets, [k])
+        if rewind:
+            self._consumer.seek(TopicPartition(topic, partition, OFFSET_BEGINNING))
+
+    def _forget_offsets(self, partitions: list[tuple[str, int]]) -> None:
+        try:
+            self.writer.forget_offsets(partitions)
+        except Exception as exc:  # noqa: BLE001 - the next assignment checks again and finds the same
+            log.warning("sink %s: could not drop the ledger offsets of %s: %s", self.name, partitions, exc)
 
     def _report_lag(self, force: bool = False) -> None:
         """``bizbus_consumer_lag_records`` of the assigned partitions, at most every LAG_EVERY seconds."""
@@ -298,7 +520,8 @@ class SinkRunner(Task):
 
     def resume(self) -> None:
         self._paused = False
-        self._consumer.resume(self._consumer.assignment())
+        if not self._holding:
+            self._consumer.resume(self._consumer.assignment())
 
     def run(self, stop: Event) -> None:
         """Loop without the task runtime (tests, one-off tools); returns with the last batch committed."""
@@ -313,8 +536,9 @@ class SinkRunner(Task):
         self._finish()
 
     def drain(self) -> None:
-        """Finish the batch whose write is in flight: its dead letters, then its offsets."""
-        self._finish()
+        """Finish the batch whose write is in flight: its dead letters, then its offsets; a batch still being
+        retried is abandoned (uncommitted) instead of waited for."""
+        self._finish(cancel=True)
 
     def recover(self) -> None:
         """After a failed step (the task runtime tries again): the batch in flight is abandoned and every
@@ -350,42 +574,224 @@ class SinkRunner(Task):
                                             m.headers() or [], m.timestamp()[1]))  # fmt: skip
         return batch
 
+    def _writer_thread(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            if sys.getswitchinterval() > WRITER_SWITCH_INTERVAL:
+                sys.setswitchinterval(WRITER_SWITCH_INTERVAL)
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"sink-{self.name}-write")
+        return self._executor
+
     def _submit(self, batch: _Batch) -> _Batch:
         """Start the batch's write on the writer thread (nothing to write: the batch is done already)."""
         if batch.records:
-            if self._executor is None:
-                if sys.getswitchinterval() > WRITER_SWITCH_INTERVAL:
-                    sys.setswitchinterval(WRITER_SWITCH_INTERVAL)
-                self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"sink-{self.name}-write")
-            batch.future = self._executor.submit(self._write_batch, batch.records)
+            batch.future = self._writer_thread().submit(self._write_batch, batch)
         return batch
 
-    def _write_batch(self, records: list[SinkRecord]) -> tuple[WriteResult, int]:
-        """(result, attempts of the whole batch): retries, then one by one past the retry budget. Runs on
+    def _write_batch(self, batch: _Batch) -> tuple[WriteResult, dict[str, int]]:
+        """(result, calls per effect id that failed): one call when nothing fails, else ``_retry``. Runs on
         the writer thread; the end-to-end latency is observed here, when the effects are applied."""
-        attempts = 0
-
-        def attempt() -> WriteResult:
-            nonlocal attempts
-            attempts += 1
-            return self._timed_write(records)
-
+        records = batch.records
         try:
-            result = call_with_retry(attempt, self.policy, on_retry=metrics.retry_counter(self.name))
-        except ConnectorError as exc:
-            if exc.error_class == "fatal":
-                raise
-            # batch-wide failure past the retry budget: isolate per record so one bad record
-            # cannot block the partition; each gets its own verdict
-            result = self._one_by_one(records)
+            result = self._timed_write(records)
+        except Exception as exc:  # noqa: BLE001 - classified; fatal stops the task
+            err = classify(exc)
+            if err.error_class == "fatal":
+                raise err from (None if err is exc else exc)
+            return self._retry(batch, None, err)
+        if result.failed:
+            return self._retry(batch, result, None)
         self._observe_end_to_end(records, result)
-        return result, attempts
+        return result, {}
 
-    def _finish(self) -> None:
-        """Wait for the write in flight, dead-letter its failures (acknowledged), then commit its offsets."""
-        batch = self._await_inflight()
+    def _retry(self, batch: _Batch, first: WriteResult | None, first_err: ConnectorError | None,
+               ) -> tuple[WriteResult, dict[str, int]]:  # fmt: skip
+        """Retry what failed until every record has a verdict; ``first`` / ``first_err``: the outcome of the
+        first call, with the whole batch.
+
+        Each round writes the records still open in one call, or in one call each once a failure of the
+        whole call outlived the budget or was permanent (a batch the target refuses as a whole is isolated
+        per record). After a round in which the target answered (applied, duplicate or a per-record
+        verdict), only the records that failed retryably are retried, each within the budget (also when,
+        retried alone, they fail again: the target answered their neighbours), then dead-lettered as
+        ``retryable`` with their calls as attempts. A round in which every record failed
+        retryably counts against the budget of the batch; past it the target counts as unreachable
+        (``_set_down``): retried with capped backoff until it answers, one record at a time, a round stopping
+        at its first failure. ``batch.cancel`` ends the wait: ``Abandoned``, nothing of the batch committed."""
+        policy, on_retry = self.policy, metrics.retry_counter(self.name)
+        total = WriteResult(applied_ids=set())
+        attempts: dict[str, int] = {}
+        first_failed: dict[str, float] = {}
+        final: dict[str, ConnectorError] = {}
+        todo, single, down_rounds, down_start = list(batch.records), False, 0, time.monotonic()
+        done: set[str] = set()
+        errors: dict[str, ConnectorError] = {}
+        answered = self._account(todo, first, first_err, total, attempts, done, errors)
+        raised = first_err is not None
+        singled: set[str] = set()  # failed retryably in a call whose other records the target answered
+        try:
+            while True:
+                wide = (
+                    raised and not single and len(todo) > 1
+                )  # one error for a whole call of several records
+                for r in todo:
+                    e = errors.get(r.effect_id)
+                    if e is not None and e.error_class != "retryable" and not wide:
+                        final[r.effect_id] = e
+                todo = [r for r in todo if r.effect_id not in done and r.effect_id not in final]
+                if not todo:
+                    break
+                now = time.monotonic()
+                err = next((e for e in errors.values() if e.error_class == "retryable"), None)
+                if err is None:  # a permanent error for a whole call: each record gets its own verdict
+                    single = True
+                elif answered or (not raised and all(r.effect_id in singled for r in todo)):
+                    # the target works: what fails is the record's own problem, retried within its budget
+                    if self._down is not None:
+                        self._clear_down()
+                    down_rounds, down_start = 0, now
+                    singled.update(i for i, e in errors.items() if e.error_class == "retryable")
+                    keep = []
+                    for r in todo:
+                        e = errors.get(r.effect_id)
+                        since = first_failed.setdefault(r.effect_id, now) if e is not None else now
+                        n = attempts.get(r.effect_id, 0)
+                        if e is not None and (n >= policy.max_attempts or now - since >= policy.max_elapsed):
+                            e.attempts = n
+                            final[r.effect_id] = e
+                        else:
+                            keep.append(r)
+                    todo = keep
+                    if not todo:
+                        break
+                    n = min(attempts.get(r.effect_id, 1) for r in todo)
+                    self._backoff(batch, policy.delay(max(n, 1), err), err, on_retry)
+                else:  # every record failed retryably
+                    down_rounds += 1
+                    delay = policy.delay(down_rounds, err)
+                    within = (
+                        down_rounds < policy.max_attempts and now - down_start + delay < policy.max_elapsed
+                    )
+                    if within or self._down is not None:
+                        self._backoff(batch, delay, err, on_retry)
+                    elif not single and len(todo) > 1:
+                        single = True  # past the budget: isolate per record at once, maybe only batches fail
+                    else:
+                        self._set_down(err, len(todo))
+                        self._backoff(batch, delay, err, on_retry)
+                done, errors = set(), {}
+                start = (
+                    down_rounds % len(todo) if self._down is not None else 0
+                )  # probe another one each time
+                answered, raised = self._round(
+                    todo[start:] + todo[:start], single, total, attempts, done, errors
+                )
+        finally:
+            if self._down is not None:
+                self._clear_down(abandoned=batch.cancel.is_set())
+        total.failed = final
+        if total.applied_ids:
+            metrics.observe_end_to_end(
+                self.name, [r.value for r in batch.records if r.effect_id in total.applied_ids]
+            )
+        return total, attempts
+
+    def _round(self, todo: list[SinkRecord], single: bool, total: WriteResult, attempts: dict[str, int],
+               done: set[str], errors: dict[str, ConnectorError]) -> tuple[bool, bool]:  # fmt: skip
+        """One write of ``todo`` (one call, or one call per record): whether the target answered, and whether
+        a call raised (a failure of the call, not a verdict on its records). A round of single calls stops at the first retryable failure
+        while the target counts as unreachable, or after ``ISOLATION_PROBES`` of them with no answer (the
+        others are not tried: no attempt counted)."""
+        answered = raised = False
+        failed = 0
+        for recs in ([r] for r in todo) if single else (todo,):
+            try:
+                res, err = self._timed_write(recs), None
+            except Exception as exc:  # noqa: BLE001 - classified; fatal stops the task
+                res, err = None, classify(exc)
+                if err.error_class == "fatal":
+                    raise err from (None if err is exc else exc)
+                raised = True
+            if self._account(recs, res, err, total, attempts, done, errors):
+                answered = True
+            elif single and not answered:
+                failed += 1
+                if self._down is not None or failed >= ISOLATION_PROBES:
+                    break
+        return answered, raised
+
+    @staticmethod
+    def _account(recs: list[SinkRecord], res: WriteResult | None, err: ConnectorError | None, total: WriteResult,
+                 attempts: dict[str, int], done: set[str], errors: dict[str, ConnectorError]) -> bool:  # fmt: skip
+        """Add one call's outcome to the round's; whether the target answered it (not only retryable errors)."""
+        for r in recs:
+            attempts[r.effect_id] = attempts.get(r.effect_id, 0) + 1
+        if res is None:
+            if err is not None:
+                errors.update((r.effect_id, err) for r in recs)
+            return False
+        total.applied += res.applied
+        total.duplicates += res.duplicates
+        errors.update(res.failed)
+        ok = [r.effect_id for r in recs if r.effect_id not in res.failed]
+        done.update(ok)
+        applied = total.applied_ids if total.applied_ids is not None else set()
+        if res.applied_ids is not None:
+            applied.update(res.applied_ids)
+        elif res.duplicates == 0:
+            applied.update(ok)
+        return bool(ok) or any(e.error_class != "retryable" for e in res.failed.values())
+
+    def _backoff(self, batch: _Batch, delay: float, err: ConnectorError,
+                 on_retry: Callable[[ConnectorError, int, float], None]) -> None:  # fmt: skip
+        """Wait ``delay`` before the next round, unless the batch is given up meanwhile (``Abandoned``)."""
+        on_retry(err, 0, delay)
+        if batch.cancel.wait(delay):
+            raise Abandoned(
+                f"sink {self.name}: a batch of {len(batch.records)} record(s) given up while retried"
+            )
+
+    def _set_down(self, err: ConnectorError, waiting: int) -> None:
+        self._down = (time.monotonic(), err)
+        self.stats.outages += 1
+        metrics.SINK_PAUSED.labels(self.name).set(1)
+        log.warning("sink %s: the target is unreachable (%s: %s): %d record(s) wait, partitions paused, retrying "
+                    "until it answers", self.name, err.reason, err, waiting)  # fmt: skip
+
+    def _clear_down(self, abandoned: bool = False) -> None:
+        down, self._down = self._down, None
+        metrics.SINK_PAUSED.labels(self.name).set(0)
+        if down is not None:
+            took = time.monotonic() - down[0]
+            if abandoned:
+                log.warning("sink %s: stopped waiting for the target after %.0f s: the batch is given up "
+                            "uncommitted (rebalance or stop)", self.name, took)  # fmt: skip
+            else:
+                log.warning("sink %s: the target answers again after %.0f s: resuming", self.name, took)
+
+    def _finish(self, cancel: bool = False) -> None:
+        """Wait for the write in flight, dead-letter its failures (acknowledged), then commit its offsets.
+        ``cancel``: a write still being retried is abandoned (``Abandoned``: nothing committed), and a batch
+        consumed while it waited is dropped (its records come again from the committed offsets)."""
+        if cancel and self._inflight is not None:
+            self._inflight.cancel.set()
+        try:
+            batch = self._await_inflight()
+        except Abandoned as exc:
+            batch = None
+            if self._pending is not None:
+                self._pending.cancel.set()
+            log.warning("%s; its records come again from the committed offsets", exc)
         if batch is not None:
             self._settle(batch)
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            if cancel or pending.cancel.is_set():
+                log.info("sink %s: %d consumed record(s) that waited are left uncommitted", self.name,
+                         len(pending.msgs))  # fmt: skip
+            else:
+                self._inflight = self._submit(pending)
+                self._finish()
+        self._release_hold()
 
     def _abandon_inflight(self) -> None:
         """After the previous batch could not be settled: let the write in flight end, but commit nothing
@@ -393,10 +799,14 @@ class SinkRunner(Task):
         idempotency key absorbs them)."""
         batch, self._inflight = self._inflight, None
         if batch is not None and batch.future is not None:
+            batch.cancel.set()  # a write still retrying a target that is down gives up (Abandoned)
             try:
                 batch.future.result()
             except Exception as exc:  # noqa: BLE001 - the first error is the one raised
                 log.warning("sink %s: the write in flight failed while abandoned: %s", self.name, exc)
+        self._pending = None  # a batch consumed while it waited: its records come again
+        if getattr(self, "_consumer", None) is not None:
+            self._release_hold()
 
     def _await_inflight(self) -> _Batch | None:
         """The batch in flight once its write has ended (its failures and result recorded), or None."""
@@ -411,7 +821,8 @@ class SinkRunner(Task):
             metrics.IDEMPOTENT_HITS.labels(self.name).inc(result.duplicates)
             if result.failed:
                 by_id = {r.effect_id: r for r in batch.records}
-                batch.failures += [(by_id[effect_id], err, attempts) for effect_id, err in result.failed.items()]
+                batch.failures += [(by_id[effect_id], err, attempts.get(effect_id, 1))
+                                   for effect_id, err in result.failed.items()]  # fmt: skip
         return batch
 
     def _settle(self, batch: _Batch) -> None:
@@ -440,24 +851,6 @@ class SinkRunner(Task):
         else:
             return
         metrics.observe_end_to_end(self.name, done)
-
-    def _one_by_one(self, records: list[SinkRecord]) -> WriteResult:
-        total = WriteResult(applied_ids=set())
-        for r in records:
-            try:
-                res = call_with_retry(lambda r=r: self._timed_write([r]), self.policy,
-                                      on_retry=metrics.retry_counter(self.name))  # fmt: skip
-            except ConnectorError as exc:
-                if exc.error_class == "fatal":
-                    raise
-                total.failed[r.effect_id] = exc
-                continue
-            total.applied += res.applied
-            total.duplicates += res.duplicates
-            total.failed.update(res.failed)
-            if res.applied and r.effect_id not in res.failed:
-                total.applied_ids.add(r.effect_id)  # type: ignore[union-attr]
-        return total
 
     def _dead_letter(self, item: Any, err: ConnectorError, attempts: int) -> dict[str, Any]:
         if isinstance(item, SinkRecord):
@@ -502,7 +895,7 @@ class SinkRunner(Task):
                 if getattr(self, "_abandoned", False):
                     self._abandon_inflight()
                 else:
-                    self._finish()
+                    self._finish(cancel=True)
             except Exception as exc:  # closing matters more; the batch is re-delivered to the next owner
                 log.warning("sink %s: the batch in flight at close was not committed: %s", self.name, exc)
             consumer.close()

@@ -306,6 +306,13 @@ class HttpApiWriter(SinkWriter):
         """The ledger's next offsets: what the target has durably received and we recorded."""
         return self.ledger.committed_offsets()
 
+    def safe_positions(self) -> dict[tuple[str, int], tuple[int, str | None]]:
+        """The ledger's next offsets with the effect id of the record before each (checked before a seek)."""
+        return self.ledger.positions()
+
+    def forget_offsets(self, partitions: list[tuple[str, int]]) -> None:
+        self.ledger.forget_offsets(partitions)
+
     def _connection(self) -> psycopg.Connection[Any]:
         """The intent connection (autocommit: each intent statement is durable on return); reconnects."""
         if self._conn is None or self._conn.closed or self._conn.broken:

@@ -177,6 +177,12 @@ class PgTableWriter(SinkWriter):
     def safe_offsets(self) -> dict[tuple[str, int], int]:
         return self.ledger.committed_offsets()
 
+    def safe_positions(self) -> dict[tuple[str, int], tuple[int, str | None]]:
+        return self.ledger.positions()
+
+    def forget_offsets(self, partitions: list[tuple[str, int]]) -> None:
+        self.ledger.forget_offsets(partitions)
+
     def close(self) -> None:
         self.ledger.close()
 

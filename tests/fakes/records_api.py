@@ -81,6 +81,7 @@ class RecordsApi:
         self.id_prefix = id_prefix
         self.latency = 0.0  # seconds every request waits before it is answered
         self.rate_limit_per_second: float | None = None  # creates per second, burst of the same size
+        self.unavailable_until: float | None = None  # time.monotonic() until which every request gets 503
         self._state = _State()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -129,6 +130,10 @@ class RecordsApi:
         """The next ``n`` POSTs get ``status`` (with Retry-After if given) and create nothing."""
         with self._state.lock:
             self._state.failures.append(_Failure(status, n, retry_after))
+
+    def unavailable_for(self, seconds: float) -> None:
+        """Every request (create and lookup) answers 503 without Retry-After for the next ``seconds``."""
+        self.unavailable_until = time.monotonic() + seconds
 
     def create_directly(self, body: dict[str, Any]) -> dict[str, Any]:
         """Create an object as if a request had done it (e.g. by a process that then crashed)."""
@@ -214,6 +219,8 @@ class RecordsApi:
             now = time.monotonic()
             if parts.path == "/__admin/creates" and method == "GET":
                 status, extra, doc = 200, {}, {"creates": [dict(o) for o in self._state.objects]}
+            elif self.unavailable_until is not None and now < self.unavailable_until:
+                status, extra, doc = 503, {}, _error("unavailable", "down for maintenance")
             elif parts.path != self.path:
                 status, extra, doc = 404, {}, _error("not_found", f"no route {parts.path}")
             elif self.token is not None and headers.get("authorization") != f"Bearer {self.token}":
