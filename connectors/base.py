@@ -30,6 +30,7 @@ from bizbus.components import Component
 log = logging.getLogger(__name__)
 
 TASK_STATE = metrics.TASK_RUNNING
+_RESTART_LOCK = threading.Lock()  # one restart at a time in a process (they are rare, operator-driven)
 
 
 @dataclass(frozen=True)
@@ -175,6 +176,23 @@ class Connector(Component):
             rt.stop()
         for rt in self.runtimes:
             rt.join(timeout)
+
+    def restart_tasks(self, timeout: float = 30.0) -> None:
+        """Stop the tasks with drain, close them, build and set up new ones from the same specs, start them
+        (``POST /connectors/NAME/restart``). The connector's own ``run`` loop keeps watching the new ones."""
+        with _RESTART_LOCK:
+            old = list(getattr(self, "runtimes", []))
+            self.stop_tasks(timeout)
+            Connector.close(self)  # the tasks only: a subclass's close() also closes what setup() opened
+            fresh: list[TaskRuntime] = []
+            for rt in old:
+                task = self.create_task(rt.spec)
+                task.setup()
+                fresh.append(TaskRuntime(self.name, rt.spec, task))
+            self.runtimes = fresh
+            for rt in fresh:
+                rt.start()
+            log.info("connector %s: %d task(s) restarted", self.name, len(fresh))
 
     def states(self) -> dict[int, str]:
         return {rt.spec.task_id: rt.state for rt in getattr(self, "runtimes", [])}

@@ -126,6 +126,10 @@ class WebhookHandler(ABC):
         """``Accepted`` to store deliveries; a bare ``HttpResponse`` for handshakes (nothing stored);
         raise ``WebhookRejected`` to refuse."""
 
+    def precheck(self, method: str, subpath: str, query: Mapping[str, str], headers: Mapping[str, str]) -> None:
+        """Refuse a request from its head alone, before its body is read (raise ``WebhookRejected``): a
+        missing signature header, a bad or stale query signature. Default: nothing to check."""
+
 
 @dataclass(frozen=True)
 class InboxRow:
@@ -728,6 +732,8 @@ class InboxConfig(BaseModel):
     batch_size: int = Field(default=200, ge=1, le=10_000, description="inbox rows converted per batch")
     poll_interval_seconds: float = Field(default=300, ge=0.1, le=86_400,
                                          description="how often the backfill poll runs (if the connector has one)")  # fmt: skip
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024,
+                                description="largest webhook body accepted (larger: 413, refused before it is read)")  # fmt: skip
 
     _dsn = field_validator("state_dsn")(no_password)
 
@@ -832,6 +838,22 @@ class InboxConnector(Connector):
             return self._stored(outcome, added)
         finally:
             WEBHOOK_SECONDS.labels(self.name).observe(time.perf_counter() - started)
+
+    def webhook_gate(self, method: str, subpath: str, query: Mapping[str, str],
+                     headers: Mapping[str, str]) -> tuple[int, HttpResponse | None]:  # fmt: skip
+        """Before the body is read: the largest body accepted and, when the handler's ``precheck`` refuses
+        the request from its head, the answer (counted and logged like any rejection)."""
+        limit = int(getattr(self.config, "max_body_bytes", 1024 * 1024))
+        handler = getattr(self, "_webhook", None)
+        if handler is None:
+            return limit, _json(404, {"error": f"connector {self.name} takes no webhooks"})
+        try:
+            handler.precheck(method, subpath, query, headers)
+        except WebhookRejected as exc:
+            WEBHOOK_REQUESTS.labels(self.name, exc.reason).inc()
+            log.warning("webhook %s: %d %s (before the body): %s", self.name, exc.status, exc.reason, exc.message)
+            return limit, _json(exc.status, {"error": exc.message})
+        return limit, None
 
     def _screen(self, request: HttpRequest, dead_letters: bool = True) -> Accepted | HttpResponse | _Rejected:
         """The handler's verdict: deliveries to store, an answer (handshake, rejection), or with

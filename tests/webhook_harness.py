@@ -28,7 +28,8 @@ from prometheus_client import REGISTRY
 
 from bizbus.catalogue import apply, load_catalogue
 from bizbus.components import COMPONENT_TYPES, RuntimeContext
-from bizbus.runner import ComponentThread, Health, serve_http, stop_components
+from bizbus.httpserver import serve_http
+from bizbus.runner import ComponentThread, Health, stop_components
 from bizbus.serde import AvroSerde
 from bizbus.settings import Settings, load_settings
 

@@ -20,7 +20,8 @@ from bizbus import lineage
 from bizbus.catalogue import Catalogue, TopicSpec
 from bizbus.components import COMPONENT_TYPES, RuntimeContext
 from bizbus.errors import ConfigError
-from bizbus.runner import ComponentThread, Health, serve_http
+from bizbus.httpserver import serve_http
+from bizbus.runner import ComponentThread, Health
 from bizbus.serde import AvroSerde
 from bizbus.settings import load_settings
 
