@@ -26,12 +26,15 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import errno
 import hmac
 import json
 import logging
+import os
 import resource
 import socket
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -256,6 +259,7 @@ class HttpServer:
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
         _check_fd_limit(self.limits.max_connections * len(self._socks))
+        self._fds = FdWatch()
 
     def start(self) -> HttpServer:
         self._thread = threading.Thread(target=self._run, name="http", daemon=True)
@@ -282,9 +286,14 @@ class HttpServer:
         handlers = {"public": self._public, "admin": self._admin}
         for name, sock in self._socks.items():
             server = _Server(handlers[name], name, self.limits)
-            listening = await loop.create_server(_limited(server, self.limits.max_connections), sock=sock,
-                                                 backlog=BACKLOG)  # fmt: skip
+            listening = await loop.create_server(_limited(server, self.limits.max_connections, self._fds),
+                                                 sock=sock, backlog=BACKLOG)  # fmt: skip
             self._servers.append((server, listening))
+        self._fd_task = loop.create_task(self._fds.watch())
+
+    def connections(self, listener: str = "public") -> int:
+        """Open connections of a listener (for tests and diagnostics)."""
+        return next((len(srv.connections) for srv, _ in self._servers if getattr(srv, "listener", "") == listener), 0)
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Stop accepting, close the open connections (a request being answered is cancelled), stop."""
@@ -305,6 +314,8 @@ class HttpServer:
             sock.close()
 
     async def _stop(self) -> None:
+        if getattr(self, "_fd_task", None) is not None:
+            self._fd_task.cancel()
         for _, listening in self._servers:
             listening.close()
         for server, _ in self._servers:
@@ -387,9 +398,9 @@ class HttpServer:
                 checks = await self._blocking(self.app.checks)
                 ready = all(v == "ok" for v in checks.values())
                 answer: dict[str, Any] = {"ready": ready, "checks": checks}
-                paused = getattr(self.app, "paused", None)
-                if paused is not None:
-                    answer["paused"] = await self._blocking(paused)  # shown, not a failure (see README)
+                paused = await self._blocking(self.app.paused) if hasattr(self.app, "paused") else None
+                if paused:
+                    answer["paused"] = paused  # shown, not a failure (see README)
                 return web.Response(status=200 if ready else 503, body=json.dumps(answer).encode(),
                                     headers={"Content-Type": JSON})  # fmt: skip
             if path == "/connectors":
@@ -423,13 +434,49 @@ class HttpServer:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
 
-def _limited(server: web.Server, limit: int) -> Callable[[], asyncio.Protocol]:
-    """The protocol factory: aiohttp's handler while fewer than ``limit`` connections are open, else 503."""
+class FdWatch:
+    """Counts the process's open file descriptors once a second (``/proc/self/fd``). Near the limit new
+    connections get 503 while that still works; at the limit ``accept()`` fails, which uvloop (libuv) does
+    not report: this says so in a log line (every 30 s while it lasts) and in ``bizbus_http_refused_total``."""
+
+    HEADROOM = 64  # descriptors kept free for Kafka, PostgreSQL, log files and the 503 itself
+
+    def __init__(self) -> None:
+        self.limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        self.short = False
+        self._logged = 0.0
+
+    def check(self) -> None:
+        try:
+            used = len(os.listdir("/proc/self/fd"))
+        except OSError as exc:
+            if exc.errno not in (errno.EMFILE, errno.ENFILE):
+                return  # not Linux: no count, no early 503 (accept failures still show as resets)
+            used = self.limit  # listing needs a descriptor too
+        self.short = used >= self.limit - self.HEADROOM
+        now = time.monotonic()
+        if self.short and now - self._logged >= 30:
+            self._logged = now
+            log.error("http: %d of %d file descriptors in use: new connections get 503 and, at the limit, are "
+                      "reset; raise `ulimit -n` (LimitNOFILE, the container's nofile) or lower "
+                      "BIZBUS_HTTP_MAX_CONNECTIONS", used, self.limit)  # fmt: skip
+        if used >= self.limit - 2:
+            REFUSED.labels("all", "out_of_file_descriptors").inc()
+
+    async def watch(self) -> None:
+        while True:
+            self.check()
+            await asyncio.sleep(1.0)
+
+
+def _limited(server: web.Server, limit: int, fds: FdWatch) -> Callable[[], asyncio.Protocol]:
+    """The protocol factory: aiohttp's handler while fewer than ``limit`` connections are open (and file
+    descriptors are not running out), else 503."""
     listener = getattr(server, "listener", "public")
 
     def factory() -> asyncio.Protocol:
-        if len(server.connections) >= limit:
-            REFUSED.labels(listener, "connection_limit").inc()
+        if len(server.connections) >= limit or fds.short:
+            REFUSED.labels(listener, "connection_limit" if not fds.short else "out_of_file_descriptors").inc()
             return _Full()
         return server()
 
@@ -446,7 +493,7 @@ def _bind(host: str, port: int, variable: str) -> socket.socket:
 def _loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
     """Failures the loop cannot hand to a request, e.g. ``accept()`` out of file descriptors: logged, loud."""
     exc = context.get("exception")
-    if isinstance(exc, OSError) and exc.errno in (24, 23):  # EMFILE, ENFILE
+    if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
         log.error("http: cannot accept connections: out of file descriptors (limit %d, `ulimit -n`); lower "
                   "BIZBUS_HTTP_MAX_CONNECTIONS or raise the limit: %s", soft, exc)  # fmt: skip
