@@ -89,7 +89,7 @@ class Settings(BaseSettings):
     registry_port: int = Field(default=8081, ge=1, le=65535, description="embedded registry listen port")
 
     # -- this process ------------------------------------------------------------------------------
-    http_host: str = Field(default="127.0.0.1", description="host of bizbus's own HTTP server")
+    http_host: str = Field(default="127.0.0.1", description="host of the public listener (webhooks, /healthz)")
     http_port: int = Field(default=8088, ge=0, le=65535,
                            description="port of the public listener: /webhooks/... and /healthz (0: any free port)")  # fmt: skip
     http_header_timeout: float = Field(default=10.0, gt=0, le=600,

@@ -732,7 +732,7 @@ class InboxConfig(BaseModel):
     batch_size: int = Field(default=200, ge=1, le=10_000, description="inbox rows converted per batch")
     poll_interval_seconds: float = Field(default=300, ge=0.1, le=86_400,
                                          description="how often the backfill poll runs (if the connector has one)")  # fmt: skip
-    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024,
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024,
                                 description="largest webhook body accepted (larger: 413, refused before it is read)")  # fmt: skip
 
     _dsn = field_validator("state_dsn")(no_password)
@@ -843,7 +843,7 @@ class InboxConnector(Connector):
                      headers: Mapping[str, str]) -> tuple[int, HttpResponse | None]:  # fmt: skip
         """Before the body is read: the largest body accepted and, when the handler's ``precheck`` refuses
         the request from its head, the answer (counted and logged like any rejection)."""
-        limit = int(getattr(self.config, "max_body_bytes", 1024 * 1024))
+        limit = int(getattr(self.config, "max_body_bytes", 4 * 1024 * 1024))
         handler = getattr(self, "_webhook", None)
         if handler is None:
             return limit, _json(404, {"error": f"connector {self.name} takes no webhooks"})
