@@ -847,11 +847,13 @@ class InboxConnector(Connector):
         handler = getattr(self, "_webhook", None)
         if handler is None:
             return limit, _json(404, {"error": f"connector {self.name} takes no webhooks"})
+        started = time.perf_counter()
         try:
             handler.precheck(method, subpath, query, headers)
         except WebhookRejected as exc:
             WEBHOOK_REQUESTS.labels(self.name, exc.reason).inc()
             log.warning("webhook %s: %d %s (before the body): %s", self.name, exc.status, exc.reason, exc.message)
+            WEBHOOK_SECONDS.labels(self.name).observe(time.perf_counter() - started)  # every answer is timed
             return limit, _json(exc.status, {"error": exc.message})
         return limit, None
 
