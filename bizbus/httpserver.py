@@ -140,6 +140,12 @@ async def read_body(request: web.BaseRequest, max_body: int, timeout: float) -> 
         raise Refused(413, "body_too_large", f"body of {length} bytes is larger than {max_body} for this endpoint")
     if not request.body_exists:
         return b""
+    content = request.content
+    if content.is_eof():  # the whole body came with the head (the usual webhook): no wait, no timer
+        body = content.read_nowait(-1)
+        if len(body) > max_body:
+            raise Refused(413, "body_too_large", f"body larger than {max_body} bytes for this endpoint")
+        return body
     if request.headers.get("Expect", "").lower() == "100-continue":
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # the client waits for this
     parts: list[bytes] = []
@@ -166,13 +172,16 @@ class _Protocol(RequestHandler):
         self._head_count = 0
 
     def data_received(self, data: bytes) -> None:
-        if self._head_timer is None and data and self._current_request is None:
-            self._head_count = self._request_count  # bytes while no request is being handled: a head begins
-            self._head_timer = self._loop.call_later(self.header_timeout, self._head_expired)
+        idle = self._current_request is None and not self._messages
+        before = self._request_count
         super().data_received(data)
-        if self._head_timer is not None and self._request_count != self._head_count:
-            self._head_timer.cancel()  # the head is complete
-            self._head_timer = None
+        if self._head_timer is not None:
+            if self._request_count != self._head_count:
+                self._head_timer.cancel()  # the head is complete
+                self._head_timer = None
+        elif idle and data and self._request_count == before:  # a head began and is not complete yet
+            self._head_count = before  # (a head that arrives whole, the usual case, costs no timer)
+            self._head_timer = self._loop.call_later(self.header_timeout, self._head_expired)
 
     def _head_expired(self) -> None:
         self._head_timer = None
