@@ -354,10 +354,13 @@ class HttpServer:
 
     async def _webhook(self, request: web.BaseRequest, name: str, subpath: str, qs: str) -> web.StreamResponse:
         query = dict(parse_qsl(qs, keep_blank_values=True))
-        headers: dict[str, str] = {}
-        for key, value in request.headers.items():
-            k = key.lower()
-            headers[k] = f"{headers[k]}, {value}" if k in headers else value
+        items = request.headers.items()
+        headers = {k.lower(): v for k, v in items}
+        if len(headers) != len(items):  # a repeated header: its values joined by ", " (rare)
+            headers = {}
+            for key, value in items:
+                k = key.lower()
+                headers[k] = f"{headers[k]}, {value}" if k in headers else value
         max_body, refusal = self.limits.max_body, None
         gate = getattr(self.app, "webhook_gate", None)
         if gate is not None:
@@ -507,7 +510,7 @@ def _loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) ->
         log.error("http: cannot accept connections: out of file descriptors (limit %d, `ulimit -n`); lower "
                   "BIZBUS_HTTP_MAX_CONNECTIONS or raise the limit: %s", soft, exc)  # fmt: skip
         return
-    log.error("http: %s: %s", context.get("message", "event loop error"), exc or context)
+    log.error("http: %s", context.get("message", "event loop error"), exc_info=exc)
 
 
 def _check_fd_limit(connections: int) -> None:
