@@ -202,9 +202,10 @@ class Health:
                 log.error("%s of %s not stored: %s", action, name, exc)
                 return 503, {"error": f"the {action} could not be stored in PostgreSQL (BIZBUS_STATE_DSN), "
                                       f"nothing changed: {type(exc).__name__}: {str(exc).strip()[:200]}"}  # fmt: skip
-        fn()
-        if action == "restart" and watcher is not None and name in watcher.paused:
-            comp.component.pause()  # type: ignore[attr-defined]  # the new tasks stay paused
+        if action == "restart" and watcher is not None:
+            fn(paused=name in watcher.paused)  # the new tasks start paused if the connector is
+        else:
+            fn()
         log.info("connector %s: %s (%s)", name, action, by)
         return 202, answer
 

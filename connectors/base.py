@@ -177,11 +177,14 @@ class Connector(Component):
         for rt in self.runtimes:
             rt.join(timeout)
 
-    def restart_tasks(self, timeout: float = 30.0) -> None:
+    def restart_tasks(self, timeout: float = 30.0, paused: bool | None = None) -> None:
         """Stop the tasks with drain, close them, build and set up new ones from the same specs, start them
-        (``POST /connectors/NAME/restart``). The connector's own ``run`` loop keeps watching the new ones."""
+        (``POST /connectors/NAME/restart``). The connector's own ``run`` loop keeps watching the new ones.
+        ``paused``: whether the new tasks start paused (None: as the old ones were)."""
         with _RESTART_LOCK:
             old = list(getattr(self, "runtimes", []))
+            if paused is None:
+                paused = any(rt.state == "paused" for rt in old)
             self.stop_tasks(timeout)
             Connector.close(self)  # the tasks only: a subclass's close() also closes what setup() opened
             fresh: list[TaskRuntime] = []
@@ -191,6 +194,8 @@ class Connector(Component):
                 fresh.append(TaskRuntime(self.name, rt.spec, task))
             self.runtimes = fresh
             for rt in fresh:
+                if paused:
+                    rt.pause()  # before start: a paused connector's new tasks never take a batch
                 rt.start()
             log.info("connector %s: %d task(s) restarted", self.name, len(fresh))
 
