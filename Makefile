@@ -32,7 +32,7 @@ tools:
 	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive \
 	    apt-get install -y -qq --no-install-recommends prometheus; fi
 
-# a local Prometheus on :9090 scraping `make run` (127.0.0.1:8088) with the alert rules; Ctrl-C stops it
+# a local Prometheus on :9090 scraping `make run` (the admin listener, 127.0.0.1:8089) with the alert rules; Ctrl-C stops it
 prometheus: tools
 	@mkdir -p .bizbus/prometheus
 	prometheus --config.file=deploy/prometheus/local.yml --storage.tsdb.path=.bizbus/prometheus \

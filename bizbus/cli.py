@@ -90,7 +90,9 @@ def up(pipeline: PipelineOpt = None, topics: TopicsOpt = None) -> None:
 
     Starts the embedded Kafka broker (unless KAFKA_BOOTSTRAP_SERVERS is set) and the embedded schema
     registry (unless SCHEMA_REGISTRY_URL is set), creates the catalogue's topics, registers the schemas,
-    runs the pipeline's connectors and flows, and serves /healthz, /readyz and /metrics. Ctrl-C stops
+    runs the pipeline's connectors and flows, and serves the webhooks and /healthz on BIZBUS_HTTP_PORT,
+    /readyz, /metrics and /connectors on the admin listener (BIZBUS_ADMIN_HOST:BIZBUS_ADMIN_PORT,
+    127.0.0.1:8089). Without BIZBUS_ADMIN_TOKEN it writes a token into .bizbus/admin.token. Ctrl-C stops
     every child process.
     """
     from bizbus.pipeline import load_pipeline
@@ -114,8 +116,10 @@ def worker(
     """Run the pipeline's connectors against a running broker and registry, without starting them.
 
     Start several workers with the same pipeline to spread the work: sink tasks share a consumer group,
-    source shards are leased (a standby takes over when a worker dies). Pause and resume a connector
-    with POST /connectors/NAME/pause and /resume on the worker's HTTP port (BIZBUS_HTTP_PORT; 0 = any).
+    source shards are leased (a standby takes over when a worker dies). Pause, resume or restart a
+    connector with POST /connectors/NAME/pause, /resume or /restart on the admin listener
+    (BIZBUS_ADMIN_PORT; 0 = any) with ``Authorization: Bearer`` BIZBUS_ADMIN_TOKEN; a pause is stored in
+    PostgreSQL (BIZBUS_STATE_DSN) and applies to every worker of the connector.
     """
     from bizbus.pipeline import load_pipeline
     from bizbus.runner import worker as run_worker
@@ -138,8 +142,8 @@ def flows_run(
     """Run ONE Faust worker in the foreground with the agents of the pipeline's flows, until Ctrl-C.
 
     Needs a running broker and registry (KAFKA_BOOTSTRAP_SERVERS, SCHEMA_REGISTRY_URL) with the catalogue's
-    topics. Start the same command on more machines to share the partitions. /metrics is served on
-    BIZBUS_HTTP_PORT (0: any free port).
+    topics. Start the same command on more machines to share the partitions. /metrics and /readyz are
+    served on the admin listener, BIZBUS_ADMIN_PORT (0: any free port).
     """
     from bizbus.pipeline import load_pipeline
     from bizbus.streams.app import run_worker

@@ -148,6 +148,12 @@ FLOW_EVENTS = Counter(
 )
 
 # -- webhooks and backfill ------------------------------------------------------------------------------
+HTTP_REFUSED = Counter(
+    "bizbus_http_refused_total",
+    "Connections and requests the HTTP server refused or closed early, by listener (public, admin) and reason "
+    "(connection_limit, header_timeout, body_timeout, body_too_large, bad_request, unauthorized)",
+    ["listener", "reason"],
+)
 WEBHOOK_REQUESTS = Counter(
     "bizbus_webhook_requests_total",
     "Webhook requests by outcome (accepted, duplicate, handshake, a rejection reason, error)",

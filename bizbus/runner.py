@@ -1,7 +1,9 @@
 """``bizbus up``: bring up the stack, bootstrap it, run the pipeline's components until Ctrl-C.
 
-Also serves bizbus's own HTTP endpoints: ``/healthz`` (the process is alive), ``/readyz`` (broker and
-registry reachable, every component running; the body says which is not) and ``/metrics``.
+Also serves bizbus's own HTTP endpoints (bizbus.httpserver): on the public listener the webhooks and
+``/healthz`` (the process is alive); on the admin listener ``/readyz`` (broker and registry reachable, every
+component running; the body says which is not, and which connector is paused), ``/metrics``, ``/connectors``
+and pause / resume / restart (bizbus.admin).
 """
 
 from __future__ import annotations
@@ -18,17 +20,20 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import psycopg
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from prometheus_client import REGISTRY, generate_latest
 
 from bizbus import metrics
+from bizbus.admin import admin_token, serve, watch_pauses
 from bizbus.catalogue import Catalogue
 from bizbus.components import Component, RuntimeContext
 from bizbus.connectors.inbox import HttpRequest, HttpResponse
 from bizbus.errors import BizbusError
 from bizbus.gcfreeze import FreezeAfterStart
-from bizbus.httpserver import HttpServer, serve_http
+from bizbus.httpserver import MAX_BODY, HttpServer
+from bizbus.pauses import PauseWatcher
 from bizbus.pipeline import Pipeline
 from bizbus.procs import ChildProcess, free_port
 from bizbus.serde import AvroSerde
@@ -67,6 +72,8 @@ class ComponentThread:
 
 class Health:
     """Readiness checks, cached for a second so a probing load balancer cannot hammer the broker."""
+
+    pause_watcher: PauseWatcher | None = None  # the stored pauses (bizbus.admin.watch_pauses); None: local only
 
     def __init__(self, settings: Settings, components: list[ComponentThread],
                  extra_checks: Callable[[], dict[str, str]] | None = None, registry: Any = None) -> None:  # fmt: skip
@@ -117,13 +124,36 @@ class Health:
         return result
 
     def connectors(self) -> dict[str, Any]:
-        """Each component's state and, for connectors, its tasks' states."""
+        """Each component's state and, for connectors, its tasks' states and whether it is paused."""
         out: dict[str, Any] = {}
+        paused = self.paused()
         for c in self.components:
             states = getattr(c.component, "states", None)
             out[c.name] = {"type": c.type_name, "state": c.state, "tasks": states() if states else {},
                            "problems": task_problems(c.component)}  # fmt: skip
+            if c.name in paused:
+                out[c.name]["paused"] = paused[c.name]
         return out
+
+    def paused(self) -> dict[str, str]:
+        """Paused connectors of this process ("paused since ... by ..."), as stored in PostgreSQL."""
+        watcher = self.pause_watcher
+        if watcher is None:
+            return {}
+        out = {name: p.describe() for name, p in watcher.paused.items()}
+        if watcher.error is not None:
+            out["(store)"] = f"unreachable, showing the last state read: {watcher.error}"
+        return out
+
+    def webhook_gate(self, name: str, method: str, subpath: str, query: Any,
+                     headers: Any) -> tuple[int, HttpResponse | None]:  # fmt: skip
+        """Before a webhook's body is read: its size limit and, if the connector refuses it from the head
+        alone (no such connector, no signature), the answer."""
+        comp = next((c for c in self.components if c.name == name), None)
+        if comp is None or getattr(comp.component, "webhook", None) is None:
+            return MAX_BODY, self.webhook(name, HttpRequest(method, subpath, query, headers, b""))  # the 404
+        gate = getattr(comp.component, "webhook_gate", None)
+        return gate(method, subpath, query, headers) if gate is not None else (MAX_BODY, None)
 
     def webhook(self, name: str, request: HttpRequest) -> HttpResponse:
         """Hand a request to ``/webhooks/NAME`` to the component that takes that vendor's webhooks."""
@@ -152,18 +182,38 @@ class Health:
             log.exception("webhook %s failed: %s", name, exc)
             return HttpResponse(500, b'{"error":"internal error, retry later"}')
 
-    def control(self, name: str, action: str) -> tuple[int, dict[str, Any]]:
-        """Pause or resume a connector's tasks (they keep their group membership and leases)."""
+    def control(self, name: str, action: str, by: str = "admin API") -> tuple[int, dict[str, Any]]:
+        """Pause or resume a connector's tasks (they keep their group membership and leases), or restart
+        them. A pause is stored first (bizbus.pauses): every worker of the connector applies it, also after
+        a restart; when it cannot be stored nothing changes (503)."""
         comp = next((c for c in self.components if c.name == name), None)
         if comp is None:
             return 404, {
                 "error": f"no component {name!r}; known: {', '.join(c.name for c in self.components)}"
             }
-        fn = getattr(comp.component, action, None)
+        fn = getattr(comp.component, "restart_tasks" if action == "restart" else action, None)
         if fn is None:
             return 409, {"error": f"{name} ({comp.type_name}) cannot {action}"}
-        fn()
-        return 202, {"component": name, "requested": action}
+        watcher = self.pause_watcher
+        answer: dict[str, Any] = {"component": name, "requested": action}
+        if watcher is not None and action in ("pause", "resume"):
+            try:
+                if action == "pause":
+                    watcher.paused[name] = watcher.store.pause(name, by)
+                    answer["paused"] = watcher.paused[name].describe()
+                else:
+                    watcher.store.resume(name)
+                    watcher.paused.pop(name, None)
+            except psycopg.Error as exc:
+                log.error("%s of %s not stored: %s", action, name, exc)
+                return 503, {"error": f"the {action} could not be stored in PostgreSQL (BIZBUS_STATE_DSN), "
+                                      f"nothing changed: {type(exc).__name__}: {str(exc).strip()[:200]}"}  # fmt: skip
+        if action == "restart" and watcher is not None:
+            fn(paused=name in watcher.paused)  # the new tasks start paused if the connector is
+        else:
+            fn()
+        log.info("connector %s: %s (%s)", name, action, by)
+        return 202, answer
 
 
 def task_problems(component: Component) -> dict[int, str]:
@@ -223,6 +273,7 @@ def up(
     stack = Stack(settings)
     threads: list[ComponentThread] = []
     server: HttpServer | None = None
+    pauses: PauseWatcher | None = None
     flows: ChildProcess | None = None
     try:
         stack.start(progress=echo)
@@ -234,7 +285,8 @@ def up(
         children = {"flows": f"http://127.0.0.1:{flows_port}"} if flows is not None else {}
         health = Health(settings, threads, child_checks(children), metrics.MergedRegistry(
             lambda: {name: f"{url}/metrics" for name, url in children.items()}))  # fmt: skip
-        server = serve_http(settings.http_host, settings.http_port, health)
+        pauses = watch_pauses(settings, threads, health)
+        server = serve(settings, health, admin_token(settings, generate=True, echo=echo))
         freezer = FreezeAfterStart()
         freezer.start()
         for t in threads:
@@ -242,7 +294,7 @@ def up(
         flows_retry = 0.0
         if flows is not None:
             flows.start()
-        echo(banner(settings, stack, pipeline, server.server_address[1]))
+        echo(banner(settings, stack, pipeline, server))
         restarts = RestartBudget(settings.broker_restarts, RESTART_WINDOW)
         while not stop.wait(0.5):
             freezer.tick()
@@ -275,6 +327,8 @@ def up(
     finally:
         if flows is not None:
             flows.stop(30)
+        if pauses is not None:
+            pauses.stop()
         stop_components(threads, stop, server, old)
         stack.stop()
         echo("bizbus stopped; every child process has exited.")
@@ -353,12 +407,13 @@ def child_checks(children: dict[str, str]) -> Callable[[], dict[str, str]]:
 
 def flows_process(settings: Settings, pipeline: Pipeline, http_port: int = 0) -> ChildProcess | None:
     """The Faust worker running the pipeline's enabled flows, as a child of ``bizbus up`` (None: no flows);
-    it serves /metrics and /readyz on 127.0.0.1:``http_port``, which ``up`` merges into its own."""
+    it serves /metrics and /readyz on its admin listener 127.0.0.1:``http_port``, which ``up`` merges into its own
+    (its public listener, only /healthz there, takes any free port on 127.0.0.1)."""
     if not any(c.type.kind == "flow" for c in pipeline.enabled()):
         return None
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-           "SCHEMA_REGISTRY_URL": settings.registry_url, "BIZBUS_HTTP_HOST": "127.0.0.1",
-           "BIZBUS_HTTP_PORT": str(http_port)}  # fmt: skip
+           "SCHEMA_REGISTRY_URL": settings.registry_url, "BIZBUS_HTTP_HOST": "127.0.0.1", "BIZBUS_HTTP_PORT": "0",
+           "BIZBUS_ADMIN_HOST": "127.0.0.1", "BIZBUS_ADMIN_PORT": str(http_port)}  # fmt: skip
     argv = [sys.executable, "-m", "bizbus.cli", "flows", "run", "--pipeline", str(pipeline.path)]
     return ChildProcess("flows", argv, settings.data_dir / "logs" / "flows.log", env)
 
@@ -374,6 +429,7 @@ def worker(settings: Settings, pipeline: Pipeline, catalogue: Catalogue, only: t
     old = _signals(stop, echo)
     threads: list[ComponentThread] = []
     server: HttpServer | None = None
+    pauses: PauseWatcher | None = None
     try:
         serde = AvroSerde(settings.registry_config())
         threads = start_components(pipeline, RuntimeContext(settings, catalogue, serde), stop, only)
@@ -382,13 +438,16 @@ def worker(settings: Settings, pipeline: Pipeline, catalogue: Catalogue, only: t
                 f"nothing to run: no enabled component{' named ' + ', '.join(only) if only else ''} in {pipeline.path}"
             )
             return 2
-        server = serve_http(settings.http_host, settings.http_port, Health(settings, threads))
+        health = Health(settings, threads)
+        pauses = watch_pauses(settings, threads, health)
+        server = serve(settings, health, admin_token(settings))
         freezer = FreezeAfterStart()
         freezer.start()
         for t in threads:
             t.thread.start()
         echo(f"bizbus worker: {', '.join(t.name for t in threads)} against {settings.bootstrap_servers}; "
-             f"http://{settings.http_host}:{server.server_address[1]}/connectors")  # fmt: skip
+             f"webhooks on http://{settings.http_host}:{server.server_address[1]}/webhooks/NAME, admin on "
+             f"http://{settings.admin_host}:{admin_port(server)}/connectors")  # fmt: skip
         while not stop.wait(0.5):
             freezer.tick()
             failed = [t for t in threads if t.error is not None]
@@ -397,10 +456,17 @@ def worker(settings: Settings, pipeline: Pipeline, catalogue: Catalogue, only: t
                 return 1
         return 0
     finally:
+        if pauses is not None:
+            pauses.stop()
         stop_components(threads, stop, server, old)
 
 
-def banner(settings: Settings, stack: Stack, pipeline: Pipeline, http_port: int) -> str:
+def admin_port(server: HttpServer) -> int:
+    return server.admin_address[1] if server.admin_address else server.server_address[1]
+
+
+def banner(settings: Settings, stack: Stack, pipeline: Pipeline, server: HttpServer) -> str:
+    http_port, admin = server.server_address[1], f"{settings.admin_host}:{admin_port(server)}"
     broker = f"{settings.bootstrap_servers} ({'embedded Tansu, in memory' if stack.broker else 'external'})"
     registry = f"{settings.registry_url} ({'embedded, ' + str(stack.registry.db_path) if stack.registry else 'external'})"
     comps = ", ".join(f"{c.name} ({c.type.name})" for c in pipeline.enabled()) or "none"
@@ -412,13 +478,14 @@ def banner(settings: Settings, stack: Stack, pipeline: Pipeline, http_port: int)
 bizbus is up — pipeline '{pipeline.name}' from {pipeline.path}
   Kafka broker     {broker}
   schema registry  {registry}
-  HTTP             http://{settings.http_host}:{http_port}/healthz  /readyz  /metrics
+  webhooks         http://{settings.http_host}:{http_port}/webhooks/NAME  /healthz
+  admin            http://{admin}/readyz  /metrics  /connectors (bearer token)
   components       {comps}
 
 Try next (in another terminal, with .venv/bin on PATH or via `.venv/bin/bizbus`):
   bizbus topics list                          the catalogue with live state
   bizbus tail {first_topic}        decoded records as they arrive
   curl -s http://{settings.registry_url.split("//", 1)[-1]}/subjects           subjects in the registry
-  curl -s http://{settings.http_host}:{http_port}/readyz
+  curl -s http://{admin}/readyz
 Ctrl-C stops everything.
 """

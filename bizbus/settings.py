@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bizbus.errors import ConfigError, format_validation_error
@@ -94,8 +94,27 @@ class Settings(BaseSettings):
     registry_port: int = Field(default=8081, ge=1, le=65535, description="embedded registry listen port")
 
     # -- this process ------------------------------------------------------------------------------
-    http_host: str = Field(default="127.0.0.1", description="host of bizbus's own HTTP server")
-    http_port: int = Field(default=8088, ge=0, le=65535, description="port of /healthz, /readyz, /metrics")
+    http_host: str = Field(default="127.0.0.1", description="host of the public listener (webhooks, /healthz)")
+    http_port: int = Field(default=8088, ge=0, le=65535,
+                           description="port of the public listener: /webhooks/... and /healthz (0: any free port)")  # fmt: skip
+    http_header_timeout: float = Field(default=10.0, gt=0, le=600,
+                                       description="seconds a client has to send a whole request head (line and headers)")  # fmt: skip
+    http_body_timeout: float = Field(default=30.0, gt=0, le=3600,
+                                     description="seconds a client has to send a whole request body")  # fmt: skip
+    http_idle_timeout: float = Field(default=75.0, gt=0, le=3600,
+                                     description="seconds an idle keep-alive connection is kept open")  # fmt: skip
+    http_max_connections: int = Field(default=1000, ge=1, le=1_000_000,
+                                      description="open connections per listener; beyond it a new one gets 503")  # fmt: skip
+    admin_host: str = Field(default="127.0.0.1",
+                            description="host of the admin listener (/metrics, /readyz, /connectors, pause/resume/restart)")  # fmt: skip
+    admin_port: int = Field(default=8089, ge=0, le=65535, description="port of the admin listener (0: any free port)")
+    admin_token: SecretStr | None = Field(
+        default=None, description="bearer token for /connectors and pause/resume/restart on the admin listener")
+    admin_token_file: str | None = Field(default=None, description="file holding the admin bearer token")
+    state_dsn: str = Field(
+        default="postgresql://postgres@127.0.0.1:5432/postgres",
+        description="PostgreSQL for bus-wide state such as connector pauses (no password: PGPASSWORD or ~/.pgpass)",
+    )
     data_dir: Path = Field(default=Path(".bizbus"), description="local state: registry store, logs, probe")
     pipeline_file: Path = Field(
         default=PROJECT_ROOT / "deploy" / "pipeline.yaml", description="which connectors and flows run"
@@ -116,6 +135,8 @@ class Settings(BaseSettings):
         "terminal)",
     )
 
+    _state_dsn = field_validator("state_dsn")(lambda v: no_password(v))
+
     @model_validator(mode="after")
     def _secret_files(self) -> Settings:
         if self.kafka_sasl_password_file and self.kafka_sasl_password is None:
@@ -124,6 +145,8 @@ class Settings(BaseSettings):
                 "kafka_sasl_password",
                 _read_secret_file(self.kafka_sasl_password_file, "the SASL password"),
             )
+        if self.admin_token_file and self.admin_token is None:
+            object.__setattr__(self, "admin_token", _read_secret_file(self.admin_token_file, "the admin token"))
         return self
 
     # -- derived -----------------------------------------------------------------------------------

@@ -65,6 +65,9 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
+_RESTART_LOCK = threading.Lock()  # one restart at a time in a process (they are rare)
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """One unit of work a connector hands to a task (Kafka Connect's ``taskConfigs`` entry)."""
@@ -303,12 +306,14 @@ class Connector(Component):
         for rt in self.runtimes:
             rt.join(timeout)
 
-    def restart_tasks(self, timeout: float = 60.0) -> None:
-        """Stop every task with drain, close it, then set up and start a new set (new clients and connections),
-        paused if the old set was. The connector itself stays (its webhook intake keeps answering). Used by an
-        operator's ``restart``; ``bizbus up`` after a lost broker uses ``halt_tasks`` and ``start_tasks``."""
-        self.halt_tasks(timeout)
-        self.start_tasks()
+    def restart_tasks(self, timeout: float = 30.0, paused: bool | None = None) -> None:
+        """Stop every task with drain, close it, then set up and start a new set (new clients and connections;
+        ``POST /connectors/NAME/restart``). The connector itself stays (its webhook intake keeps answering) and
+        its ``run`` loop watches the new tasks. ``paused``: whether the new tasks start paused (None: as the old
+        ones were). ``bizbus up`` after a lost broker uses ``halt_tasks`` and ``start_tasks`` around it."""
+        with _RESTART_LOCK:
+            self.halt_tasks(timeout)
+            self.start_tasks(paused)
 
     def halt_tasks(self, timeout: float = 60.0, drain: bool = True) -> None:
         """Stop and close every task; ``drain=False``: drop what is in flight (``Task.abandon``) instead of
@@ -334,9 +339,10 @@ class Connector(Component):
                 log.warning("closing task %s/%d: %s", self.name, rt.spec.task_id, exc)
         self.runtimes = []
 
-    def start_tasks(self) -> None:
-        """Set up and start a new set of tasks (paused if the set ``halt_tasks`` stopped was)."""
-        paused = getattr(self, "_restart_paused", False)
+    def start_tasks(self, paused: bool | None = None) -> None:
+        """Set up and start a new set of tasks; ``paused`` (None: as the set ``halt_tasks`` stopped was) pauses
+        them before they start, so a paused connector's new tasks never take a batch."""
+        paused = getattr(self, "_restart_paused", False) if paused is None else paused
         fresh: list[TaskRuntime] = []
         for spec in self.task_specs(self.max_tasks):
             task = self.create_task(spec)

@@ -129,6 +129,10 @@ class WebhookHandler(ABC):
         """``Accepted`` to store deliveries; a bare ``HttpResponse`` for handshakes (nothing stored);
         raise ``WebhookRejected`` to refuse."""
 
+    def precheck(self, method: str, subpath: str, query: Mapping[str, str], headers: Mapping[str, str]) -> None:
+        """Refuse a request from its head alone, before its body is read (raise ``WebhookRejected``): a
+        missing signature header, a bad or stale query signature. Default: nothing to check."""
+
 
 @dataclass(frozen=True)
 class InboxRow:
@@ -925,6 +929,8 @@ class InboxConfig(BaseModel):
                               " converter cannot handle: KeyError, OverflowError, RecursionError ...) before the row is"
                               " dead-lettered and the rows behind it flow on; the vendor being down or throttling is"
                               " waited out without this limit")  # fmt: skip
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024,
+                                description="largest webhook body accepted (larger: 413, refused before it is read)")  # fmt: skip
 
     _dsn = field_validator("state_dsn")(no_password)
 
@@ -974,14 +980,14 @@ class InboxConnector(Connector):
         self._dlq.setup()
         super().setup()
 
-    def start_tasks(self) -> None:
+    def start_tasks(self, paused: bool | None = None) -> None:
         """New tasks, and a new producer for the webhook's dead letters: after a replaced broker an idempotent
         producer of the old one never delivers again (its sequence numbers mean nothing to the new log)."""
         old, self._dlq = self._dlq, DeadLetterWriter(self.ctx.settings.kafka_config(), self.ctx.serde)
         self._dlq.setup()
         old.abandon()
         old.close()
-        super().start_tasks()
+        super().start_tasks(paused)
 
     def task_specs(self, max_tasks: int) -> list[TaskSpec]:
         specs = [TaskSpec(0, shard="inbox")]
@@ -1047,6 +1053,24 @@ class InboxConnector(Connector):
             return self._stored(outcome, added)
         finally:
             WEBHOOK_SECONDS.labels(self.name).observe(time.perf_counter() - started)
+
+    def webhook_gate(self, method: str, subpath: str, query: Mapping[str, str],
+                     headers: Mapping[str, str]) -> tuple[int, HttpResponse | None]:  # fmt: skip
+        """Before the body is read: the largest body accepted and, when the handler's ``precheck`` refuses
+        the request from its head, the answer (counted and logged like any rejection)."""
+        limit = int(getattr(self.config, "max_body_bytes", 4 * 1024 * 1024))
+        handler = getattr(self, "_webhook", None)
+        if handler is None:
+            return limit, _json(404, {"error": f"connector {self.name} takes no webhooks"})
+        started = time.perf_counter()
+        try:
+            handler.precheck(method, subpath, query, headers)
+        except WebhookRejected as exc:
+            WEBHOOK_REQUESTS.labels(self.name, exc.reason).inc()
+            log.warning("webhook %s: %d %s (before the body): %s", self.name, exc.status, exc.reason, exc.message)
+            WEBHOOK_SECONDS.labels(self.name).observe(time.perf_counter() - started)  # every answer is timed
+            return limit, _json(exc.status, {"error": exc.message})
+        return limit, None
 
     def _screen(self, request: HttpRequest, dead_letters: bool = True) -> Accepted | HttpResponse | _Rejected:
         """The handler's verdict: deliveries to store, an answer (handshake, rejection), or with

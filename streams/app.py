@@ -460,8 +460,9 @@ def run_worker(settings: Settings, pipeline: Pipeline, catalogue: Catalogue, onl
     from bizbus.streams import agents
     from confluent_kafka.admin import AdminClient
 
+    from bizbus.admin import admin_token, serve
     from bizbus.broker import wait_for_metadata
-    from bizbus.runner import Health, serve_http
+    from bizbus.runner import Health, admin_port
     from bizbus.serde import AvroSerde
 
     plan = plan_flows(pipeline, only)
@@ -472,11 +473,10 @@ def run_worker(settings: Settings, pipeline: Pipeline, catalogue: Catalogue, onl
     partitions = max(t.partitions for t in catalogue.topics)
     app = create_app(settings, plan, replication_factor=min(3, max(brokers, 1)), partitions=partitions)
     agents.register(app, plan, settings, catalogue, AvroSerde(settings.registry_config()))
-    server = serve_http(
-        settings.http_host, settings.http_port, Health(settings, [], lambda: worker_check(app))
-    )
+    server = serve(settings, Health(settings, [], lambda: worker_check(app)), admin_token(settings))
     echo(f"bizbus flows: {', '.join(plan.names)} as Faust app {plan.app_id} against {settings.bootstrap_servers}; "
-         f"http://{settings.http_host}:{server.server_address[1]}/healthz /readyz /metrics")  # fmt: skip
+         f"http://{settings.http_host}:{server.server_address[1]}/healthz, admin "
+         f"http://{settings.admin_host}:{admin_port(server)}/readyz /metrics")  # fmt: skip
     tune_gc(app)
     worker = faust.Worker(app, loglevel=settings.log_level.lower(), redirect_stdouts=False, quiet=True,
                           logging_config=logs.faust_logging_config(settings.log_level))  # fmt: skip

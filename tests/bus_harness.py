@@ -51,8 +51,11 @@ class BusProcess:
     def __init__(self, tmp: Path, pipeline: Path, env: dict[str, str] | None = None) -> None:
         self.tmp, self.pipeline = tmp, pipeline
         self.http_port = free_port()
+        self.admin_port = free_port()
+        self.token = "bus-admin-" + os.urandom(8).hex()
         self.env = {**os.environ, **(env or {}), "BIZBUS_BROKER_PORT": str(free_port()),
                     "BIZBUS_REGISTRY_PORT": str(free_port()), "BIZBUS_HTTP_PORT": str(self.http_port),
+                    "BIZBUS_ADMIN_PORT": str(self.admin_port), "BIZBUS_ADMIN_TOKEN": self.token,
                     "BIZBUS_DATA_DIR": str(tmp / "data"), "BIZBUS_PIPELINE_FILE": str(pipeline),
                     "BIZBUS_LOG_FORMAT": "text"}  # fmt: skip
         self.env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
@@ -71,7 +74,13 @@ class BusProcess:
 
     @property
     def url(self) -> str:
+        """The public listener (webhooks, /healthz)."""
         return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def admin_url(self) -> str:
+        """The admin listener (/metrics, /readyz, /connectors and pause/resume/restart with the token)."""
+        return f"http://127.0.0.1:{self.admin_port}"
 
     def start(self, timeout: float = 120) -> None:
         self.runs += 1
@@ -123,11 +132,11 @@ class BusProcess:
         os.kill(pid, signal.SIGKILL)
         return pid
 
-    def get(self, path: str, **kw: Any) -> httpx.Response:
-        return httpx.get(self.url + path, timeout=10, **kw)
+    def admin_get(self, path: str) -> httpx.Response:
+        return httpx.get(self.admin_url + path, timeout=10, headers={"Authorization": f"Bearer {self.token}"})
 
-    def post(self, path: str, **kw: Any) -> httpx.Response:
-        return httpx.post(self.url + path, timeout=10, **kw)
+    def admin_post(self, path: str) -> httpx.Response:
+        return httpx.post(self.admin_url + path, timeout=10, headers={"Authorization": f"Bearer {self.token}"})
 
 
 def wait_until(cond: Callable[[], bool], timeout: float, what: str, detail: Callable[[], str] = lambda: "") -> None:

@@ -1,6 +1,6 @@
 """A real Prometheus server for tests: scrapes given targets every second, optionally evaluates rule files.
 
-    with PrometheusServer(["127.0.0.1:8088"], rule_files=[ALERT_RULES_FILE], workdir=tmp_path) as prom:
+    with PrometheusServer(["127.0.0.1:8089"], rule_files=[ALERT_RULES_FILE], workdir=tmp_path) as prom:
         prom.wait_scraped(30)
         series = prom.query("sum by (component) (rate(bizbus_records_in_total[1m]))")
 

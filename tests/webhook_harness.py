@@ -28,7 +28,8 @@ from prometheus_client import REGISTRY
 
 from bizbus.catalogue import apply, load_catalogue
 from bizbus.components import COMPONENT_TYPES, RuntimeContext
-from bizbus.runner import ComponentThread, Health, serve_http, stop_components
+from bizbus.httpserver import Limits, serve_http
+from bizbus.runner import ComponentThread, Health, stop_components
 from bizbus.serde import AvroSerde
 from bizbus.settings import Settings, load_settings
 
@@ -42,6 +43,7 @@ class Rig:
     component: Any
     settings: Settings
     serde: AvroSerde
+    server: Any = None  # bizbus.httpserver.HttpServer (``admin_address``: the admin listener)
     health: Health | None = None  # what /readyz and /connectors of the rig's server answer from
 
     def events(self, topic: str, match: Callable[[dict[str, Any]], bool], expect: int = 0,
@@ -94,9 +96,9 @@ def read_topic(settings: Settings, serde: AvroSerde, topic: str, match: Callable
 
 @contextmanager
 def webhook_rig(embedded_broker: Any, registry: Any, type_name: str | type, config: dict[str, Any],
-                name: str | None = None) -> Iterator[Rig]:  # fmt: skip
+                name: str | None = None, limits: Limits | None = None, admin_token: str | None = None) -> Iterator[Rig]:  # fmt: skip
     """Build, set up and run connector ``type_name`` (a COMPONENT_TYPES name, or a connector class) with
-    ``config`` and serve its webhook endpoint."""
+    ``config`` and serve its webhook endpoint (and an admin listener on a free port)."""
     cls = COMPONENT_TYPES[type_name].load() if isinstance(type_name, str) else type_name
     type_name = type_name if isinstance(type_name, str) else cls.__name__.lower()
     name = name or f"{type_name}-{uuid.uuid4().hex[:8]}"
@@ -112,9 +114,10 @@ def webhook_rig(embedded_broker: Any, registry: Any, type_name: str | type, conf
     thread = ComponentThread(name, type_name, comp, stop)
     thread.thread.start()
     health = Health(settings, [thread])
-    server = serve_http("127.0.0.1", 0, health)
+    server = serve_http("127.0.0.1", 0, health, admin=("127.0.0.1", 0), limits=limits,
+                        admin_token=admin_token)  # fmt: skip
     try:
-        yield Rig(name, f"http://127.0.0.1:{server.server_address[1]}/webhooks/{name}", comp, settings, serde,
+        yield Rig(name, f"http://127.0.0.1:{server.server_address[1]}/webhooks/{name}", comp, settings, serde, server,
                   health)  # fmt: skip
     finally:
         server.shutdown()

@@ -413,6 +413,19 @@ class DingTalkHandler(WebhookHandler):
             raise ConfigError(f"dingtalk: {exc}") from None
         self.token, self.owner_keys, self.max_skew, self.clock = token, owner_keys, max_skew, clock
 
+    def precheck(self, method: str, subpath: str, query: Mapping[str, str], headers: Mapping[str, str]) -> None:
+        """Before the body is read: a POST with the query signature's parts and a fresh timestamp (the
+        signature itself covers the body's ``encrypt`` and is checked in ``handle``)."""
+        reject_unless(method == "POST", 405, "method", "DingTalk callbacks are POST requests")
+        sig, nonce = query.get("msg_signature") or query.get("signature"), query.get("nonce")
+        ts = query.get("timestamp") or query.get("timeStamp") or ""
+        reject_unless(bool(sig and ts and nonce), 401, "bad_signature", "no msg_signature, timestamp, nonce")
+        try:
+            skew = abs(self.clock() - timestamp_seconds(ts))
+        except ValueError:
+            skew = float("inf")
+        reject_unless(skew <= self.max_skew, 401, "stale", f"timestamp {ts[:20]} is too far from now (replayed?)")
+
     def handle(self, request: HttpRequest) -> Accepted | HttpResponse:
         reject_unless(request.method == "POST", 405, "method", "DingTalk callbacks are POST requests")
         body = parse_json_body(request.body)

@@ -56,7 +56,7 @@ class SampleEventsSource(Component):
         if not drain:
             self._producer.purge()
 
-    def start_tasks(self) -> None:
+    def start_tasks(self, paused: bool | None = None) -> None:
         """A new producer for the new broker (an idempotent producer of the old one never delivers again)."""
         self._producer = self._new_producer()
 

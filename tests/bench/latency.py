@@ -188,14 +188,16 @@ def run(ctx: BenchContext) -> list[BenchResult]:
     env = {SECRET_ENV: secret, TOKEN_ENV: "unused-token"}
     client_config = ctx.workdir / f"sink-client-{tag}.properties"
     client_config.write_text(SINK_CLIENT_CONFIG)
-    workers = [Worker(src, stack_of(ctx), pipeline, env={**env, "BIZBUS_HTTP_PORT": str(port)}),
+    admin = free_port()
+    workers = [Worker(src, stack_of(ctx), pipeline, env={**env, "BIZBUS_HTTP_PORT": str(port),
+                                                         "BIZBUS_ADMIN_PORT": str(admin)}),
                Worker(sink, stack_of(ctx), pipeline, env={**env, "BIZBUS_KAFKA_CLIENT_CONFIG_FILE": str(client_config)})]  # fmt: skip
     results: list[BenchResult] = []
     try:
         for w in workers:
             w.start()
         wait_until(
-            lambda: answers(f"http://127.0.0.1:{port}/readyz"), 60, "the jira worker's HTTP server", workers
+            lambda: answers(f"http://127.0.0.1:{admin}/readyz"), 60, "the jira worker's HTTP server", workers
         )
         url = f"http://127.0.0.1:{port}/webhooks/{src}"
         hook = Hooks(url, secret)

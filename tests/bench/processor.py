@@ -291,7 +291,7 @@ def write_pipeline(ctx: BenchContext, name: str) -> Path:
 
 def start_worker(ctx: BenchContext, pipeline: Path, name: str, i: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": ctx.bootstrap, "SCHEMA_REGISTRY_URL": ctx.registry_url,
-           "BIZBUS_HTTP_PORT": "0", "BIZBUS_DATA_DIR": str(ctx.workdir / f"data-{name}-{i}"),
+           "BIZBUS_HTTP_PORT": "0", "BIZBUS_ADMIN_PORT": "0", "BIZBUS_DATA_DIR": str(ctx.workdir / f"data-{name}-{i}"),
            "BIZBUS_LOG_LEVEL": "INFO"}  # fmt: skip
     log = open(ctx.workdir / f"{name}.worker{i}.log", "wb")  # noqa: SIM115 (owned by the child)
     cmd = [sys.executable, "-m", "bizbus.cli", "flows", "run", "--pipeline", str(pipeline)]

@@ -86,7 +86,7 @@ class SinkWorker(Worker):
 
     def start(self) -> None:
         self.port = free_port()
-        self.env = {**self.env, "BIZBUS_HTTP_PORT": str(self.port)}
+        self.env = {**self.env, "BIZBUS_ADMIN_PORT": str(self.port)}
         super().start()
 
     def check(self) -> None:

@@ -74,6 +74,7 @@ class Worker:
             "KAFKA_BOOTSTRAP_SERVERS": self.stack.bootstrap,
             "SCHEMA_REGISTRY_URL": self.stack.registry_url,
             "BIZBUS_HTTP_PORT": "0",
+            "BIZBUS_ADMIN_PORT": "0",
             "BIZBUS_DATA_DIR": str(self.stack.workdir / "data"),
             "BIZBUS_LOG_LEVEL": "INFO",
             **self.env,

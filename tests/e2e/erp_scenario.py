@@ -89,6 +89,7 @@ class Scenario:
     key: str = field(default_factory=lambda: "E" + "".join(random.choices(string.ascii_uppercase, k=5)))
     workers: dict[str, Worker] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
+    admin_ports: dict[str, int] = field(default_factory=dict)
 
     def name(self, role: str) -> str:
         """Connector names are unique per run: inboxes, cursors and leases live in the shared PostgreSQL."""
@@ -146,15 +147,16 @@ class Scenario:
     def start(self, pipeline: Path) -> None:
         env = {**os.environ, **SECRETS}
         for name in ("jira", "dingtalk", "erp"):
-            self.ports[name] = free_port()
+            self.ports[name], self.admin_ports[name] = free_port(), free_port()
             self.workers[name] = Worker(self.name(name), self.stack, pipeline,
-                                        env={**env, "BIZBUS_HTTP_PORT": str(self.ports[name])})  # fmt: skip
+                                        env={**env, "BIZBUS_HTTP_PORT": str(self.ports[name]),
+                                             "BIZBUS_ADMIN_PORT": str(self.admin_ports[name])})  # fmt: skip
         self.workers["flows"] = Worker("flows", self.stack, pipeline, env=env,
                                        command=["flows", "run", "--pipeline", str(pipeline)])  # fmt: skip
         for w in self.workers.values():
             w.start()
         for name in ("jira", "dingtalk"):
-            url = f"http://127.0.0.1:{self.ports[name]}/readyz"
+            url = f"http://127.0.0.1:{self.admin_ports[name]}/readyz"
             wait_for(lambda url=url: _answers(url), 60, f"{name} worker HTTP server", list(self.workers.values()))
 
     def stop(self) -> None:

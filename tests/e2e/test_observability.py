@@ -96,14 +96,16 @@ def test_every_dashboard_query_and_alert_signal_returns_series_from_real_traffic
         s.ports.update(jira=port, dingtalk=port, erp=port)
         path = _pipeline(s, schema, slot)
         budget_project = "B" + s.key[1:]
-        up = Worker("up", stack, path, env={**os.environ, **SECRETS, "BIZBUS_HTTP_PORT": str(port)},
+        admin = free_port()  # /readyz and /metrics (Prometheus scrapes the admin listener)
+        up = Worker("up", stack, path, env={**os.environ, **SECRETS, "BIZBUS_HTTP_PORT": str(port),
+                                            "BIZBUS_ADMIN_PORT": str(admin)},
                     command=["up", "--pipeline", str(path)])  # fmt: skip
         s.workers["up"] = up
         jira.throttle_next(2, retry_after=0.2)  # the backfill's first poll is answered 429 twice: retried
         try:
             up.start()
-            wait_for(lambda: _answers(f"http://127.0.0.1:{port}/readyz"), 90, "bizbus up's HTTP server", [up])
-            with PrometheusServer([f"127.0.0.1:{port}"], rule_files=[ALERT_RULES_FILE], workdir=tmp_path / "prom") as prom:
+            wait_for(lambda: _answers(f"http://127.0.0.1:{admin}/readyz"), 90, "bizbus up's HTTP server", [up])
+            with PrometheusServer([f"127.0.0.1:{admin}"], rule_files=[ALERT_RULES_FILE], workdir=tmp_path / "prom") as prom:
                 prom.wait_scraped(60)
                 story = s.run_story()
                 issue_id = story["worklogs"][0]["issueId"]
@@ -142,7 +144,7 @@ def test_every_dashboard_query_and_alert_signal_returns_series_from_real_traffic
                 assert prom.query('bizbus_flow_events_total{process="flows"}')
                 rules = prom.rules()
                 assert rules and all(r["health"] == "ok" for r in rules), rules
-                ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).json()
+                ready = httpx.get(f"http://127.0.0.1:{admin}/readyz", timeout=5).json()
                 assert ready["checks"].get("flows") == "ok", ready
         finally:
             s.stop()

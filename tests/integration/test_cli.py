@@ -92,8 +92,8 @@ def _alive(pid: int) -> bool:
 @pytest.fixture
 def bus(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[subprocess.Popen, dict[str, str], list[str]]]:
     env = {**os.environ, "BIZBUS_BROKER_PORT": str(free_port()), "BIZBUS_REGISTRY_PORT": str(free_port()),
-           "BIZBUS_HTTP_PORT": str(free_port()), "BIZBUS_DATA_DIR": str(tmp_path / "data"),
-           **getattr(request, "param", {})}  # fmt: skip
+           "BIZBUS_HTTP_PORT": str(free_port()), "BIZBUS_ADMIN_PORT": str(free_port()),
+           "BIZBUS_DATA_DIR": str(tmp_path / "data"), **getattr(request, "param", {})}  # fmt: skip
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
     env.pop("SCHEMA_REGISTRY_URL", None)
     proc = subprocess.Popen([*BIZBUS, "up"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
@@ -124,7 +124,7 @@ def test_up_runs_the_stack_and_ctrl_c_stops_every_child(bus) -> None:
     children = _children(proc.pid)
     assert len(children) == 2, f"expected broker and registry as children, got {children}"
 
-    ready = httpx.get(f"http://127.0.0.1:{env['BIZBUS_HTTP_PORT']}/readyz", timeout=10).json()
+    ready = httpx.get(f"http://127.0.0.1:{env['BIZBUS_ADMIN_PORT']}/readyz", timeout=10).json()
     assert ready == {"ready": True, "checks": {"broker": "ok", "registry": "ok", "component:demo-timesheets": "ok"}}
     subjects = httpx.get(f"http://127.0.0.1:{env['BIZBUS_REGISTRY_PORT']}/subjects", timeout=10).json()
     assert "bizbus.finance.voucher.v1-value" in subjects

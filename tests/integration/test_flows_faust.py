@@ -115,7 +115,7 @@ class FlowsWorker:
         self.starts += 1
         log = open(self.env.tmp / f"worker.{self.starts}.log", "wb")  # noqa: SIM115 (owned by the child)
         environ = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": self.env.bootstrap, "SCHEMA_REGISTRY_URL": self.env.registry_url,
-                   "BIZBUS_HTTP_PORT": "0", "BIZBUS_DATA_DIR": str(self.env.tmp / "data"), "BIZBUS_LOG_LEVEL": "INFO",
+                   "BIZBUS_HTTP_PORT": "0", "BIZBUS_ADMIN_PORT": "0", "BIZBUS_DATA_DIR": str(self.env.tmp / "data"), "BIZBUS_LOG_LEVEL": "INFO",
                    **extra_env}  # fmt: skip
         cmd = [sys.executable, "-m", "bizbus.cli", "flows", "run", "--pipeline", str(self.pipeline)]
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=environ, cwd=PROJECT_ROOT)

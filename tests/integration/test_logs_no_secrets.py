@@ -141,7 +141,7 @@ def test_worker_logs_json_without_token_or_rate(tmp_path: Path, ledger_schema: s
         del producer  # gone before the broker stops: no reconnect noise
 
         env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap, "SCHEMA_REGISTRY_URL": stack.registry_url,
-               "BIZBUS_HTTP_PORT": "0", "BIZBUS_DATA_DIR": str(tmp_path / "data"), "BIZBUS_LOG_LEVEL": "INFO",
+               "BIZBUS_HTTP_PORT": "0", "BIZBUS_ADMIN_PORT": "0", "BIZBUS_DATA_DIR": str(tmp_path / "data"), "BIZBUS_LOG_LEVEL": "INFO",
                "BIZBUS_LOG_FORMAT": "json", TOKEN_ENV: token}  # fmt: skip
         cmd = [sys.executable, "-m", "bizbus.cli", "worker", "--pipeline", str(pipeline), "--only", "hr-push"]
         out, err = tmp_path / "stdout", tmp_path / "stderr"

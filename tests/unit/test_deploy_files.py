@@ -337,20 +337,30 @@ def test_k8s_topic_catalogue_is_a_current_copy() -> None:
 
 
 def probe_problems(objects: list[dict[str, Any]]) -> list[str]:
-    """Liveness on /healthz, readiness on /readyz, both on the port bizbus serves (BIZBUS_HTTP_PORT)."""
+    """Liveness on /healthz on the public listener (BIZBUS_HTTP_PORT), readiness on /readyz on the admin
+    listener (BIZBUS_ADMIN_PORT, bound to the pod IP); no Service exposes the admin port."""
     env = {k: v for o in objects if o["kind"] == "ConfigMap" for k, v in o.get("data", {}).items()}
     http_port = int(env.get("BIZBUS_HTTP_PORT", "8088"))
+    admin_port = int(env.get("BIZBUS_ADMIN_PORT", "8089"))
     problems: list[str] = []
+    if env.get("BIZBUS_ADMIN_HOST", "127.0.0.1") in ("127.0.0.1", "localhost"):
+        problems.append("BIZBUS_ADMIN_HOST is loopback: the kubelet's readiness probe and Prometheus cannot reach it")
+    for svc in _named(objects, "Service").values():
+        for p in svc["spec"].get("ports", []):
+            if p.get("targetPort") in ("admin", admin_port) or p.get("port") == admin_port:
+                problems.append(f"Service/{svc['metadata']['name']}: exposes the admin listener")
     for dep in _named(objects, "Deployment").values():
         for c in _containers(dep):
             where = f"Deployment/{dep['metadata']['name']} container {c['name']}"
             ports = {p.get("name"): p["containerPort"] for p in c.get("ports", [])}
             if http_port not in ports.values():
                 problems.append(f"{where}: no containerPort {http_port} (BIZBUS_HTTP_PORT)")
-            for probe, path in (
-                ("livenessProbe", HEALTH),
-                ("readinessProbe", READY),
-                ("startupProbe", HEALTH),
+            if ports.get("admin") != admin_port:
+                problems.append(f"{where}: no containerPort admin {admin_port} (BIZBUS_ADMIN_PORT)")
+            for probe, path, want in (
+                ("livenessProbe", HEALTH, http_port),
+                ("readinessProbe", READY, admin_port),
+                ("startupProbe", HEALTH, http_port),
             ):
                 get = c.get(probe, {}).get("httpGet")
                 if get is None:
@@ -358,9 +368,9 @@ def probe_problems(objects: list[dict[str, Any]]) -> list[str]:
                         problems.append(f"{where}: no {probe} with httpGet")
                     continue
                 port = ports.get(get["port"]) if isinstance(get["port"], str) else get["port"]
-                if get.get("path") != path or port != http_port:
+                if get.get("path") != path or port != want:
                     problems.append(f"{where}: {probe} asks {get.get('path')} on port {get['port']} "
-                                    f"(want {path} on {http_port})")  # fmt: skip
+                                    f"(want {path} on {want})")  # fmt: skip
     return problems
 
 
@@ -370,8 +380,11 @@ def test_probes_point_at_health_and_readiness(k8s) -> None:
     dep = _named(broken, "Deployment")["bizbus-flows"]
     dep["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["path"] = "/ready"
     assert probe_problems(broken) == [
-        "Deployment/bizbus-flows container bizbus: readinessProbe asks /ready on port http (want /readyz on 8088)"
+        "Deployment/bizbus-flows container bizbus: readinessProbe asks /ready on port admin (want /readyz on 8089)"
     ]
+    svc = _named(broken, "Service")["bizbus-webhooks"]
+    svc["spec"]["ports"].append({"name": "admin", "port": 8089, "targetPort": "admin"})
+    assert "Service/bizbus-webhooks: exposes the admin listener" in probe_problems(broken)
     dep["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] = 8080
     assert any("no containerPort 8088" in p for p in probe_problems(broken))
 
@@ -494,8 +507,8 @@ def pod_problems(objects: list[dict[str, Any]]) -> list[str]:
                     problems.append(f"{where}: container {c['name']} has no cpu and memory {part}")
         if obj["kind"] == "Deployment":
             ann = obj["spec"]["template"]["metadata"].get("annotations", {})
-            port = str(
-                next(p["containerPort"] for p in spec["containers"][0]["ports"] if p.get("name") == "http")
+            port = str(  # Prometheus scrapes the admin listener
+                next(p["containerPort"] for p in spec["containers"][0]["ports"] if p.get("name") == "admin")
             )
             if ann.get("prometheus.io/scrape") != "true" or ann.get("prometheus.io/port") != port:
                 problems.append(f"{where}: pods are not annotated for scraping on port {port}")
@@ -765,6 +778,11 @@ def compose_problems(doc: dict[str, Any], base: Path = COMPOSE_DIR) -> list[str]
         problems += [
             f"{name}: fixed host port ({p}) prevents --scale" for p in svc.get("ports", []) if _host_port(p)
         ]
+        admin = _env(svc).get("BIZBUS_ADMIN_PORT", "8089")
+        problems += [  # only the public listener (webhooks, /healthz) may be published
+            f"{name}: publishes the admin listener ({p})" for p in svc.get("ports", [])
+            if str(p.get("target", "") if isinstance(p, dict) else str(p).split(":")[-1]).split("/")[0] == admin
+        ]  # fmt: skip
     return problems
 
 
@@ -800,6 +818,7 @@ def _mutate(doc: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
     [
         ("services/bizbus-sinks/container_name", "sinks", "bizbus-sinks: container_name prevents --scale"),
         ("services/bizbus-sources/ports", ["8088:8088"], "bizbus-sources: fixed host port (8088:8088) prevents --scale"),
+        ("services/bizbus-sinks/ports", ["127.0.0.1::8089"], "bizbus-sinks: publishes the admin listener (127.0.0.1::8089)"),
         ("services/kafka-3/environment/KAFKA_NODE_ID", 2, "Kafka node ids are not unique: 1, 2, 2"),
         ("services/kafka-2/environment/KAFKA_CONTROLLER_QUORUM_VOTERS", "1@kafka-1:9093,2@kafka-2:9093",
          "kafka-2: quorum voters ['1@kafka-1:9093', '2@kafka-2:9093'] are not the three brokers' controller listeners"),
@@ -829,7 +848,7 @@ def prometheus_problems(prom: dict[str, Any], doc: dict[str, Any], base: Path = 
             problems.append(f"rule file {rule} is not a mounted file of the repository")
     if not any(str(r).endswith("bizbus-alerts.yml") for r in prom.get("rule_files", [])):
         problems.append("the rule file bizbus-alerts.yml is not loaded")
-    port = int(_env(doc["services"]["bizbus-sinks"]).get("BIZBUS_HTTP_PORT", "8088"))
+    port = int(_env(doc["services"]["bizbus-sinks"]).get("BIZBUS_ADMIN_PORT", "8089"))  # the admin listener
     scraped = {(n, sd.get("port")) for job in prom.get("scrape_configs", []) for sd in job.get("dns_sd_configs", [])
                for n in sd.get("names", [])}  # fmt: skip
     for service in _long_running_bizbus(doc):
@@ -848,7 +867,7 @@ def test_prometheus_scrapes_every_bizbus_service_and_loads_the_rules(compose) ->
     assert prometheus_problems(broken, compose) == [
         "rule file /etc/prometheus/rules/bizbus.yml is not a mounted file of the repository",
         "the rule file bizbus-alerts.yml is not loaded",
-        "no dns_sd_configs scrape of bizbus-sinks:8088",
+        "no dns_sd_configs scrape of bizbus-sinks:8089",
     ]
 
 

@@ -94,6 +94,11 @@ class JiraWebhookHandler(WebhookHandler):
         self._secret = secret
         self.handled = handled_events(completion_events)
 
+    def precheck(self, method: str, subpath: str, query: Mapping[str, str], headers: Mapping[str, str]) -> None:
+        """Before the body is read: a POST carrying a signature (it is checked against the body later)."""
+        reject_unless(method == "POST", 405, "method_not_allowed", "Jira webhooks are POST requests")
+        reject_unless(bool(headers.get(SIGNATURE_HEADER)), 401, "bad_signature", "X-Hub-Signature is missing")
+
     def handle(self, request: HttpRequest) -> Accepted | HttpResponse:
         reject_unless(request.method == "POST", 405, "method_not_allowed", "Jira webhooks are POST requests")
         reject_unless(signature_ok(self._secret, request.body, request.headers.get(SIGNATURE_HEADER)), 401,
