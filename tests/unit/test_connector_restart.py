@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 from bizbus.connectors.base import Connector, Task, TaskSpec
@@ -62,13 +64,24 @@ def wait(cond: Any, timeout: float = 5.0) -> bool:
     return bool(cond())
 
 
-def test_restart_drains_closes_and_starts_new_tasks_from_the_same_specs() -> None:
-    c = Two()
+@contextmanager
+def running(c: Two) -> Iterator[None]:
+    """``c`` set up and its ``run`` loop in a thread; stopped afterwards, every task then stopped."""
     c.setup()
     stop = threading.Event()
     runner = threading.Thread(target=c.run, args=(stop,), daemon=True)
     runner.start()
     try:
+        yield
+    finally:
+        stop.set()
+        runner.join(10)
+    assert not runner.is_alive() and set(c.states().values()) == {"stopped"}
+
+
+def test_restart_drains_closes_and_starts_new_tasks_from_the_same_specs() -> None:
+    c = Two()
+    with running(c):
         old = list(c.runtimes)
         assert wait(lambda: all(rt.task.steps > 0 for rt in old))  # type: ignore[attr-defined]
         c.log.clear()
@@ -79,19 +92,11 @@ def test_restart_drains_closes_and_starts_new_tasks_from_the_same_specs() -> Non
         assert all(rt.state == "stopped" for rt in old) and not c.closed_connector
         assert wait(lambda: set(c.states().values()) == {"running"})
         assert wait(lambda: all(rt.task.steps > 0 for rt in c.runtimes))  # type: ignore[attr-defined]
-    finally:
-        stop.set()
-        runner.join(10)
-    assert not runner.is_alive() and set(c.states().values()) == {"stopped"}
 
 
 def test_a_paused_connector_restarts_paused_and_its_new_tasks_take_no_batch() -> None:
     c = Two()
-    c.setup()
-    stop = threading.Event()
-    runner = threading.Thread(target=c.run, args=(stop,), daemon=True)
-    runner.start()
-    try:
+    with running(c):
         c.pause()
         assert wait(lambda: set(c.states().values()) == {"paused"})
         c.log.clear()
@@ -102,6 +107,3 @@ def test_a_paused_connector_restarts_paused_and_its_new_tasks_take_no_batch() ->
         assert sorted(x for x in c.log if x.startswith("pause")) == ["pause 0 after 0 steps", "pause 1 after 0 steps"]
         c.restart_tasks(paused=False)
         assert wait(lambda: set(c.states().values()) == {"running"})
-    finally:
-        stop.set()
-        runner.join(10)
