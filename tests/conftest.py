@@ -22,6 +22,7 @@ from bizbus.schemas.registry.server import EmbeddedRegistry
 
 from bizbus.broker import EmbeddedBroker
 from bizbus.procs import free_port
+from tests.tryton_env import tryton, tryton_template  # noqa: F401  (fixtures for every module: one template a session)
 
 REAL_KAFKA_HOWTO = (
     "needs real Apache Kafka: run `KAFKA_BOOTSTRAP_SERVERS=host:9092 make test`, or run the tests where a "

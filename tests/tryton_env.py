@@ -1,8 +1,7 @@
 """A real Tryton 8.2 ERP for tests: one seeded SQLite template database per session, a copy per test.
 
-Test modules import the fixtures by name (no ``pytest_plugins``)::
-
-    from tests.tryton_env import tryton_template, tryton  # noqa: F401  (fixture import)
+``tests/conftest.py`` imports the fixtures, so every test module sees the same ones (a module importing them
+again would define a fixture of its own, and its session-scoped template would be built once more).
 
 * ``tryton_template`` (session): builds the template once (``trytond-admin`` + :func:`seed`, ~40 s, progress
   printed); skipped with the reason when trytond is not installed. To iterate faster, build one with

@@ -20,7 +20,6 @@ import pytest
 from tests.bus_harness import BusProcess, wait_until, write_pipeline
 from tests.e2e.erp_scenario import AUTHOR, TrytonReader, f2_mapping, labor_amounts, labor_moves
 from tests.fakes.jira_api import JiraCloudFake, JiraWebhookSender
-from tests.tryton_env import tryton, tryton_template  # noqa: F401  (fixture import)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 SECRET = "flow-state-" + uuid.uuid4().hex[:8]

@@ -30,7 +30,6 @@ from tests.e2e.erp_scenario import AUTHOR, EMPLOYEE, SECRETS, Scenario, _answers
 from tests.fakes.dingtalk_api import DingTalkApi
 from tests.fakes.jira_api import JiraCloudFake
 from tests.prometheus_env import PROMETHEUS, SKIP_REASON, PrometheusServer
-from tests.tryton_env import tryton, tryton_template  # noqa: F401  (fixture import)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900), pytest.mark.skipif(PROMETHEUS is None, reason=SKIP_REASON)]
 

@@ -14,7 +14,6 @@ from tests.chaos.harness import private_stack
 from tests.e2e.erp_scenario import Scenario
 from tests.fakes.dingtalk_api import DingTalkApi
 from tests.fakes.jira_api import JiraCloudFake
-from tests.tryton_env import tryton, tryton_template  # noqa: F401  (fixture import)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 

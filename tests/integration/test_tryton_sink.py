@@ -23,10 +23,7 @@ from bizbus.schemas import catalog
 
 from bizbus import lineage
 from bizbus.procs import free_port
-from tests.tryton_env import TrytonServer, tryton, tryton_template  # noqa: F401  (fixture import)
-
-# pytest finds fixtures by name in this module; the tuple marks the imported ones as used
-FIXTURES = (tryton_template, tryton)
+from tests.tryton_env import TrytonServer
 
 MOVE, ANALYTIC, PURCHASE = "model.account.move", "model.analytic_account.account", "model.purchase.purchase"
 MARCH = date(2026, 3, 14)
