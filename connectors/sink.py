@@ -536,9 +536,10 @@ class SinkRunner(Task):
         self._finish()
 
     def drain(self) -> None:
-        """Finish the batch whose write is in flight: its dead letters, then its offsets; a batch still being
-        retried is abandoned (uncommitted) instead of waited for."""
-        self._finish(cancel=True)
+        """Finish the batch whose write is in flight: its dead letters, then its offsets (README: a stop
+        finishes and commits the batch in hand). Only a batch waiting for an unreachable target is given up
+        (uncommitted: the next owner reads it again) instead of waited for."""
+        self._finish(cancel="if_down")
 
     def recover(self) -> None:
         """After a failed step (the task runtime tries again): the batch in flight is abandoned and every
@@ -768,12 +769,20 @@ class SinkRunner(Task):
             else:
                 log.warning("sink %s: the target answers again after %.0f s: resuming", self.name, took)
 
-    def _finish(self, cancel: bool = False) -> None:
+    def _finish(self, cancel: bool | Literal["if_down"] = False) -> None:
         """Wait for the write in flight, dead-letter its failures (acknowledged), then commit its offsets.
         ``cancel``: a write still being retried is abandoned (``Abandoned``: nothing committed), and a batch
-        consumed while it waited is dropped (its records come again from the committed offsets)."""
-        if cancel and self._inflight is not None:
-            self._inflight.cancel.set()
+        consumed while it waited is dropped (its records come again from the committed offsets); ``"if_down"``:
+        only once (or while) the target counts as unreachable, a retry within the budget is waited for."""
+        inflight = self._inflight
+        if cancel == "if_down" and inflight is not None and inflight.future is not None:
+            while not inflight.future.done():
+                if self._down is not None:
+                    inflight.cancel.set()
+                    break
+                inflight.cancel.wait(0.1)
+        elif cancel and inflight is not None:
+            inflight.cancel.set()
         try:
             batch = self._await_inflight()
         except Abandoned as exc:
@@ -785,7 +794,7 @@ class SinkRunner(Task):
             self._settle(batch)
         pending, self._pending = self._pending, None
         if pending is not None:
-            if cancel or pending.cancel.is_set():
+            if cancel is True or pending.cancel.is_set() or (cancel and self._down is not None):
                 log.info("sink %s: %d consumed record(s) that waited are left uncommitted", self.name,
                          len(pending.msgs))  # fmt: skip
             else:
