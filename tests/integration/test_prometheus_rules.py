@@ -57,13 +57,13 @@ def test_promtool_accepts_the_generated_rule_file() -> None:
 
 
 def test_promtool_accepts_the_local_prometheus_config_of_make_prometheus() -> None:
-    """deploy/prometheus/local.yml (make prometheus) loads the rule file and scrapes make run's port."""
+    """deploy/prometheus/local.yml (make prometheus) loads the rule file and scrapes make run's admin port."""
     local = ALERT_RULES_FILE.parents[1] / "local.yml"
     assert PROMTOOL is not None
     result = subprocess.run([PROMTOOL, "check", "config", str(local)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(alert_rules())} rules found" in result.stdout
-    assert "127.0.0.1:8088" in local.read_text()
+    assert "127.0.0.1:8089" in local.read_text()  # make run serves /metrics on its admin listener
 
 
 @pytest.mark.parametrize(
@@ -88,7 +88,7 @@ def _set_every_metric() -> None:
     for obj in vars(metrics).values():
         if not isinstance(obj, Counter | Gauge | Histogram):
             continue
-        child = obj.labels(**{name: LABEL_VALUES.get(name, "h1") for name in obj._labelnames})
+        child = obj.labels(**{name: LABEL_VALUES.get(name, "h1") for name in obj._labelnames}) if obj._labelnames else obj
         if isinstance(obj, Counter):
             child.inc(3)
         elif isinstance(obj, Histogram):
