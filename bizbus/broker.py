@@ -80,7 +80,6 @@ class EmbeddedBroker:
         self.storage = storage
         self.log_path = data_dir / "logs" / "broker.log"
         self.cluster_id = ""  # set by each start: a new log each time
-        self.starts = 0
         self._child: ChildProcess | None = None
 
     @property
@@ -103,7 +102,6 @@ class EmbeddedBroker:
             raise PortInUse("the embedded Kafka broker", self.host, self.port, "BIZBUS_BROKER_PORT")
         url = f"tcp://{self.host}:{self.port}"
         self.cluster_id = f"{EMBEDDED_CLUSTER_ID}-{uuid.uuid4().hex[:12]}"
-        self.starts += 1
         argv = [
             str(tansu_binary()), "broker",
             "--cluster-id", self.cluster_id,

@@ -78,6 +78,10 @@ class EmbeddedRegistryProcess:
     def alive(self) -> bool:
         return self._child is not None and self._child.alive()
 
+    @property
+    def exit_code(self) -> int | None:
+        return self._child.proc.returncode if self._child is not None and self._child.proc is not None else None
+
     def stop(self) -> None:
         if self._child is not None:
             self._child.stop()
@@ -122,12 +126,7 @@ class Stack:
     def exit_codes(self, names: list[str]) -> str:
         """``broker: exit code -9`` for the named dead children (for messages)."""
         svc = {"broker": self.broker, "schema registry": self.registry}
-        parts = []
-        for name in names:
-            child = getattr(svc.get(name), "_child", None)
-            code = child.proc.returncode if child is not None and child.proc is not None else None
-            parts.append(f"{name}: exit code {code}")
-        return ", ".join(parts)
+        return ", ".join(f"{name}: exit code {getattr(svc.get(name), 'exit_code', None)}" for name in names)
 
     def restart(self, names: list[str]) -> None:
         """Start the named embedded children again (same ports; the broker as a new, empty log)."""

@@ -273,11 +273,19 @@ class Connector(Component):
 
     def setup(self) -> None:
         self.validate()
-        self.runtimes: list[TaskRuntime] = []
+        self.runtimes: list[TaskRuntime] = self._new_runtimes(paused=False)
+
+    def _new_runtimes(self, paused: bool) -> list[TaskRuntime]:
+        """A task per spec, set up, in a runtime not started yet (paused first if ``paused``)."""
+        runtimes = []
         for spec in self.task_specs(self.max_tasks):
             task = self.create_task(spec)
             task.setup()
-            self.runtimes.append(TaskRuntime(self.name, spec, task))
+            rt = TaskRuntime(self.name, spec, task)
+            if paused:
+                rt.pause()
+            runtimes.append(rt)
+        return runtimes
 
     def run(self, stop: Event) -> None:
         for rt in self.runtimes:
@@ -322,35 +330,25 @@ class Connector(Component):
         self._restart_paused = any(rt._paused.is_set() for rt in old)
         for rt in old:
             rt.drain_on_stop = drain
-            rt.stop()
             if not drain:  # also frees a step that waits for the gone broker (a flush)
+                rt.stop()
                 try:
                     rt.task.abandon()
                 except Exception as exc:  # stopping matters more
                     log.warning("abandoning task %s/%d: %s", self.name, rt.spec.task_id, exc)
+        self.stop_tasks(timeout)
         for rt in old:
-            rt.join(timeout)
             if rt.thread.is_alive():
                 log.warning("task %s/%d did not stop within %.0f s; closing it anyway", self.name,
                             rt.spec.task_id, timeout)  # fmt: skip
-            try:
-                rt.task.close()
-            except Exception as exc:  # the new set matters more than this error
-                log.warning("closing task %s/%d: %s", self.name, rt.spec.task_id, exc)
+        Connector.close(self)  # the tasks only: a subclass's close() also closes what setup() opened
         self.runtimes = []
 
     def start_tasks(self, paused: bool | None = None) -> None:
         """Set up and start a new set of tasks; ``paused`` (None: as the set ``halt_tasks`` stopped was) pauses
         them before they start, so a paused connector's new tasks never take a batch."""
         paused = getattr(self, "_restart_paused", False) if paused is None else paused
-        fresh: list[TaskRuntime] = []
-        for spec in self.task_specs(self.max_tasks):
-            task = self.create_task(spec)
-            task.setup()
-            rt = TaskRuntime(self.name, spec, task)
-            if paused:
-                rt.pause()
-            fresh.append(rt)
+        fresh = self._new_runtimes(paused)
         self.runtimes = fresh
         for rt in fresh:
             rt.start()
