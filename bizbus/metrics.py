@@ -2,11 +2,11 @@
 
 Conventions: ``bizbus_`` prefix, counters end in ``_total``, durations in ``_seconds``, sizes in
 ``_bytes``; label values are bounded (component names from the pipeline file, error reasons from the
-fixed set in :mod:`bizbus.connectors.errors`, topic/partition numbers) and never a record key.
+fixed set in :mod:`bizbus.failures`, topic/partition numbers) and never a record key.
 
 ``component`` is the name of a connector or flow in the pipeline file. The dashboards in
 ``deploy/grafana`` and the alert rules in ``deploy/prometheus`` are generated from
-:mod:`bizbus.dashboards` and refer to these names only (a unit test checks that).
+:mod:`bizbus.docgen.dashboards` and refer to these names only (a unit test checks that).
 
 A process that runs children (``bizbus up`` and its flows worker) serves one ``/metrics`` with its own
 metrics and every child's, each child's series carrying ``process="<child>"`` (:class:`MergedRegistry`).
@@ -246,7 +246,7 @@ def saw_changes(component: str, values: Iterable[dict[str, Any] | None]) -> None
 
 
 def retry_counter(component: str) -> Callable[[Any, int, float], None]:
-    """An ``on_retry`` callback for :func:`~bizbus.connectors.errors.call_with_retry` that counts retries."""
+    """An ``on_retry`` callback for :func:`~bizbus.failures.call_with_retry` that counts retries."""
 
     def on_retry(error: Any, _attempt: int, _delay: float) -> None:
         RETRIES.labels(component, getattr(error, "reason", "unexpected")).inc()

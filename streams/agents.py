@@ -48,8 +48,6 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from bizbus.connectors.dlq import DeadLetterWriter, dead_letter
-from bizbus.connectors.errors import ConnectorError, Permanent, Poison
 from bizbus.schemas import catalog
 from bizbus.streams import f1_cost_centers as f1
 from bizbus.streams import f2_labor_cost as f2
@@ -79,7 +77,9 @@ from confluent_kafka import Consumer, TopicPartition
 
 from bizbus import lineage, logs, metrics
 from bizbus.crashpoints import crashpoint
+from bizbus.deadletters import DeadLetterWriter, dead_letter
 from bizbus.errors import RegistryError
+from bizbus.failures import ConnectorError, Permanent, Poison
 from bizbus.serde import AvroSerde, PoisonRecord, SerdeError
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ lost the last table writes. :class:`ProbingRecovery` reads on from the reported 
 stays quiet and recovers up to the true end; on Apache Kafka the probe finds nothing more.
 
 ``bizbus up`` starts one ``bizbus flows run`` child for all enabled flows and restarts it when it dies
-(bizbus/runner.py); ``bizbus worker`` runs connectors only.
+(bizbus/host/runner.py); ``bizbus worker`` runs connectors only.
 
 Flow performance (F2 labor cost, Avro in and out, 12 projects, 7 employees, backlog produced before the
 worker starts; ``python -m tests.bench.faust_profile --records N [--workers 2] [--profile]``; 2 cores
@@ -114,14 +114,14 @@ from bizbus.streams import f4_approvals as f4
 from bizbus.streams.mapping import FlowConfig
 
 from bizbus import logs
-from bizbus.components import Component
 from bizbus.errors import ConfigError
+from bizbus.host.components import Component
 
 if TYPE_CHECKING:
     import faust
 
     from bizbus.catalogue import Catalogue
-    from bizbus.pipeline import Pipeline
+    from bizbus.host.pipeline import Pipeline
     from bizbus.settings import Settings
 
 log = logging.getLogger("bizbus.flows")
@@ -460,9 +460,9 @@ def run_worker(settings: Settings, pipeline: Pipeline, catalogue: Catalogue, onl
     from bizbus.streams import agents
     from confluent_kafka.admin import AdminClient
 
-    from bizbus.admin import admin_token, serve
-    from bizbus.broker import wait_for_metadata
-    from bizbus.runner import Health, admin_port
+    from bizbus.host.admin import admin_token, serve
+    from bizbus.host.runner import Health, admin_port
+    from bizbus.kafka import wait_for_metadata
     from bizbus.serde import AvroSerde
 
     plan = plan_flows(pipeline, only)

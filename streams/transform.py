@@ -22,17 +22,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bizbus.connectors.base import Task
-from bizbus.connectors.dlq import DeadLetterWriter, dead_letter
-from bizbus.connectors.errors import ConnectorError, Poison, classify
-from bizbus.connectors.sink import next_offsets
+from bizbus.connectors.runtime.base import Task
+from bizbus.connectors.runtime.sink import next_offsets
 from bizbus.schemas import catalog
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from bizbus import lineage
-from bizbus.broker import BrokerCapabilities
 from bizbus.catalogue import Catalogue
 from bizbus.crashpoints import crashpoint
+from bizbus.deadletters import DeadLetterWriter, dead_letter
+from bizbus.devstack.broker import BrokerCapabilities
+from bizbus.failures import ConnectorError, Poison, classify
 from bizbus.serde import AvroSerde, PoisonRecord
 
 log = logging.getLogger(__name__)

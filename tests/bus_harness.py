@@ -21,9 +21,9 @@ from typing import Any
 import httpx
 import yaml
 
-from bizbus.procs import free_port
+from bizbus.devstack.procs import free_port
 
-BIZBUS = [sys.executable, "-m", "bizbus.cli"]
+BIZBUS = [sys.executable, "-m", "bizbus"]
 
 
 def children(pid: int) -> list[int]:

@@ -20,8 +20,8 @@ import psycopg
 import pytest
 from bizbus.schemas.registry.server import EmbeddedRegistry
 
-from bizbus.broker import EmbeddedBroker
-from bizbus.procs import free_port
+from bizbus.devstack.broker import EmbeddedBroker
+from bizbus.devstack.procs import free_port
 from tests.tryton_env import tryton, tryton_template  # noqa: F401  (fixtures for every module: one template a session)
 
 REAL_KAFKA_HOWTO = (

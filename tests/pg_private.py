@@ -29,7 +29,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from bizbus.procs import free_port
+from bizbus.devstack.procs import free_port
 
 TEST_APP = "pgtest"
 PG_BIN = Path(os.environ.get("BIZBUS_PG_BIN", "/usr/lib/postgresql/15/bin"))

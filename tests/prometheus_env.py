@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import yaml
 
-from bizbus.procs import free_port
+from bizbus.devstack.procs import free_port
 
 PROMETHEUS = shutil.which("prometheus")
 PROMTOOL = shutil.which("promtool")

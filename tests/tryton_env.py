@@ -28,7 +28,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bizbus.connectors.sinks.tryton.demo import (  # noqa: F401  (re-exported for the tests)
+
+from bizbus.devstack.tryton_demo import (  # noqa: F401  (re-exported for the tests)
     ACCOUNTS,
     ADMIN_PASSWORD,
     ADMIN_USER,

@@ -20,16 +20,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from bizbus.connectors.dlq import DEAD_LETTER_TOPIC
-from bizbus.connectors.inbox import inbox_table
+from bizbus.connectors.runtime.inbox import inbox_table
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from prometheus_client import REGISTRY
 
 from bizbus.catalogue import apply, load_catalogue
-from bizbus.components import COMPONENT_TYPES, RuntimeContext
-from bizbus.httpserver import Limits, serve_http
-from bizbus.runner import ComponentThread, Health, stop_components
+from bizbus.deadletters import DEAD_LETTER_TOPIC
+from bizbus.host.components import COMPONENT_TYPES, RuntimeContext
+from bizbus.host.httpserver import Limits, serve_http
+from bizbus.host.runner import ComponentThread, Health, stop_components
 from bizbus.serde import AvroSerde
 from bizbus.settings import Settings, load_settings
 
@@ -43,7 +43,7 @@ class Rig:
     component: Any
     settings: Settings
     serde: AvroSerde
-    server: Any = None  # bizbus.httpserver.HttpServer (``admin_address``: the admin listener)
+    server: Any = None  # bizbus.host.httpserver.HttpServer (``admin_address``: the admin listener)
     health: Health | None = None  # what /readyz and /connectors of the rig's server answer from
 
     def events(self, topic: str, match: Callable[[dict[str, Any]], bool], expect: int = 0,

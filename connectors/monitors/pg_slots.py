@@ -21,11 +21,12 @@ from dataclasses import dataclass
 from threading import Event
 
 import psycopg
-from bizbus.connectors.pgconn import alive, close_quietly, connect
+from bizbus.connectors.runtime import probes
+from bizbus.connectors.runtime.pgconn import alive, close_quietly, connect
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from bizbus import metrics, probes
-from bizbus.components import Component
+from bizbus import metrics
+from bizbus.host.components import Component
 from bizbus.settings import no_password
 
 log = logging.getLogger(__name__)

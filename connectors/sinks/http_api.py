@@ -39,7 +39,23 @@ from uuid import UUID
 
 import httpx
 import psycopg
-from bizbus.connectors.errors import (
+from bizbus.connectors.runtime import probes
+from bizbus.connectors.runtime.ledger import Effect, PgLedger
+from bizbus.connectors.runtime.pgconn import close_quietly, connect
+from bizbus.connectors.runtime.sink import (
+    PlannedEffect,
+    SinkConnector,
+    SinkRecord,
+    SinkWriter,
+    WriteResult,
+    field_at,
+)
+from psycopg import sql
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from bizbus.crashpoints import crashpoint
+from bizbus.errors import ConfigError
+from bizbus.failures import (
     ConnectorError,
     Fatal,
     Permanent,
@@ -47,15 +63,6 @@ from bizbus.connectors.errors import (
     classify,
     classify_http_status,
 )
-from bizbus.connectors.ledger import Effect, PgLedger
-from bizbus.connectors.pgconn import close_quietly, connect
-from bizbus.connectors.sink import PlannedEffect, SinkConnector, SinkRecord, SinkWriter, WriteResult, field_at
-from psycopg import sql
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
-from bizbus import probes
-from bizbus.crashpoints import crashpoint
-from bizbus.errors import ConfigError
 from bizbus.logs import bound, record_fields, register_secret
 from bizbus.settings import no_password
 

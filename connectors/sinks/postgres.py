@@ -1,5 +1,5 @@
 """``pg-table`` sink: each record becomes one row of a PostgreSQL table, written in the same transaction as
-its ledger row (connectors/ledger.py), so a replay or a crash-restart never writes a row twice.
+its ledger row (connectors/runtime/ledger.py), so a replay or a crash-restart never writes a row twice.
 
 The target table needs no unique constraint: exactly once comes from the ledger. Columns are filled from
 dotted paths into the decoded event (``employee.code``) or from the record's coordinates
@@ -12,15 +12,22 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
-from bizbus.connectors.errors import RetryPolicy, classify
-from bizbus.connectors.ledger import Effect, PgLedger
-from bizbus.connectors.pgconn import connect
-from bizbus.connectors.sink import PlannedEffect, SinkConnector, SinkRecord, SinkWriter, WriteResult, field_at
+from bizbus.connectors.runtime import probes
+from bizbus.connectors.runtime.ledger import Effect, PgLedger
+from bizbus.connectors.runtime.pgconn import connect
+from bizbus.connectors.runtime.sink import (
+    PlannedEffect,
+    SinkConnector,
+    SinkRecord,
+    SinkWriter,
+    WriteResult,
+    field_at,
+)
 from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from bizbus import probes
 from bizbus.errors import ConfigError
+from bizbus.failures import RetryPolicy, classify
 from bizbus.settings import no_password
 
 RowFn = Callable[[SinkRecord], dict[str, Any]]

@@ -30,8 +30,7 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 import httpx
-from bizbus.connectors.errors import BackOff, ConnectorError, Fatal, Permanent, Retryable, parse_retry_after
-from bizbus.connectors.inbox import (
+from bizbus.connectors.runtime.inbox import (
     Accepted,
     Converter,
     Delivery,
@@ -51,6 +50,7 @@ from pydantic import Field
 
 from bizbus import lineage
 from bizbus.errors import ConfigError
+from bizbus.failures import BackOff, ConnectorError, Fatal, Permanent, Retryable, parse_retry_after
 from bizbus.logs import register_secret
 
 log = logging.getLogger(__name__)

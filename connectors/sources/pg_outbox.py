@@ -27,19 +27,20 @@ import time
 from typing import Any
 
 import psycopg
-from bizbus.connectors.base import Connector, Task, TaskSpec
-from bizbus.connectors.cursor import GapGuard, Position, pg_ended, pg_in_progress
-from bizbus.connectors.dlq import DeadLetterWriter
-from bizbus.connectors.errors import Permanent
-from bizbus.connectors.pgconn import alive, close_quietly, connect
-from bizbus.connectors.source import SourceItem, SourceReader, SourceTask
+from bizbus.connectors.runtime import probes
+from bizbus.connectors.runtime.base import Connector, Task, TaskSpec
+from bizbus.connectors.runtime.cursor import GapGuard, Position, pg_ended, pg_in_progress
+from bizbus.connectors.runtime.pgconn import alive, close_quietly, connect
+from bizbus.connectors.runtime.source import SourceItem, SourceReader, SourceTask
 from bizbus.schemas import catalog
 from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from bizbus import lineage, probes
+from bizbus import lineage
 from bizbus.catalogue import Catalogue
+from bizbus.deadletters import DeadLetterWriter
 from bizbus.errors import ConfigError
+from bizbus.failures import Permanent
 from bizbus.jsonavro import from_json
 from bizbus.settings import no_password
 

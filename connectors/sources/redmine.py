@@ -56,17 +56,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
 import psycopg
-from bizbus.connectors.cursor import Position
-from bizbus.connectors.errors import (
-    BackOff,
-    ConnectorError,
-    Fatal,
-    Permanent,
-    Retryable,
-    classify_http_status,
-    parse_retry_after,
-)
-from bizbus.connectors.inbox import (
+from bizbus.connectors.runtime.cursor import Position
+from bizbus.connectors.runtime.inbox import (
     Backfill,
     Converter,
     Delivery,
@@ -77,12 +68,21 @@ from bizbus.connectors.inbox import (
     PollResult,
     WebhookHandler,
 )
-from bizbus.connectors.pgconn import alive, close_quietly, connect
+from bizbus.connectors.runtime.pgconn import alive, close_quietly, connect
 from psycopg import sql
 from pydantic import Field, field_validator
 
 from bizbus import lineage
 from bizbus.errors import ConfigError
+from bizbus.failures import (
+    BackOff,
+    ConnectorError,
+    Fatal,
+    Permanent,
+    Retryable,
+    classify_http_status,
+    parse_retry_after,
+)
 from bizbus.logs import register_secret
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from confluent_kafka import Producer
 from pydantic import BaseModel, ConfigDict, Field
 
 from bizbus import lineage, metrics
-from bizbus.components import Component
+from bizbus.host.components import Component
 
 log = logging.getLogger(__name__)
 

@@ -73,7 +73,7 @@ def _tansu_version() -> str:
     import subprocess
 
     try:
-        from bizbus.broker import tansu_binary
+        from bizbus.devstack.broker import tansu_binary
 
         out = subprocess.run([str(tansu_binary()), "--version"], capture_output=True, text=True, timeout=10)
         return out.stdout.strip().removeprefix("tansu ").strip() or "unknown"

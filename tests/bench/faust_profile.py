@@ -39,8 +39,8 @@ from confluent_kafka.admin import AdminClient
 
 from bizbus import lineage
 from bizbus.catalogue import apply, load_catalogue
+from bizbus.devstack.stack import register_schemas
 from bizbus.serde import AvroSerde
-from bizbus.stack import register_schemas
 from tests.bench.core import process_cpu, produce
 from tests.chaos.harness import ROOT, Stack, Worker, private_stack
 

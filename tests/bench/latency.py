@@ -383,7 +383,7 @@ def stages(conn: psycopg.Connection[Any], schema: str, source: str, prefix: str,
 def seed_offsets(ctx: BenchContext, conn: psycopg.Connection[Any], connector: str, ledger_schema: str) -> None:
     """Start the sink at the end of TOPIC: its group's committed Kafka offsets = the current high watermarks (the
     sink starts at Kafka's committed offset; a ledger position it cannot verify it would not trust)."""
-    from bizbus.connectors.ledger import PgLedger
+    from bizbus.connectors.runtime.ledger import PgLedger
 
     ledger = PgLedger(ctx.pg_dsn, connector, ledger_schema)
     ledger.setup()
@@ -406,6 +406,6 @@ def answers(url: str) -> bool:
 
 
 def free_port() -> int:
-    from bizbus.procs import free_port as fp
+    from bizbus.devstack.procs import free_port as fp
 
     return fp()

@@ -43,8 +43,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from bizbus import lineage
 from bizbus.catalogue import apply, load_catalogue
+from bizbus.devstack.stack import register_schemas
 from bizbus.serde import AvroSerde
-from bizbus.stack import register_schemas
 from tests.bench.core import BenchContext, BenchResult, CpuWindow, produce
 
 NAME = "processor"
@@ -294,7 +294,7 @@ def start_worker(ctx: BenchContext, pipeline: Path, name: str, i: int) -> subpro
            "BIZBUS_HTTP_PORT": "0", "BIZBUS_ADMIN_PORT": "0", "BIZBUS_DATA_DIR": str(ctx.workdir / f"data-{name}-{i}"),
            "BIZBUS_LOG_LEVEL": "INFO"}  # fmt: skip
     log = open(ctx.workdir / f"{name}.worker{i}.log", "wb")  # noqa: SIM115 (owned by the child)
-    cmd = [sys.executable, "-m", "bizbus.cli", "flows", "run", "--pipeline", str(pipeline)]
+    cmd = [sys.executable, "-m", "bizbus", "flows", "run", "--pipeline", str(pipeline)]
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
     log.close()
     return proc

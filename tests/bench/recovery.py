@@ -33,7 +33,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from bizbus import lineage
-from bizbus.procs import free_port
+from bizbus.devstack.procs import free_port
 from bizbus.serde import AvroSerde
 from tests.bench.cdc import stack_of
 from tests.bench.core import BenchContext, BenchResult

@@ -284,7 +284,7 @@ def voucher_catalogue(workdir: Path, topic: str) -> Path:
 
 def tryton_template(ctx: BenchContext) -> Path:
     """The seeded template database: BIZBUS_TRYTON_TEMPLATE if set, else built into the work folder."""
-    from bizbus.connectors.sinks.tryton.demo import TEMPLATE_ENV, build_template, trytond_missing
+    from bizbus.devstack.tryton_demo import TEMPLATE_ENV, build_template, trytond_missing
 
     reason = trytond_missing()
     if reason:
@@ -299,8 +299,9 @@ def tryton_template(ctx: BenchContext) -> Path:
 def serve_copy(template: Path, folder: Path) -> Any:
     """A fresh copy of ``template`` served by its own trytond, with the bench's cost center in it."""
     from bizbus.connectors.sinks.tryton import mapping as m
-    from bizbus.connectors.sinks.tryton.demo import start_tryton_server
     from bizbus.schemas import catalog
+
+    from bizbus.devstack.tryton_demo import start_tryton_server
 
     folder.mkdir(parents=True)
     shutil.copyfile(template, folder / "bench.sqlite")
@@ -375,10 +376,10 @@ def raw_moves(server: Any, serde: Any, encoded: list[tuple[bytes, bytes]], batch
 
 
 def tryton(ctx: BenchContext) -> BenchResult:
-    from bizbus.connectors.sinks.tryton.demo import ADMIN_PASSWORD, PASSWORD_ENV
     from bizbus.connectors.sinks.tryton.sink import TrytonSinkConfig
     from bizbus.schemas import catalog
 
+    from bizbus.devstack.tryton_demo import ADMIN_PASSWORD, PASSWORD_ENV
     from bizbus.serde import AvroSerde
 
     batch = int(TrytonSinkConfig.model_fields["batch_size"].default)

@@ -17,8 +17,8 @@ import yaml
 from bizbus.schemas.registry.server import EmbeddedRegistry
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from bizbus.broker import EmbeddedBroker
-from bizbus.procs import free_port
+from bizbus.devstack.broker import EmbeddedBroker
+from bizbus.devstack.procs import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -80,7 +80,7 @@ class Worker:
             **self.env,
         }
         sub = self.command or ["worker", "--pipeline", str(self.pipeline), "--only", self.connector]
-        cmd = [sys.executable, "-m", "bizbus.cli", *sub]
+        cmd = [sys.executable, "-m", "bizbus", *sub]
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         log.close()
 

@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 import pytest
 
-from bizbus.procs import free_port
+from bizbus.devstack.procs import free_port
 from tests.chaos.harness import Stack, Worker, private_stack, write_pipeline
 from tests.fakes.jira_api import JiraCloudFake, JiraWebhookSender, WebhookRequest
 from tests.pg_private import TEST_APP, PrivatePostgres, private_postgres

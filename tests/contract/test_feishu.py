@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from bizbus.connectors.inbox import inbox_table
+from bizbus.connectors.runtime.inbox import inbox_table
 
 from bizbus import lineage
 from bizbus.errors import ConfigError

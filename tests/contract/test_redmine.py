@@ -22,8 +22,7 @@ from zoneinfo import ZoneInfo
 import fastavro
 import psycopg
 import pytest
-from bizbus.connectors.errors import Fatal
-from bizbus.connectors.inbox import InboxRow
+from bizbus.connectors.runtime.inbox import InboxRow
 from bizbus.connectors.sources.redmine import (
     RedmineClient,
     RedmineConfig,
@@ -34,6 +33,7 @@ from bizbus.connectors.sources.redmine import (
 from bizbus.schemas import catalog
 
 from bizbus import lineage
+from bizbus.failures import Fatal
 from tests.fakes.redmine_api import FakeRedmine
 from tests.webhook_harness import DSN, Rig, webhook_rig
 

@@ -33,9 +33,9 @@ from confluent_kafka import Producer
 
 from bizbus import lineage
 from bizbus.catalogue import apply, load_catalogue
-from bizbus.procs import free_port
+from bizbus.devstack.procs import free_port
+from bizbus.devstack.stack import register_schemas
 from bizbus.serde import AvroSerde
-from bizbus.stack import register_schemas
 from tests.chaos.harness import Stack, Worker, wait_for
 from tests.fakes.dingtalk_api import DingTalkApi, DingTalkCallbackSender
 from tests.fakes.jira_api import JiraCloudFake, JiraWebhookSender

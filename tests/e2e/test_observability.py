@@ -22,9 +22,9 @@ import httpx
 import pytest
 import yaml
 
-from bizbus.alerting import ALERT_RULES_FILE
-from bizbus.dashboards import all_queries
-from bizbus.procs import free_port
+from bizbus.devstack.procs import free_port
+from bizbus.docgen.alerting import ALERT_RULES_FILE
+from bizbus.docgen.dashboards import all_queries
 from tests.chaos.harness import Worker, private_stack, wait_for
 from tests.e2e.erp_scenario import AUTHOR, EMPLOYEE, SECRETS, Scenario, _answers
 from tests.fakes.dingtalk_api import DingTalkApi

@@ -8,8 +8,8 @@ mid-run: the final state in Tryton must be the same, nothing written twice."""
 from __future__ import annotations
 
 import pytest
-from bizbus.connectors.sinks.tryton.demo import show_project
 
+from bizbus.devstack.tryton_demo import show_project
 from tests.chaos.harness import private_stack
 from tests.e2e.erp_scenario import Scenario
 from tests.fakes.dingtalk_api import DingTalkApi

@@ -20,10 +20,10 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from bizbus import lineage
-from bizbus.broker import EmbeddedBroker, probe_capabilities, tansu_binary
 from bizbus.catalogue import Catalogue, TopicSpec, apply, live_state
+from bizbus.devstack.broker import EmbeddedBroker, probe_capabilities, tansu_binary
+from bizbus.devstack.procs import free_port
 from bizbus.errors import PortInUse
-from bizbus.procs import free_port
 from bizbus.serde import AvroSerde
 
 
@@ -71,7 +71,7 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
 def test_broker_dies_with_its_parent_even_on_sigkill(tmp_path: Path) -> None:
     """No orphaned broker: PR_SET_PDEATHSIG takes the child down when the parent is killed."""
     script = (
-        "import sys, time; from pathlib import Path; from bizbus.broker import EmbeddedBroker;"
+        "import sys, time; from pathlib import Path; from bizbus.devstack.broker import EmbeddedBroker;"
         f"b = EmbeddedBroker('127.0.0.1', {free_port()}, Path({str(tmp_path)!r})); b.start();"
         "print(b.pid, flush=True); time.sleep(600)"
     )

@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from bizbus.connectors.dlq import DEAD_LETTER_TOPIC
 
+from bizbus.deadletters import DEAD_LETTER_TOPIC
 from bizbus.serde import AvroSerde
 from bizbus.settings import load_settings
 from tests.bus_harness import BusProcess, wait_until, write_pipeline

@@ -18,9 +18,9 @@ import httpx
 import pytest
 from bizbus.schemas import catalog
 
-from bizbus.procs import free_port
+from bizbus.devstack.procs import free_port
 
-BIZBUS = [sys.executable, "-m", "bizbus.cli"]
+BIZBUS = [sys.executable, "-m", "bizbus"]
 
 
 def run(*args: str, env: dict[str, str] | None = None, stdin: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:

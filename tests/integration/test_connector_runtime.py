@@ -1,6 +1,6 @@
 """The connector runtime: a pipeline entry becomes a connector with tasks; tasks pause (keeping their group
 membership), resume, restart and stop with drain; the worker's admin listener drives pause/resume/restart
-(with the bearer token) and the pause is stored in PostgreSQL (bizbus.pauses)."""
+(with the bearer token) and the pause is stored in PostgreSQL (bizbus.host.pauses)."""
 
 from __future__ import annotations
 
@@ -18,13 +18,13 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from bizbus import lineage
-from bizbus.admin import watch_pauses
 from bizbus.catalogue import Catalogue, TopicSpec
-from bizbus.components import COMPONENT_TYPES, RuntimeContext
 from bizbus.errors import ConfigError
-from bizbus.httpserver import serve_http
-from bizbus.pauses import PauseStore
-from bizbus.runner import ComponentThread, Health
+from bizbus.host.admin import watch_pauses
+from bizbus.host.components import COMPONENT_TYPES, RuntimeContext
+from bizbus.host.httpserver import serve_http
+from bizbus.host.pauses import PauseStore
+from bizbus.host.runner import ComponentThread, Health
 from bizbus.serde import AvroSerde
 from bizbus.settings import load_settings
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 import uuid
 
-from bizbus.connectors.dlq import DeadLetterWriter, dead_letter
-from bizbus.connectors.errors import Permanent, Poison
 from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from bizbus.deadletters import DeadLetterWriter, dead_letter
+from bizbus.failures import Permanent, Poison
 from bizbus.serde import AvroSerde
 
 

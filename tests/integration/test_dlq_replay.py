@@ -22,17 +22,17 @@ from typing import Any
 
 import pytest
 import yaml
-from bizbus.connectors.dlq import DeadLetterWriter, dead_letter
-from bizbus.connectors.errors import Permanent, RetryPolicy
-from bizbus.connectors.sink import SinkRunner
+from bizbus.connectors.runtime.sink import SinkRunner
 from bizbus.schemas import catalog
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from bizbus import lineage
 from bizbus.catalogue import load_catalogue
-from bizbus.components import RuntimeContext
-from bizbus.pipeline import load_pipeline
+from bizbus.deadletters import DeadLetterWriter, dead_letter
+from bizbus.failures import Permanent, RetryPolicy
+from bizbus.host.components import RuntimeContext
+from bizbus.host.pipeline import load_pipeline
 from bizbus.serde import AvroSerde
 from bizbus.settings import load_settings
 
@@ -79,7 +79,7 @@ class Env:
         self.serde = AvroSerde(self.settings.registry_config())
 
     def dlq_cmd(self, *args: str) -> subprocess.CompletedProcess:
-        p = subprocess.run([sys.executable, "-m", "bizbus.cli", "dlq", *args, "--topic", self.dlq],
+        p = subprocess.run([sys.executable, "-m", "bizbus", "dlq", *args, "--topic", self.dlq],
                            capture_output=True, text=True, env=self.env, timeout=180)  # fmt: skip
         assert "Traceback" not in p.stderr + p.stdout, p.stderr
         return p

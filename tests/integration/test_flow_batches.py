@@ -10,12 +10,12 @@ import time
 from pathlib import Path
 
 import pytest
-from bizbus.connectors.dlq import DEAD_LETTER_TOPIC
-from bizbus.connectors.replay import read_dead_letters
+from bizbus.connectors.runtime.replay import read_dead_letters
 from bizbus.schemas import catalog
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from bizbus import lineage
+from bizbus.deadletters import DEAD_LETTER_TOPIC
 from bizbus.serde import AvroSerde
 from tests.bench.faust_profile import TIMESHEET_TOPIC, VOUCHER_TOPIC, prepare, timesheet_record
 from tests.chaos.harness import Worker, private_stack, wait_for

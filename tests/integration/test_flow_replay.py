@@ -13,19 +13,19 @@ from pathlib import Path
 
 import pytest
 import yaml
-from bizbus.connectors.dlq import DEAD_LETTER_TOPIC
-from bizbus.connectors.replay import DeadLetterFilter, read_dead_letters, replay
+from bizbus.connectors.runtime.replay import DeadLetterFilter, read_dead_letters, replay
 from bizbus.schemas import catalog
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
 from bizbus import lineage
 from bizbus.catalogue import apply, load_catalogue
-from bizbus.components import RuntimeContext
-from bizbus.pipeline import load_pipeline
+from bizbus.deadletters import DEAD_LETTER_TOPIC
+from bizbus.devstack.stack import register_schemas
+from bizbus.host.components import RuntimeContext
+from bizbus.host.pipeline import load_pipeline
 from bizbus.serde import AvroSerde
 from bizbus.settings import load_settings
-from bizbus.stack import register_schemas
 from tests.chaos.harness import Worker, private_stack, wait_for
 from tests.webhook_harness import read_topic
 

@@ -35,8 +35,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from bizbus import catalogue, lineage
-from bizbus.broker import EmbeddedBroker
-from bizbus.procs import free_port
+from bizbus.devstack.broker import EmbeddedBroker
+from bizbus.devstack.procs import free_port
 from bizbus.serde import AvroSerde
 from bizbus.settings import PROJECT_ROOT
 
@@ -117,7 +117,7 @@ class FlowsWorker:
         environ = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": self.env.bootstrap, "SCHEMA_REGISTRY_URL": self.env.registry_url,
                    "BIZBUS_HTTP_PORT": "0", "BIZBUS_ADMIN_PORT": "0", "BIZBUS_DATA_DIR": str(self.env.tmp / "data"), "BIZBUS_LOG_LEVEL": "INFO",
                    **extra_env}  # fmt: skip
-        cmd = [sys.executable, "-m", "bizbus.cli", "flows", "run", "--pipeline", str(self.pipeline)]
+        cmd = [sys.executable, "-m", "bizbus", "flows", "run", "--pipeline", str(self.pipeline)]
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=environ, cwd=PROJECT_ROOT)
         log.close()
 

@@ -23,9 +23,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from bizbus.connectors.dlq import DeadLetterWriter
-from bizbus.connectors.errors import Fatal, RetryPolicy
-from bizbus.connectors.sink import SinkRecord, SinkRunner
+from bizbus.connectors.runtime.sink import SinkRecord, SinkRunner
 from bizbus.connectors.sinks.http_api import HttpApiSinkConfig, HttpApiWriter
 from bizbus.schemas import catalog
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -33,6 +31,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from pydantic import ValidationError
 
 from bizbus import lineage
+from bizbus.deadletters import DeadLetterWriter
+from bizbus.failures import Fatal, RetryPolicy
 from bizbus.serde import AvroSerde
 from tests.fakes.records_api import RecordsApi
 
@@ -279,7 +279,7 @@ CRASH_SCRIPT = """
 import json, sys
 from datetime import date
 from decimal import Decimal
-from bizbus.connectors.sink import SinkRecord
+from bizbus.connectors.runtime.sink import SinkRecord
 from bizbus.connectors.sinks.http_api import HttpApiSinkConfig, HttpApiWriter
 
 args = json.loads(sys.argv[1])

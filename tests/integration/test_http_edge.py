@@ -30,10 +30,10 @@ import httpx
 import psycopg
 import pytest
 
-from bizbus.httpserver import Limits, serve_http
-from bizbus.pauses import PauseStore
-from bizbus.procs import free_port
-from bizbus.runner import Health
+from bizbus.devstack.procs import free_port
+from bizbus.host.httpserver import Limits, serve_http
+from bizbus.host.pauses import PauseStore
+from bizbus.host.runner import Health
 from bizbus.settings import load_settings
 from tests.chaos.harness import Worker, private_stack, write_pipeline
 from tests.fakes.jira_api import JiraCloudFake
@@ -202,7 +202,7 @@ FD_SCRIPT = """
 import resource, sys, time, logging
 logging.basicConfig(level=logging.INFO, stream=sys.stdout)
 resource.setrlimit(resource.RLIMIT_NOFILE, (96, 96))
-from bizbus.httpserver import serve_http
+from bizbus.host.httpserver import serve_http
 srv = serve_http("127.0.0.1", 0, object())
 print("PORT", srv.server_address[1], flush=True)
 time.sleep(60)

@@ -1,4 +1,4 @@
-"""bizbus's HTTP server (bizbus.httpserver.serve_http, aiohttp) on real sockets: keep-alive and pipelined
+"""bizbus's HTTP server (bizbus.host.httpserver.serve_http, aiohttp) on real sockets: keep-alive and pipelined
 requests get their answers in order, header names reach the webhook handler lower-case, Expect: 100-continue
 works, HTTP/1.0 and ``Connection: close`` end the connection, broken or ambiguous requests are a 400 without a
 traceback, and each answer goes out as one write (no ~40 ms Nagle / delayed-ACK stall per keep-alive request).
@@ -13,9 +13,9 @@ from typing import Any
 
 import httpx
 import pytest
-from bizbus.connectors.inbox import HttpRequest, HttpResponse
+from bizbus.connectors.runtime.inbox import HttpRequest, HttpResponse
 
-from bizbus.httpserver import serve_http
+from bizbus.host.httpserver import serve_http
 
 
 class FakeHealth:

@@ -15,9 +15,8 @@ from typing import Any
 
 import httpx
 import pytest
-from bizbus.connectors.cursor import Position
-from bizbus.connectors.errors import Permanent, Retryable
-from bizbus.connectors.inbox import (
+from bizbus.connectors.runtime.cursor import Position
+from bizbus.connectors.runtime.inbox import (
     Accepted,
     Backfill,
     Converter,
@@ -36,6 +35,7 @@ from bizbus.connectors.inbox import (
 )
 
 from bizbus import lineage
+from bizbus.failures import Permanent, Retryable
 from tests.webhook_harness import webhook_rig
 
 SECRET = b"s3cret"

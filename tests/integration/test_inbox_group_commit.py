@@ -16,7 +16,15 @@ from typing import Any
 
 import psycopg
 import pytest
-from bizbus.connectors.inbox import Converter, Delivery, Event, InboxReader, InboxRow, PgInbox, _Waiter
+from bizbus.connectors.runtime.inbox import (
+    Converter,
+    Delivery,
+    Event,
+    InboxReader,
+    InboxRow,
+    PgInbox,
+    _Waiter,
+)
 from psycopg import sql
 
 DSN = "postgresql://postgres@127.0.0.1:5432/postgres"

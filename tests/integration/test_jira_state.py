@@ -11,11 +11,12 @@ from decimal import Decimal
 
 import psycopg
 import pytest
-from bizbus.connectors.errors import Retryable
-from bizbus.connectors.inbox import Converter, Delivery, Event, InboxReader, InboxRow, PgInbox
+from bizbus.connectors.runtime.inbox import Converter, Delivery, Event, InboxReader, InboxRow, PgInbox
 from bizbus.connectors.sources.jira.mapping import WorklogFacts
 from bizbus.connectors.sources.jira.state import IssueRef, PgState, state_tables
 from psycopg import sql
+
+from bizbus.failures import Retryable
 
 DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 SCHEMA = "bizbus_test_state"

@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from bizbus.connectors.ledger import Effect, PgLedger
+from bizbus.connectors.runtime.ledger import Effect, PgLedger
 from psycopg import sql
 
 DSN = os.environ.get("BIZBUS_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")

@@ -143,7 +143,7 @@ def test_worker_logs_json_without_token_or_rate(tmp_path: Path, ledger_schema: s
         env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap, "SCHEMA_REGISTRY_URL": stack.registry_url,
                "BIZBUS_HTTP_PORT": "0", "BIZBUS_ADMIN_PORT": "0", "BIZBUS_DATA_DIR": str(tmp_path / "data"), "BIZBUS_LOG_LEVEL": "INFO",
                "BIZBUS_LOG_FORMAT": "json", TOKEN_ENV: token}  # fmt: skip
-        cmd = [sys.executable, "-m", "bizbus.cli", "worker", "--pipeline", str(pipeline), "--only", "hr-push"]
+        cmd = [sys.executable, "-m", "bizbus", "worker", "--pipeline", str(pipeline), "--only", "hr-push"]
         out, err = tmp_path / "stdout", tmp_path / "stderr"
         with out.open("wb") as o, err.open("wb") as e:
             proc = subprocess.Popen(cmd, stdout=o, stderr=e, env=env, cwd=tmp_path)
@@ -184,7 +184,7 @@ F2_SCRIPT = """
 import logging
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from bizbus.cli import _logging
+from bizbus.cli.main import _logging
 from bizbus.logs import record_fields
 from bizbus.streams import f2_labor_cost as f2
 from bizbus.settings import load_settings

@@ -10,14 +10,14 @@ import uuid
 
 import psycopg
 import pytest
-from bizbus.connectors.dlq import DeadLetterWriter
-from bizbus.connectors.source import SourceTask
+from bizbus.connectors.runtime.source import SourceTask
 from bizbus.connectors.sources.pg_outbox import PgOutboxConfig, PgOutboxReader, create_outbox
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from bizbus import lineage
 from bizbus.catalogue import Catalogue, TopicSpec
+from bizbus.deadletters import DeadLetterWriter
 from bizbus.serde import AvroSerde
 
 DSN = "postgresql://postgres@127.0.0.1:5432/postgres"

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from bizbus.connectors.inbox import (
+from bizbus.connectors.runtime.inbox import (
     Accepted,
     Converter,
     Delivery,

@@ -2,7 +2,7 @@
 
 promtool checks the generated rule file (and rejects broken ones); a Prometheus started by the test
 scrapes an in-process exporter of ``bizbus.metrics`` with a value set for every metric, loads the rule
-file, and must parse every query of :func:`bizbus.dashboards.all_queries`, return series for the panel
+file, and must parse every query of :func:`bizbus.docgen.dashboards.all_queries`, return series for the panel
 targets and alert signals, evaluate every rule healthily and raise the alerts the values call for.
 """
 
@@ -17,9 +17,9 @@ import pytest
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
 
 from bizbus import metrics
-from bizbus.alerting import ALERT_RULES_FILE, alert_rules, render_rules
-from bizbus.dashboards import all_queries
-from bizbus.procs import free_port
+from bizbus.devstack.procs import free_port
+from bizbus.docgen.alerting import ALERT_RULES_FILE, alert_rules, render_rules
+from bizbus.docgen.dashboards import all_queries
 from tests.prometheus_env import PROMETHEUS, PROMTOOL, SKIP_REASON, PrometheusError, PrometheusServer
 
 pytestmark = pytest.mark.skipif(PROMETHEUS is None or PROMTOOL is None, reason=SKIP_REASON)

@@ -12,10 +12,10 @@ from bizbus.schemas import catalog
 from bizbus.schemas.check import against_git, against_registry
 
 from bizbus.catalogue import load_catalogue
+from bizbus.devstack.stack import register_schemas
 from bizbus.errors import SchemaError
 from bizbus.serde import AvroSerde
 from bizbus.settings import PROJECT_ROOT
-from bizbus.stack import register_schemas
 
 CAT = load_catalogue(PROJECT_ROOT / "deploy" / "topics.yaml")
 TIMESHEET = "bizbus.pm.TimesheetEntry"

@@ -1,4 +1,4 @@
-"""The sink loop writes one batch while it consumes and decodes the next (connectors/sink.py), on the embedded
+"""The sink loop writes one batch while it consumes and decodes the next (connectors/runtime/sink.py), on the embedded
 broker and a real PostgreSQL: a batch's offsets are committed only after its write returned, the next
 batch never commits first, and ``drain`` / ``close`` finish the batch in flight. Also the ``pg-table``
 write path of the whole-batch attempt: ledger ids of any text, one offset statement for all partitions,
@@ -17,15 +17,21 @@ from typing import Any
 
 import psycopg
 import pytest
-from bizbus.connectors.dlq import DeadLetterWriter
-from bizbus.connectors.ledger import Effect, PgLedger
-from bizbus.connectors.sink import WRITER_SWITCH_INTERVAL, SinkRecord, SinkRunner, SinkWriter, WriteResult
+from bizbus.connectors.runtime.ledger import Effect, PgLedger
+from bizbus.connectors.runtime.sink import (
+    WRITER_SWITCH_INTERVAL,
+    SinkRecord,
+    SinkRunner,
+    SinkWriter,
+    WriteResult,
+)
 from bizbus.connectors.sinks.postgres import PgTableWriter, column_mapper
 from bizbus.schemas import catalog
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from bizbus import lineage
+from bizbus.deadletters import DeadLetterWriter
 from bizbus.serde import AvroSerde
 
 DSN = "postgresql://postgres@127.0.0.1:5432/postgres"

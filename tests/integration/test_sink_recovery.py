@@ -20,9 +20,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from bizbus.connectors.dlq import DeadLetterWriter
-from bizbus.connectors.errors import Permanent, Retryable, RetryPolicy
-from bizbus.connectors.sink import SinkRecord, SinkRunner, SinkWriter, WriteResult
+from bizbus.connectors.runtime.sink import SinkRecord, SinkRunner, SinkWriter, WriteResult
 from bizbus.connectors.sinks.http_api import HttpApiWriter
 from bizbus.connectors.sinks.postgres import PgTableWriter, column_mapper
 from bizbus.schemas import catalog
@@ -30,8 +28,10 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from bizbus import lineage, metrics
-from bizbus.broker import EmbeddedBroker
-from bizbus.procs import free_port
+from bizbus.deadletters import DeadLetterWriter
+from bizbus.devstack.broker import EmbeddedBroker
+from bizbus.devstack.procs import free_port
+from bizbus.failures import Permanent, Retryable, RetryPolicy
 from bizbus.serde import AvroSerde
 from tests.fakes.records_api import RecordsApi
 from tests.integration.test_http_api_sink import TOKEN, TOKEN_ENV, Kafka, _config
@@ -196,7 +196,7 @@ def test_a_new_log_behind_the_ledger_is_read_from_the_beginning_once(
     bus.create_topics()
     bus.produce("new", after)
     resets = sample(metrics.SINK_LOG_RESETS, bus.name, bus.topic)
-    caplog.set_level(logging.WARNING, logger="bizbus.connectors.sink")
+    caplog.set_level(logging.WARNING, logger="bizbus.connectors.runtime.sink")
     run = Running(bus.runner())
     try:
         run.until(lambda: run.runner.stats.applied >= after, f"all {after} new records applied")

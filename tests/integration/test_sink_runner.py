@@ -11,15 +11,15 @@ from decimal import Decimal
 
 import psycopg
 import pytest
-from bizbus.connectors.dlq import DeadLetterWriter
-from bizbus.connectors.errors import Permanent, RetryPolicy
-from bizbus.connectors.sink import SinkRecord, SinkRunner, SinkWriter, WriteResult
+from bizbus.connectors.runtime.sink import SinkRecord, SinkRunner, SinkWriter, WriteResult
 from bizbus.connectors.sinks.postgres import PgTableWriter
 from bizbus.schemas import catalog
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from bizbus import lineage
+from bizbus.deadletters import DeadLetterWriter
+from bizbus.failures import Permanent, RetryPolicy
 from bizbus.serde import AvroSerde
 
 DSN = "postgresql://postgres@127.0.0.1:5432/postgres"

@@ -18,8 +18,8 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
-from bizbus import acls
 from bizbus.catalogue import Catalogue, TopicSpec
+from bizbus.docgen import acls
 from bizbus.settings import load_settings
 
 
@@ -29,7 +29,7 @@ def test_apply_is_skipped_on_a_broker_without_acls(embedded_broker) -> None:
     assert not support.supported and "Tansu" in support.reason
 
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap}
-    p = subprocess.run([sys.executable, "-m", "bizbus.cli", "topics", "acls", "--apply"], env=env,
+    p = subprocess.run([sys.executable, "-m", "bizbus", "topics", "acls", "--apply"], env=env,
                        capture_output=True, text=True, timeout=120)  # fmt: skip
     assert p.returncode == 0, p.stderr
     assert "Traceback" not in p.stderr and "Assertion" not in p.stderr

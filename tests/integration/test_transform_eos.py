@@ -15,8 +15,7 @@ import uuid
 from decimal import Decimal
 
 import pytest
-from bizbus.connectors.dlq import DeadLetterWriter
-from bizbus.connectors.sink import SinkRecord, SinkRunner
+from bizbus.connectors.runtime.sink import SinkRecord, SinkRunner
 from bizbus.connectors.sinks.postgres import PgTableWriter
 from bizbus.schemas import catalog
 from bizbus.streams.transform import Output, TransformTask, use_transactions
@@ -24,8 +23,9 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from bizbus import lineage
-from bizbus.broker import probe_capabilities
 from bizbus.catalogue import Catalogue, TopicSpec
+from bizbus.deadletters import DeadLetterWriter
+from bizbus.devstack.broker import probe_capabilities
 from bizbus.serde import AvroSerde
 
 DSN = "postgresql://postgres@127.0.0.1:5432/postgres"

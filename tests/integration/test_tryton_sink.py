@@ -15,14 +15,14 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from bizbus.connectors.errors import Fatal, Retryable, RetryPolicy
-from bizbus.connectors.sink import SinkRecord, WriteResult
+from bizbus.connectors.runtime.sink import SinkRecord, WriteResult
 from bizbus.connectors.sinks.tryton.sink import TrytonSinkConfig
 from bizbus.connectors.sinks.tryton.writer import TrytonWriter
 from bizbus.schemas import catalog
 
 from bizbus import lineage
-from bizbus.procs import free_port
+from bizbus.devstack.procs import free_port
+from bizbus.failures import Fatal, Retryable, RetryPolicy
 from tests.tryton_env import TrytonServer
 
 MOVE, ANALYTIC, PURCHASE = "model.account.move", "model.analytic_account.account", "model.purchase.purchase"
@@ -398,7 +398,7 @@ def test_the_connector_runs_through_the_broker(tryton: TrytonServer, embedded_br
     from confluent_kafka.admin import AdminClient, NewTopic
 
     from bizbus.catalogue import Catalogue, TopicSpec
-    from bizbus.components import COMPONENT_TYPES, RuntimeContext
+    from bizbus.host.components import COMPONENT_TYPES, RuntimeContext
     from bizbus.serde import AvroSerde
     from bizbus.settings import load_settings
 

@@ -14,7 +14,8 @@ import psycopg
 import psycopg.errors
 import pydantic
 import pytest
-from bizbus.connectors.errors import (
+
+from bizbus.failures import (
     BackOff,
     BatchErrors,
     ConnectorError,

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
-from bizbus.connectors.base import Connector, Task, TaskSpec
+from bizbus.connectors.runtime.base import Connector, Task, TaskSpec
 
 
 class Recorder(Task):

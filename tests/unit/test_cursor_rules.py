@@ -4,7 +4,7 @@ the broker, and never jumps an id gap that a running transaction could still fil
 from __future__ import annotations
 
 import pytest
-from bizbus.connectors.cursor import CursorTracker, GapGuard
+from bizbus.connectors.runtime.cursor import CursorTracker, GapGuard
 
 from bizbus.settings import no_password
 

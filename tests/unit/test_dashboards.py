@@ -13,8 +13,8 @@ from prometheus_client import Counter, Gauge, Histogram
 from pydantic import ValidationError
 
 from bizbus import metrics
-from bizbus.alerting import ALERT_RULES_FILE, AlertRule, alert_rules, render_rules
-from bizbus.dashboards import (
+from bizbus.docgen.alerting import ALERT_RULES_FILE, AlertRule, alert_rules, render_rules
+from bizbus.docgen.dashboards import (
     DASHBOARD_DIR,
     DATASOURCE,
     PROVISIONING_DASHBOARDS,

@@ -28,7 +28,7 @@ import pytest
 import yaml
 
 from bizbus.catalogue import load_catalogue
-from bizbus.pipeline import Pipeline, load_pipeline
+from bizbus.host.pipeline import Pipeline, load_pipeline
 from bizbus.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]

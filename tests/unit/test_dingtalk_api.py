@@ -7,10 +7,10 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
-from bizbus.connectors.errors import BackOff, Fatal, Permanent, Retryable
-from bizbus.connectors.inbox import InboxRow
+from bizbus.connectors.runtime.inbox import InboxRow
 from bizbus.connectors.sources.dingtalk import KIND_INSTANCE, DingTalkApi, DingTalkConfig, DingTalkConverter
 
+from bizbus.failures import BackOff, Fatal, Permanent, Retryable
 from tests.fakes.dingtalk_api import DingTalkApi as FakeApi
 from tests.fakes.dingtalk_api import DingTalkCallbackSender
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
-from bizbus.connectors.inbox import Accepted, HttpRequest, HttpResponse, WebhookRejected
+from bizbus.connectors.runtime.inbox import Accepted, HttpRequest, HttpResponse, WebhookRejected
 from bizbus.connectors.sources.dingtalk import KIND_INSTANCE, DingTalkHandler
 
 from bizbus.errors import ConfigError

@@ -9,7 +9,6 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from bizbus.connectors.errors import BackOff, Fatal, Permanent, Retryable
 from bizbus.connectors.sources.dingtalk import (
     DingTalkConfig,
     api_error,
@@ -24,6 +23,7 @@ from bizbus.connectors.sources.dingtalk import (
 from bizbus.schemas import catalog
 
 from bizbus import lineage
+from bizbus.failures import BackOff, Fatal, Permanent, Retryable
 from bizbus.serde import decimal_problems
 
 SAMPLES = Path(__file__).parents[1] / "contract/samples/dingtalk"

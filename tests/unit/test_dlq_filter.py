@@ -8,8 +8,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from bizbus.connectors.errors import Fatal, Permanent, RetryPolicy
-from bizbus.connectors.replay import (
+from bizbus.connectors.runtime.replay import (
     FILTER_KEYS,
     DeadLetterFilter,
     DeadLetterView,
@@ -22,12 +21,13 @@ from bizbus.connectors.replay import (
     summary,
     table,
 )
-from bizbus.connectors.sink import PlannedEffect, SinkConnector, SinkRecord, SinkWriter, WriteResult
+from bizbus.connectors.runtime.sink import PlannedEffect, SinkConnector, SinkRecord, SinkWriter, WriteResult
 from pydantic import BaseModel
 
-from bizbus.components import Component
 from bizbus.errors import BizbusError
-from bizbus.pipeline import ConfiguredComponent, Pipeline
+from bizbus.failures import Fatal, Permanent, RetryPolicy
+from bizbus.host.components import Component
+from bizbus.host.pipeline import ConfiguredComponent, Pipeline
 from bizbus.serde import PoisonRecord
 
 T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tomllib
 
 from bizbus.catalogue import load_catalogue
-from bizbus.refdocs import REFERENCE, generated
+from bizbus.docgen.refdocs import REFERENCE, generated
 from bizbus.settings import PROJECT_ROOT
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from bizbus.connectors.errors import BackOff, Fatal, Permanent, Retryable
 from bizbus.connectors.sources.feishu import FeishuClient
 
+from bizbus.failures import BackOff, Fatal, Permanent, Retryable
 from tests.fakes.feishu_api import FeishuApi
 
 

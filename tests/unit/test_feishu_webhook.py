@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 import pytest
-from bizbus.connectors.inbox import Accepted, HttpRequest, HttpResponse, WebhookRejected
+from bizbus.connectors.runtime.inbox import Accepted, HttpRequest, HttpResponse, WebhookRejected
 from bizbus.connectors.sources.feishu import FeishuWebhook
 
 from tests.fakes.feishu_api import feishu_encrypt, feishu_signature

@@ -24,7 +24,7 @@ from bizbus.streams.mapping import (
 from pydantic import ValidationError
 
 from bizbus.errors import ConfigError
-from bizbus.pipeline import load_pipeline
+from bizbus.host.pipeline import load_pipeline
 
 
 @pytest.mark.parametrize(("file", "model"), [("f1_cost_centers.yaml", f1.CostCenterMapping),

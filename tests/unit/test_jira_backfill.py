@@ -10,11 +10,11 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from bizbus.connectors.errors import Fatal, RetryPolicy
-from bizbus.connectors.inbox import Accepted, HttpRequest
+from bizbus.connectors.runtime.inbox import Accepted, HttpRequest
 from bizbus.connectors.sources.jira import JiraApi, JiraBackfill, JiraConfig, JiraWebhookHandler
 from bizbus.connectors.sources.jira.mapping import to_ms
 
+from bizbus.failures import Fatal, RetryPolicy
 from tests.fakes.jira_api import JiraCloudFake, JiraWebhookSender
 
 YESTERDAY = (datetime.now(UTC) - timedelta(days=1)).date()

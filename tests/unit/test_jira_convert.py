@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bizbus.connectors.errors import BackOff, Fatal, Permanent
-from bizbus.connectors.inbox import InboxRow
+from bizbus.connectors.runtime.inbox import InboxRow
 from bizbus.connectors.sources.jira import JiraApi, JiraConfig, JiraConverter
 from bizbus.connectors.sources.jira.state import MemoryState
 
+from bizbus.failures import BackOff, Fatal, Permanent
 from tests.fakes.jira_api import JiraCloudFake
 
 SAMPLES = Path(__file__).parents[1] / "contract" / "samples" / "jira"
@@ -148,7 +148,7 @@ class _OneRowInbox:
 
 
 def test_refused_credentials_stop_the_inbox_reader_instead_of_retrying_forever(jira: JiraCloudFake) -> None:
-    from bizbus.connectors.inbox import InboxReader
+    from bizbus.connectors.runtime.inbox import InboxReader
 
     body = sample("worklog_created")
     reader = InboxReader(

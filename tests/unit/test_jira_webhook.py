@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bizbus.connectors.inbox import Accepted, HttpRequest, WebhookRejected
+from bizbus.connectors.runtime.inbox import Accepted, HttpRequest, WebhookRejected
 from bizbus.connectors.sources.jira.webhook import JiraWebhookHandler, sign, signature_ok
 
 SAMPLES = Path(__file__).parents[1] / "contract" / "samples" / "jira"

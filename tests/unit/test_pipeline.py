@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bizbus.errors import ConfigError
-from bizbus.pipeline import load_pipeline
+from bizbus.host.pipeline import load_pipeline
 from bizbus.settings import PROJECT_ROOT
 
 

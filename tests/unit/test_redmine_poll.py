@@ -12,8 +12,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import psycopg
 import pytest
-from bizbus.connectors.errors import BackOff, Fatal, Permanent, Retryable
-from bizbus.connectors.inbox import InboxRow, PollResult
+from bizbus.connectors.runtime.inbox import InboxRow, PollResult
 from bizbus.connectors.sources.redmine import (
     RedmineClient,
     RedmineConfig,
@@ -22,6 +21,7 @@ from bizbus.connectors.sources.redmine import (
     RedmineState,
 )
 
+from bizbus.failures import BackOff, Fatal, Permanent, Retryable
 from tests.fakes.redmine_api import FakeRedmine
 
 KEY = "k-" + uuid.uuid4().hex

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bizbus.runner import RestartBudget
+from bizbus.host.runner import RestartBudget
 
 
 class Clock:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 
-from bizbus.connectors.sink import SinkRecord
+from bizbus.connectors.runtime.sink import SinkRecord
 
 
 class CountingValue(dict):  # type: ignore[type-arg]

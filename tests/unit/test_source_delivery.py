@@ -4,7 +4,7 @@ keep the cursor so that it is sent again (the broker is away, a timeout, anythin
 from __future__ import annotations
 
 import pytest
-from bizbus.connectors.source import delivery_outcome
+from bizbus.connectors.runtime.source import delivery_outcome
 from confluent_kafka import KafkaError
 
 

@@ -14,11 +14,11 @@ from collections.abc import Callable
 
 import psycopg
 import pytest
-from bizbus.connectors.base import Task, TaskRuntime, TaskSpec, retry_delay
-from bizbus.connectors.errors import Fatal, classify
+from bizbus.connectors.runtime.base import Task, TaskRuntime, TaskSpec, retry_delay
 from prometheus_client import REGISTRY
 
 from bizbus.errors import ConfigError
+from bizbus.failures import Fatal, classify
 
 
 class Scripted(Task):
@@ -64,7 +64,7 @@ def test_a_retryable_error_makes_the_task_retry_and_recover(caplog: pytest.LogCa
     task = Scripted(lambda: psycopg.OperationalError("server closed the connection unexpectedly"))
     rt, name = runtime(task)
     assert sample("bizbus_task_restarts_total", component=name, task="0", reason="connection") == 0  # from start
-    caplog.set_level(logging.INFO, logger="bizbus.connectors.base")
+    caplog.set_level(logging.INFO, logger="bizbus.connectors.runtime.base")
     rt.start()
     try:
         wait(lambda: task.steps >= 5)
@@ -84,7 +84,7 @@ def test_a_retryable_error_makes_the_task_retry_and_recover(caplog: pytest.LogCa
         rt.stop()
         rt.join(5)
     assert rt.state == "stopped"
-    lines = [r.getMessage() for r in caplog.records if r.name == "bizbus.connectors.base" and name in r.getMessage()]
+    lines = [r.getMessage() for r in caplog.records if r.name == "bizbus.connectors.runtime.base" and name in r.getMessage()]
     assert sum("retrying with back-off" in m for m in lines) == 1, lines  # one line per streak, not per attempt
     assert sum("working again" in m for m in lines) == 1, lines
 

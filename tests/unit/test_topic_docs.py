@@ -16,9 +16,9 @@ import yaml
 from bizbus.schemas import catalog
 from typer.testing import CliRunner
 
-from bizbus import acls, refdocs, topicdocs
 from bizbus.catalogue import Catalogue, TopicSpec, load_catalogue
-from bizbus.cli import app
+from bizbus.cli.main import app
+from bizbus.docgen import acls, refdocs, topicdocs
 from bizbus.errors import BizbusError, BrokerError
 from bizbus.jsonavro import from_json
 from bizbus.settings import PROJECT_ROOT
@@ -133,7 +133,7 @@ def test_cli_describe() -> None:
 
 
 def test_cli_describe_unknown_topic_lists_the_known_ones() -> None:
-    p = subprocess.run([sys.executable, "-m", "bizbus.cli", "topics", "describe", "bizbus.pm.timesheets.v1"],
+    p = subprocess.run([sys.executable, "-m", "bizbus", "topics", "describe", "bizbus.pm.timesheets.v1"],
                        capture_output=True, text=True, timeout=60)  # fmt: skip
     assert p.returncode == 2 and p.stdout == ""
     assert "Traceback" not in p.stderr

@@ -9,13 +9,14 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from bizbus.connectors.errors import Fatal, Permanent, Retryable
 from bizbus.connectors.sinks.tryton import mapping as m
 from bizbus.connectors.sinks.tryton.rpc import TrytonRejected, decode_object, encode, error_of, rpc_endpoint
 from bizbus.connectors.sinks.tryton.sink import TrytonSinkConfig
 from bizbus.connectors.sinks.tryton.writer import Outcomes
 from bizbus.schemas import catalog
 from pydantic import ValidationError
+
+from bizbus.failures import Fatal, Permanent, Retryable
 
 
 def voucher(*lines: tuple[str, str | None, str, str], currency: str = "CNY") -> dict[str, Any]:

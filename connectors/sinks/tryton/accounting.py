@@ -10,9 +10,10 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from bizbus.connectors.errors import ConnectorError, Permanent, Retryable
-from bizbus.connectors.sink import SinkRecord
+from bizbus.connectors.runtime.sink import SinkRecord
 from bizbus.connectors.sinks.tryton import mapping as m
+
+from bizbus.failures import ConnectorError, Permanent, Retryable
 
 if TYPE_CHECKING:
     from bizbus.connectors.sinks.tryton.writer import Outcomes, TrytonWriter

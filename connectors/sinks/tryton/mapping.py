@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any, Literal
 
-from bizbus.connectors.errors import Permanent
+from bizbus.failures import Permanent
 
 Kind = Literal["cost_center", "voucher", "purchase_order"]
 

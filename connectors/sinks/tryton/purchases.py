@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from bizbus.connectors.errors import Permanent, Retryable
-from bizbus.connectors.sink import SinkRecord
+from bizbus.connectors.runtime.sink import SinkRecord
 from bizbus.connectors.sinks.tryton import mapping as m
+
+from bizbus.failures import Permanent, Retryable
 
 if TYPE_CHECKING:
     from bizbus.connectors.sinks.tryton.writer import Outcomes, TrytonWriter

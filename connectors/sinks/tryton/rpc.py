@@ -27,7 +27,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
-from bizbus.connectors.errors import BackOff, ConnectorError, Fatal, Permanent, Retryable, parse_retry_after
+
+from bizbus.failures import BackOff, ConnectorError, Fatal, Permanent, Retryable, parse_retry_after
 
 log = logging.getLogger(__name__)
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 import re
 
-from bizbus.connectors.errors import RetryPolicy
-from bizbus.connectors.sink import SinkConnector
+from bizbus.connectors.runtime import probes
+from bizbus.connectors.runtime.sink import SinkConnector
 from bizbus.connectors.sinks.tryton.rpc import rpc_endpoint
 from bizbus.connectors.sinks.tryton.writer import TrytonWriter
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from bizbus import probes
 from bizbus.errors import ConfigError
+from bizbus.failures import RetryPolicy
 
 __all__ = ["DEFAULT_TOPICS", "TrytonSink", "TrytonSinkConfig"]
 

@@ -27,8 +27,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from bizbus.connectors.errors import ConnectorError, Fatal, Retryable
-from bizbus.connectors.sink import PlannedEffect, SinkRecord, SinkWriter, WriteResult
+from bizbus.connectors.runtime.sink import PlannedEffect, SinkRecord, SinkWriter, WriteResult
 from bizbus.connectors.sinks.tryton import mapping as m
 from bizbus.connectors.sinks.tryton.accounting import (
     apply_cost_centers,
@@ -40,6 +39,7 @@ from bizbus.connectors.sinks.tryton.purchases import apply_purchases, prepare_pu
 from bizbus.connectors.sinks.tryton.rpc import TrytonRpc
 
 from bizbus import metrics
+from bizbus.failures import ConnectorError, Fatal, Retryable
 from bizbus.logs import register_secret
 
 if TYPE_CHECKING:

@@ -31,11 +31,18 @@ import logging
 import os
 from collections.abc import Mapping
 
-from bizbus.connectors.errors import ConnectorError, Permanent, RetryPolicy, call_with_retry
-from bizbus.connectors.inbox import Converter, Event, InboxConfig, InboxConnector, InboxRow, WebhookHandler
+from bizbus.connectors.runtime.inbox import (
+    Converter,
+    Event,
+    InboxConfig,
+    InboxConnector,
+    InboxRow,
+    WebhookHandler,
+)
 from pydantic import Field
 
 from bizbus.errors import ConfigError
+from bizbus.failures import ConnectorError, Permanent, RetryPolicy, call_with_retry
 from bizbus.logs import register_secret
 
 from .api import FeishuClient

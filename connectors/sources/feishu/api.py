@@ -18,7 +18,8 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
-from bizbus.connectors.errors import BackOff, ConnectorError, Fatal, Permanent, Retryable, parse_retry_after
+
+from bizbus.failures import BackOff, ConnectorError, Fatal, Permanent, Retryable, parse_retry_after
 
 RATE_LIMITED = 99991400  # "request trigger frequency limit"
 TOKEN_REFUSED = frozenset({99991661, 99991663, 99991671})  # token missing / invalid / malformed: fetch again

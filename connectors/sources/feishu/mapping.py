@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from bizbus.connectors.inbox import Event
+from bizbus.connectors.runtime.inbox import Event
 
 from bizbus import lineage
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bizbus.connectors.inbox import (
+from bizbus.connectors.runtime.inbox import (
     Accepted,
     Delivery,
     HttpRequest,

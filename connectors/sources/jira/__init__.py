@@ -10,8 +10,9 @@ Canonical values keep Jira's raw account ids (manager, assignee, employee): flow
 
 from __future__ import annotations
 
-from bizbus.connectors.errors import RetryPolicy
-from bizbus.connectors.inbox import Backfill, Converter, InboxConnector, WebhookHandler
+from bizbus.connectors.runtime.inbox import Backfill, Converter, InboxConnector, WebhookHandler
+
+from bizbus.failures import RetryPolicy
 
 from .api import JiraApi
 from .backfill import JiraBackfill

@@ -12,15 +12,15 @@ from collections.abc import Sequence
 from typing import Any
 
 import httpx
-from bizbus.connectors.errors import (
+
+from bizbus import metrics
+from bizbus.failures import (
     ConnectorError,
     Permanent,
     RetryPolicy,
     call_with_retry,
     classify_http_status,
 )
-
-from bizbus import metrics
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from bizbus.connectors.cursor import Position
-from bizbus.connectors.inbox import Backfill, Delivery, PollResult
+from bizbus.connectors.runtime.cursor import Position
+from bizbus.connectors.runtime.inbox import Backfill, Delivery, PollResult
 
 from .api import WORKLOG_LIST_MAX, JiraApi
 from .config import JiraConfig

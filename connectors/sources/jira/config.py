@@ -6,7 +6,7 @@ import os
 from datetime import date
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from bizbus.connectors.inbox import InboxConfig
+from bizbus.connectors.runtime.inbox import InboxConfig
 from pydantic import Field, field_validator
 
 from bizbus.errors import ConfigError

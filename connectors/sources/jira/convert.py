@@ -13,8 +13,9 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from bizbus.connectors.errors import Permanent
-from bizbus.connectors.inbox import Converter, Event, InboxRow
+from bizbus.connectors.runtime.inbox import Converter, Event, InboxRow
+
+from bizbus.failures import Permanent
 
 from .config import JiraConfig
 from .mapping import (

@@ -19,7 +19,7 @@ from itertools import islice
 from typing import Any
 
 import psycopg
-from bizbus.connectors.pgconn import alive, close_quietly, connect
+from bizbus.connectors.runtime.pgconn import alive, close_quietly, connect
 from psycopg import sql
 
 from .mapping import WorklogFacts

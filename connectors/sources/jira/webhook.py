@@ -11,7 +11,7 @@ import hmac
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from bizbus.connectors.inbox import (
+from bizbus.connectors.runtime.inbox import (
     Accepted,
     Delivery,
     HttpRequest,

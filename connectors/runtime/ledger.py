@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from bizbus.connectors.pgconn import close_quietly, connect
+from bizbus.connectors.runtime.pgconn import close_quietly, connect
 from psycopg import sql
 
 __all__ = ["BatchResult", "Effect", "PgLedger", "WriteFn", "int_array", "text_array"]

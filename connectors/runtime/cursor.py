@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from bizbus.connectors.pgconn import connect
+from bizbus.connectors.runtime.pgconn import connect
 from psycopg import sql
 
 Position = Mapping[str, Any]  # an opaque cursor map, e.g. {"id": 42}

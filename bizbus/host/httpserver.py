@@ -45,7 +45,7 @@ from aiohttp.web_protocol import RequestHandler
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from bizbus import metrics
-from bizbus.connectors.inbox import HttpRequest, HttpResponse
+from bizbus.connectors.runtime.inbox import HttpRequest, HttpResponse
 from bizbus.errors import PortInUse
 
 log = logging.getLogger("bizbus.http")
@@ -61,7 +61,7 @@ REFUSED = metrics.HTTP_REFUSED
 
 
 class App(Protocol):
-    """What the server calls (``bizbus.runner.Health``); ``webhook_async`` and ``webhook_gate`` when present."""
+    """What the server calls (``bizbus.host.runner.Health``); ``webhook_async`` and ``webhook_gate`` when present."""
 
     def webhook(self, name: str, request: HttpRequest) -> HttpResponse: ...
     def connectors(self) -> dict[str, Any]: ...

@@ -10,8 +10,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import psycopg
-
-from bizbus.connectors.pgconn import connect
+from bizbus.connectors.runtime.pgconn import connect
 
 TIMEOUT = 2.0
 

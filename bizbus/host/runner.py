@@ -1,9 +1,9 @@
 """``bizbus up``: bring up the stack, bootstrap it, run the pipeline's components until Ctrl-C.
 
-Also serves bizbus's own HTTP endpoints (bizbus.httpserver): on the public listener the webhooks and
+Also serves bizbus's own HTTP endpoints (bizbus.host.httpserver): on the public listener the webhooks and
 ``/healthz`` (the process is alive); on the admin listener ``/readyz`` (broker and registry reachable, every
 component running; the body says which is not, and which connector is paused), ``/metrics``, ``/connectors``
-and pause / resume / restart (bizbus.admin).
+and pause / resume / restart (bizbus.host.admin).
 """
 
 from __future__ import annotations
@@ -26,19 +26,19 @@ from confluent_kafka.admin import AdminClient
 from prometheus_client import REGISTRY, generate_latest
 
 from bizbus import metrics
-from bizbus.admin import admin_token, serve, watch_pauses
 from bizbus.catalogue import Catalogue
-from bizbus.components import Component, RuntimeContext
-from bizbus.connectors.inbox import HttpRequest, HttpResponse
+from bizbus.connectors.runtime.inbox import HttpRequest, HttpResponse
+from bizbus.devstack.procs import ChildProcess, free_port
+from bizbus.devstack.stack import Stack, bootstrap
 from bizbus.errors import BizbusError
 from bizbus.gcfreeze import FreezeAfterStart
-from bizbus.httpserver import MAX_BODY, HttpServer
-from bizbus.pauses import PauseWatcher
-from bizbus.pipeline import Pipeline
-from bizbus.procs import ChildProcess, free_port
+from bizbus.host.admin import admin_token, serve, watch_pauses
+from bizbus.host.components import Component, RuntimeContext
+from bizbus.host.httpserver import MAX_BODY, HttpServer
+from bizbus.host.pauses import PauseWatcher
+from bizbus.host.pipeline import Pipeline
 from bizbus.serde import AvroSerde
 from bizbus.settings import Settings
-from bizbus.stack import Stack, bootstrap
 
 log = logging.getLogger("bizbus.up")
 
@@ -73,7 +73,7 @@ class ComponentThread:
 class Health:
     """Readiness checks, cached for a second so a probing load balancer cannot hammer the broker."""
 
-    pause_watcher: PauseWatcher | None = None  # the stored pauses (bizbus.admin.watch_pauses); None: local only
+    pause_watcher: PauseWatcher | None = None  # the stored pauses (bizbus.host.admin.watch_pauses); None: local only
 
     def __init__(self, settings: Settings, components: list[ComponentThread],
                  extra_checks: Callable[[], dict[str, str]] | None = None, registry: Any = None) -> None:  # fmt: skip
@@ -184,7 +184,7 @@ class Health:
 
     def control(self, name: str, action: str, by: str = "admin API") -> tuple[int, dict[str, Any]]:
         """Pause or resume a connector's tasks (they keep their group membership and leases), or restart
-        them. A pause is stored first (bizbus.pauses): every worker of the connector applies it, also after
+        them. A pause is stored first (bizbus.host.pauses): every worker of the connector applies it, also after
         a restart; when it cannot be stored nothing changes (503)."""
         comp = next((c for c in self.components if c.name == name), None)
         if comp is None:
@@ -414,7 +414,7 @@ def flows_process(settings: Settings, pipeline: Pipeline, http_port: int = 0) ->
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
            "SCHEMA_REGISTRY_URL": settings.registry_url, "BIZBUS_HTTP_HOST": "127.0.0.1", "BIZBUS_HTTP_PORT": "0",
            "BIZBUS_ADMIN_HOST": "127.0.0.1", "BIZBUS_ADMIN_PORT": str(http_port)}  # fmt: skip
-    argv = [sys.executable, "-m", "bizbus.cli", "flows", "run", "--pipeline", str(pipeline.path)]
+    argv = [sys.executable, "-m", "bizbus", "flows", "run", "--pipeline", str(pipeline.path)]
     return ChildProcess("flows", argv, settings.data_dir / "logs" / "flows.log", env)
 
 

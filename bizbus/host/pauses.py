@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-log = logging.getLogger("bizbus.pauses")
+log = logging.getLogger("bizbus.host.pauses")
 
 SCHEMA = "bizbus_state"
 POLL_SECONDS = 1.5

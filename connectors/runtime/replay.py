@@ -1,7 +1,7 @@
 """Dead letters as a workflow: read them back, narrow them down, look at one, and replay them.
 
 A dead letter keeps the original bytes and coordinates of a record a sink could not write
-(connectors/dlq.py). Once the operator has fixed the cause (master data, a constraint, a mapping), a
+(bizbus/deadletters.py). Once the operator has fixed the cause (master data, a constraint, a mapping), a
 replay rebuilds the original ``SinkRecord`` and hands it to a fresh writer of the same connector: the
 same idempotent path as live traffic, ledger included. The effect id comes from the record's
 ``meta.event_id``, so a record that is already applied (by an earlier replay, or by the live sink after
@@ -11,7 +11,7 @@ Reading "to the end" of the dead-letter topic does not trust the high watermark 
 is unreliable): every partition is assigned from offset 0 and read until ``idle`` seconds bring nothing
 new. Nothing is committed and the group id is throwaway, so reading never disturbs anyone.
 
-``bizbus dlq list|show|replay`` (bizbus/cli.py) is the command line over this module.
+``bizbus dlq list|show|replay`` (bizbus/cli/main.py) is the command line over this module.
 """
 
 from __future__ import annotations
@@ -27,14 +27,14 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from bizbus.connectors.dlq import DEAD_LETTER_TOPIC
-from bizbus.connectors.errors import ConnectorError, RetryPolicy, call_with_retry
-from bizbus.connectors.sink import SinkConnector, SinkRecord, SinkWriter, WriteResult
+from bizbus.connectors.runtime.sink import SinkConnector, SinkRecord, SinkWriter, WriteResult
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from bizbus.components import RuntimeContext
+from bizbus.deadletters import DEAD_LETTER_TOPIC
 from bizbus.errors import BizbusError, BrokerError, RegistryError
-from bizbus.pipeline import ConfiguredComponent, Pipeline
+from bizbus.failures import ConnectorError, RetryPolicy, call_with_retry
+from bizbus.host.components import RuntimeContext
+from bizbus.host.pipeline import ConfiguredComponent, Pipeline
 from bizbus.serde import AvroSerde, PoisonRecord
 
 log = logging.getLogger(__name__)

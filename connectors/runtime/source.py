@@ -26,18 +26,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from bizbus.connectors.base import Task
-from bizbus.connectors.cursor import CursorTracker, PgCursorStore, Position
-from bizbus.connectors.dlq import DeadLetterWriter, dead_letter
-from bizbus.connectors.errors import ConnectorError, Permanent
-from bizbus.connectors.lease import PgLease
+from bizbus.connectors.runtime.base import Task
+from bizbus.connectors.runtime.cursor import CursorTracker, PgCursorStore, Position
+from bizbus.connectors.runtime.lease import PgLease
 from bizbus.schemas import catalog
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from bizbus import lineage, metrics
-from bizbus.broker import log_epoch
 from bizbus.catalogue import Catalogue
 from bizbus.crashpoints import crashpoint
+from bizbus.deadletters import DeadLetterWriter, dead_letter
+from bizbus.failures import ConnectorError, Permanent
+from bizbus.kafka import log_epoch
 from bizbus.serde import AvroSerde, RecordInvalid
 
 log = logging.getLogger(__name__)

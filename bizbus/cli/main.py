@@ -78,7 +78,7 @@ def _catalogue(settings):
 def _admin(settings):
     from confluent_kafka.admin import AdminClient
 
-    from bizbus.broker import wait_for_metadata
+    from bizbus.kafka import wait_for_metadata
 
     wait_for_metadata(settings.kafka_config(), timeout=10)
     return AdminClient(settings.kafka_config())
@@ -95,8 +95,8 @@ def up(pipeline: PipelineOpt = None, topics: TopicsOpt = None) -> None:
     127.0.0.1:8089). Without BIZBUS_ADMIN_TOKEN it writes a token into .bizbus/admin.token. Ctrl-C stops
     every child process.
     """
-    from bizbus.pipeline import load_pipeline
-    from bizbus.runner import up as run_up
+    from bizbus.host.pipeline import load_pipeline
+    from bizbus.host.runner import up as run_up
 
     s = _settings(pipeline, topics)
     _logging(s.log_level, s.log_format)
@@ -121,8 +121,8 @@ def worker(
     (BIZBUS_ADMIN_PORT; 0 = any) with ``Authorization: Bearer`` BIZBUS_ADMIN_TOKEN; a pause is stored in
     PostgreSQL (BIZBUS_STATE_DSN) and applies to every worker of the connector.
     """
-    from bizbus.pipeline import load_pipeline
-    from bizbus.runner import worker as run_worker
+    from bizbus.host.pipeline import load_pipeline
+    from bizbus.host.runner import worker as run_worker
 
     s = _settings(pipeline, topics)
     _logging(s.log_level, s.log_format)
@@ -145,7 +145,7 @@ def flows_run(
     topics. Start the same command on more machines to share the partitions. /metrics and /readyz are
     served on the admin listener, BIZBUS_ADMIN_PORT (0: any free port).
     """
-    from bizbus.pipeline import load_pipeline
+    from bizbus.host.pipeline import load_pipeline
     from bizbus.streams.app import run_worker
 
     s = _settings(pipeline, topics)
@@ -163,7 +163,7 @@ def tryton_demo(
     kept in <folder>/admin.pass, never printed."""
     import time
 
-    from bizbus.connectors.sinks.tryton.demo import run_demo, trytond_missing
+    from bizbus.devstack.tryton_demo import run_demo, trytond_missing
 
     reason = trytond_missing()
     if reason:
@@ -192,8 +192,8 @@ def tryton_show(
     """Print the analytic account of a project and the moves posted on it, as Tryton has them."""
     import os
 
-    from bizbus.connectors.sinks.tryton.demo import show_project
     from bizbus.connectors.sinks.tryton.rpc import TrytonRpc
+    from bizbus.devstack.tryton_demo import show_project
 
     password = os.environ.get(password_env)
     if not password:
@@ -207,7 +207,7 @@ def tryton_show(
 @app.command()
 def check(pipeline: PipelineOpt = None, topics: TopicsOpt = None) -> None:
     """Validate settings, the pipeline file and the topic catalogue without connecting to anything."""
-    from bizbus.pipeline import load_pipeline
+    from bizbus.host.pipeline import load_pipeline
 
     s = _settings(pipeline, topics)
     pl = load_pipeline(s.pipeline_file)
@@ -220,7 +220,7 @@ def check(pipeline: PipelineOpt = None, topics: TopicsOpt = None) -> None:
 @app.command()
 def components() -> None:
     """List the connector and flow types a pipeline can use, with their config fields."""
-    from bizbus.components import COMPONENT_TYPES
+    from bizbus.host.components import COMPONENT_TYPES
 
     for t in COMPONENT_TYPES.values():
         typer.echo(f"{t.name}  [{t.kind}]  {t.summary}")
@@ -234,8 +234,8 @@ def docs(
     check_only: Annotated[bool, typer.Option("--check", help="fail when a generated file is stale")] = False,
 ) -> None:
     """Generate the files derived from code: docs/reference.md (settings, component configs, topics) and
-    the others listed by ``bizbus.refdocs.generated`` (dashboards, alert rules, topic catalogue page)."""
-    from bizbus.refdocs import generated
+    the others listed by ``bizbus.docgen.refdocs.generated`` (dashboards, alert rules, topic catalogue page)."""
+    from bizbus.docgen.refdocs import generated
     from bizbus.settings import PROJECT_ROOT
 
     stale = []
@@ -413,7 +413,7 @@ def topics_describe(
     The catalogue entry, every field with its type and doc, an example record and how to consume the
     topic; docs/topics.md has the same for every topic.
     """
-    from bizbus.topicdocs import describe
+    from bizbus.docgen.topicdocs import describe
 
     typer.echo(describe(_catalogue(_settings(topics=topics)).get(topic)), nl=False)
 
@@ -435,7 +435,7 @@ def topics_acls(
     Each reading team may read its topics and use the groups <team>-*; bizbus writes every topic. On a
     broker without ACL support (the embedded Tansu) --apply says so and exits 0.
     """
-    from bizbus import acls
+    from bizbus.docgen import acls
 
     s = _settings(topics=topics)
     cat = _catalogue(s)
@@ -486,8 +486,8 @@ def schemas_show(name: Annotated[str, typer.Argument(help="full name, e.g. bizbu
 @schemas_app.command("register")
 def schemas_register(topics: TopicsOpt = None) -> None:
     """Register every catalogue topic's value schema under <topic>-value."""
+    from bizbus.devstack.stack import register_schemas
     from bizbus.serde import AvroSerde
-    from bizbus.stack import register_schemas
 
     s = _settings(topics=topics)
     ids = register_schemas(AvroSerde(s.registry_config()), _catalogue(s))
@@ -550,7 +550,7 @@ DlqIdleOpt = Annotated[
 
 def _dead_letters(s, serde, topic: str, idle: float):
     """All dead letters on ``topic``, with progress on stderr while a long read goes on."""
-    from bizbus.connectors.replay import read_dead_letters
+    from bizbus.connectors.runtime.replay import read_dead_letters
 
     def progress(n: int) -> None:
         typer.echo(f"reading dead letters from {topic} ({n} so far)", err=True)
@@ -570,7 +570,7 @@ def dlq_list(
     """List dead letters, oldest first, de-duplicated by id, with a count per connector and error class."""
     import json
 
-    from bizbus.connectors import replay as rp
+    from bizbus.connectors.runtime import replay as rp
     from bizbus.serde import AvroSerde
 
     flt = rp.DeadLetterFilter.parse(connector, filters or ())
@@ -599,7 +599,7 @@ def dlq_show(
     idle: DlqIdleOpt = 2.0,
 ) -> None:
     """Print every field of one dead letter; the value as JSON when it decodes, else its raw bytes."""
-    from bizbus.connectors import replay as rp
+    from bizbus.connectors.runtime import replay as rp
     from bizbus.serde import AvroSerde
 
     s = _settings()
@@ -627,9 +627,9 @@ def dlq_replay(
     pipeline, are skipped. Exits 1 when a record failed or does not decode (a dry run: when one
     could not be planned), else 0.
     """
-    from bizbus.components import RuntimeContext
-    from bizbus.connectors import replay as rp
-    from bizbus.pipeline import load_pipeline
+    from bizbus.connectors.runtime import replay as rp
+    from bizbus.host.components import RuntimeContext
+    from bizbus.host.pipeline import load_pipeline
     from bizbus.serde import AvroSerde
 
     flt = rp.DeadLetterFilter.parse(connector, filters or ())

@@ -2,7 +2,7 @@
 
 ``build_template(folder)`` creates ``<folder>/<name>.sqlite`` with the modules bizbus writes to (including our
 own ``bizbus_ref``) and seeds it in a child process through trytond's API (``python -m
-bizbus.connectors.sinks.tryton.demo seed DB``, so trytond's global configuration stays out of the caller):
+bizbus.devstack.tryton_demo seed DB``, so trytond's global configuration stays out of the caller):
 company "Bizbus Demo Co" in CNY, a chart of accounts, fiscal year 2026 by month, accounts 6601 / 2211 / 1403,
 the analytic root ``CC``, suppliers SUP-001 / SUP-002 and products MAT-STEEL-10 / SVC-INSTALL.
 ``TrytonServer`` runs ``trytond`` for one database; ``run_demo`` and ``show_project`` back the CLI.
@@ -21,7 +21,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from bizbus.procs import ChildProcess, free_port
+from bizbus.devstack.procs import ChildProcess, free_port
 
 REPO = Path.cwd()
 BIN = Path(sys.executable).parent
@@ -76,7 +76,7 @@ def build_template(folder: Path, name: str = TEMPLATE_DB, log: Any = print, pass
     _run([str(BIN / "trytond-admin"), "-d", name, "--email", "admin@example.com", "--activate-dependencies",
           "-u", *MODULES], env, folder / "admin.log")  # fmt: skip
     log(f"[tryton] modules activated in {time.monotonic() - started:.1f} s; seeding ...")
-    _run([sys.executable, "-m", "bizbus.connectors.sinks.tryton.demo", "seed", name], env, folder / "seed.log")
+    _run([sys.executable, "-m", "bizbus.devstack.tryton_demo", "seed", name], env, folder / "seed.log")
     log(f"[tryton] template ready in {time.monotonic() - started:.1f} s")
     return db
 
@@ -341,4 +341,4 @@ if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "seed":
         seed(sys.argv[2])
     else:
-        sys.exit("usage: python -m bizbus.connectors.sinks.tryton.demo seed DBNAME")
+        sys.exit("usage: python -m bizbus.devstack.tryton_demo seed DBNAME")

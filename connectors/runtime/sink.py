@@ -40,12 +40,12 @@ from dataclasses import dataclass, field
 from threading import Event
 from typing import Any, Literal
 
-from bizbus.connectors.base import Connector, Task, TaskSpec
-from bizbus.connectors.dlq import DeadLetterWriter, dead_letter
-from bizbus.connectors.errors import ConnectorError, Permanent, Poison, RetryPolicy, classify
+from bizbus.connectors.runtime.base import Connector, Task, TaskSpec
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from bizbus import logs, metrics
+from bizbus.deadletters import DeadLetterWriter, dead_letter
+from bizbus.failures import ConnectorError, Permanent, Poison, RetryPolicy, classify
 from bizbus.serde import AvroSerde, PoisonRecord
 
 log = logging.getLogger(__name__)

@@ -8,18 +8,18 @@
   cursor are committed, then ``close()``).
 * Scheduling: in one process each task runs in its own thread. Across processes, sink tasks of the same
   connector are members of one consumer group (``bizbus-sink-<name>``), so Kafka spreads partitions;
-  source tasks take a lease per shard (connectors/lease.py), so two processes never read one shard —
+  source tasks take a lease per shard (connectors/runtime/lease.py), so two processes never read one shard —
   a second worker stands by and takes over when the first dies.
 
 * Failures: a step that raises a retryable error (a lost database connection, a broker or target away;
-  ``connectors/errors.py``'s ``classify``) does not end the task. The runtime marks it "retrying" (shown in
+  ``bizbus/failures.py``'s ``classify``) does not end the task. The runtime marks it "retrying" (shown in
   ``/connectors`` and ``/readyz``), counts it (``bizbus_task_restarts_total``), lets the task reset what the
   error left behind (``Task.recover``), waits a capped, jittered exponential back-off and steps again; one
   log line when a streak starts and one when it ends. Only a "fatal" error (bad credentials, config the
   target refuses) stops the task for good.
 
-A connector is a ``bizbus.components.Component``, so the pipeline YAML refers to it by its type name
-(``bizbus.components.COMPONENT_TYPES``) and ``bizbus up`` / ``bizbus worker`` run it.
+A connector is a ``bizbus.host.components.Component``, so the pipeline YAML refers to it by its type name
+(``bizbus.host.components.COMPONENT_TYPES``) and ``bizbus up`` / ``bizbus worker`` run it.
 """
 
 from __future__ import annotations
@@ -33,11 +33,10 @@ from dataclasses import dataclass, field
 from threading import Event
 from typing import Any, ClassVar, Literal
 
-from bizbus.connectors.errors import classify
-
 from bizbus import metrics
-from bizbus.components import Component
 from bizbus.errors import ConfigError
+from bizbus.failures import classify
+from bizbus.host.components import Component
 
 log = logging.getLogger(__name__)
 

@@ -184,7 +184,7 @@ def render_strimzi(catalogue: Catalogue, auth: StrimziAuth = "tls", cluster: str
 
 
 def generated(catalogue: Catalogue) -> dict[Path, str]:
-    """The files of this module that ``bizbus docs`` writes (see ``bizbus.refdocs.generated``)."""
+    """The files of this module that ``bizbus docs`` writes (see ``bizbus.docgen.refdocs.generated``)."""
     return {KAFKA_ACLS_SCRIPT: render_kafka_cli(catalogue), STRIMZI_USERS: render_strimzi(catalogue)}
 
 

@@ -54,7 +54,7 @@ class Component(ABC):
 
     def probe(self) -> str | None:
         """Is the system this component reads or writes reachable now? None: yes; else what is wrong
-        (shown by ``/readyz`` as ``target:<name>``; see :mod:`bizbus.probes`)."""
+        (shown by ``/readyz`` as ``target:<name>``; see :mod:`bizbus.connectors.runtime.probes`)."""
         return None
 
 

@@ -18,11 +18,11 @@ import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
-from bizbus.connectors.errors import ConnectorError
-from bizbus.schemas import catalog
 from confluent_kafka import Producer
 
 from bizbus import lineage, logs, metrics
+from bizbus.failures import ConnectorError
+from bizbus.schemas import catalog
 from bizbus.serde import AvroSerde
 
 DEAD_LETTER_TOPIC = "bizbus.ops.dead-letter.v1"

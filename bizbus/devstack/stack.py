@@ -11,15 +11,15 @@ from dataclasses import dataclass
 import httpx
 
 from bizbus import catalogue as cat_mod
-from bizbus.broker import (
+from bizbus.devstack.broker import (
     BrokerCapabilities,
     EmbeddedBroker,
     probe_capabilities,
     save_capabilities,
-    wait_for_metadata,
 )
+from bizbus.devstack.procs import ChildProcess, port_is_free
 from bizbus.errors import PortInUse, RegistryError
-from bizbus.procs import ChildProcess, port_is_free
+from bizbus.kafka import wait_for_metadata
 from bizbus.serde import AvroSerde
 from bizbus.settings import Settings
 

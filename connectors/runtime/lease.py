@@ -21,7 +21,7 @@ import zlib
 from typing import Any
 
 import psycopg
-from bizbus.connectors.pgconn import alive, close_quietly, connect
+from bizbus.connectors.runtime.pgconn import alive, close_quietly, connect
 
 
 def lease_key(connector: str, shard: str) -> int:

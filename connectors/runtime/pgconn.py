@@ -9,7 +9,7 @@
 Every holder of a long-lived connection reconnects lazily: it checks :func:`alive` before use and opens
 a new one when the old one was closed or broken (a terminated backend, a restarted server). The error of
 the statement that found the connection broken goes up to the task runtime, which backs off and tries
-again (connectors/base.py).
+again (connectors/runtime/base.py).
 """
 
 from __future__ import annotations

@@ -15,11 +15,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bizbus.httpserver import HttpServer, Limits, serve_http
-from bizbus.pauses import PauseStore, PauseWatcher
+from bizbus.host.httpserver import HttpServer, Limits, serve_http
+from bizbus.host.pauses import PauseStore, PauseWatcher
 from bizbus.settings import Settings
 
-log = logging.getLogger("bizbus.admin")
+log = logging.getLogger("bizbus.host.admin")
 
 TOKEN_FILE = "admin.token"
 

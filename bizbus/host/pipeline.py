@@ -5,7 +5,7 @@ version: 1
 name: default
 connectors:
   - name: demo-timesheets          # unique, used in metrics, logs, dead letters
-    type: sample-events            # a name from bizbus.components.COMPONENT_TYPES
+    type: sample-events            # a name from bizbus.host.components.COMPONENT_TYPES
     config: {topic: bizbus.pm.timesheet.v1, rate_per_second: 2}
 flows: []
 ```
@@ -22,8 +22,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
-from bizbus.components import COMPONENT_TYPES, ComponentType, Kind
 from bizbus.errors import ConfigError
+from bizbus.host.components import COMPONENT_TYPES, ComponentType, Kind
 from bizbus.yamlconf import line_of, read_yaml, validation_lines
 
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,62}$")]

@@ -41,17 +41,18 @@ from typing import Any, ClassVar
 
 import httpx
 import psycopg
-from bizbus.connectors.base import Connector, Task, TaskSpec
-from bizbus.connectors.cursor import GapGuard, PgCursorStore, Position, pg_ended, pg_in_progress
-from bizbus.connectors.dlq import DeadLetterWriter, dead_letter
-from bizbus.connectors.errors import ConnectorError, Permanent, Retryable, classify
-from bizbus.connectors.lease import PgLease
-from bizbus.connectors.pgconn import alive, close_quietly, connect
-from bizbus.connectors.source import SourceItem, SourceReader, SourceTask
+from bizbus.connectors.runtime import probes
+from bizbus.connectors.runtime.base import Connector, Task, TaskSpec
+from bizbus.connectors.runtime.cursor import GapGuard, PgCursorStore, Position, pg_ended, pg_in_progress
+from bizbus.connectors.runtime.lease import PgLease
+from bizbus.connectors.runtime.pgconn import alive, close_quietly, connect
+from bizbus.connectors.runtime.source import SourceItem, SourceReader, SourceTask
 from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from bizbus import metrics, probes
+from bizbus import metrics
+from bizbus.deadletters import DeadLetterWriter, dead_letter
+from bizbus.failures import ConnectorError, Permanent, Retryable, classify
 from bizbus.settings import no_password
 
 log = logging.getLogger(__name__)

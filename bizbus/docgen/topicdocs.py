@@ -328,5 +328,5 @@ def render_page(catalogue: Catalogue) -> str:
 
 
 def generated(catalogue: Catalogue) -> dict[Path, str]:
-    """The files of this module that ``bizbus docs`` writes (see ``bizbus.refdocs.generated``)."""
+    """The files of this module that ``bizbus docs`` writes (see ``bizbus.docgen.refdocs.generated``)."""
     return {TOPICS_PAGE: render_page(catalogue)}
