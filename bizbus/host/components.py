@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from threading import Event
 from typing import TYPE_CHECKING, ClassVar, Literal
 
@@ -58,14 +60,25 @@ class Component(ABC):
         return None
 
 
+def _nothing(_config: BaseModel) -> tuple[str, ...]:
+    return ()
+
+
 @dataclass(frozen=True)
-class ComponentType:
-    """A named component type: where its class lives and what it does."""
+class ComponentSpec:
+    """Everything the host needs to know about a component type, declared in the component's own folder
+    (``<folder>/spec.py: SPEC``): its name, kind and one-line summary, where its class lives, and, given a
+    validated config, the catalogue topics it reads and writes and the environment variables that must hold
+    its secrets (``bizbus check`` cross-checks both). The class is imported only when a pipeline uses it."""
 
     name: str
     kind: Kind
     target: str  # "module:Class"
     summary: str
+    reads: Callable[[BaseModel], tuple[str, ...]] = _nothing
+    writes: Callable[[BaseModel], tuple[str, ...]] = _nothing
+    secrets: Callable[[BaseModel], tuple[str, ...]] = _nothing
+    docs: str = ""  # the page that explains how to connect the real system, relative to the repository root
 
     def load(self) -> type[Component]:
         module, _, attr = self.target.partition(":")
@@ -78,9 +91,61 @@ class ComponentType:
         return self.load().Config
 
 
-COMPONENT_TYPES: dict[str, ComponentType] = {
-    t.name: t
-    for t in (
+ComponentType = ComponentSpec  # the name the pipeline and the docs use
+
+ENTRY_POINT_GROUP = "bizbus.components"
+"""Third-party packages add component types through this entry-point group; each entry point names a
+``ComponentSpec`` (``mypkg.spec:SPEC``)."""
+
+
+def load_spec(location: str) -> ComponentSpec:
+    module, _, attr = location.partition(":")
+    spec = getattr(importlib.import_module(module), attr or "SPEC")
+    if not isinstance(spec, ComponentSpec):
+        raise TypeError(f"{location} is not a ComponentSpec")
+    return spec
+
+
+class _Registry(Mapping[str, ComponentSpec]):
+    """The component types: the built-in ones (``BUILTIN``: where each spec lives) and those of installed
+    plugins (entry-point group ``bizbus.components``), read on first use."""
+
+    def __init__(self, builtin: tuple[str | ComponentSpec, ...]) -> None:
+        self._builtin = builtin
+        self._specs: dict[str, ComponentSpec] | None = None
+
+    def _load(self) -> dict[str, ComponentSpec]:
+        if self._specs is None:
+            specs: dict[str, ComponentSpec] = {}
+            for item in self._builtin:
+                spec = load_spec(item) if isinstance(item, str) else item
+                specs[spec.name] = spec
+            for ep in entry_points(group=ENTRY_POINT_GROUP):
+                spec = ep.load()
+                if not isinstance(spec, ComponentSpec):
+                    raise TypeError(f"entry point {ep.name} = {ep.value} ({ENTRY_POINT_GROUP}) is not a ComponentSpec")
+                if spec.name in specs:
+                    raise TypeError(f"entry point {ep.value} declares component type {spec.name!r}, "
+                                    "which exists already")  # fmt: skip
+                specs[spec.name] = spec
+            self._specs = specs
+        return self._specs
+
+    def __getitem__(self, name: str) -> ComponentSpec:
+        return self._load()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._load())
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+    def reload(self) -> None:
+        """Forget what was read (a test that installs a plugin)."""
+        self._specs = None
+
+
+BUILTIN: tuple[str | ComponentSpec, ...] = (
         ComponentType(
             "sample-events",
             "source",
@@ -161,5 +226,6 @@ COMPONENT_TYPES: dict[str, ComponentType] = {
             "bizbus.streams.app:ApprovalsFlow",
             "F4: an approved OA purchase request → purchase order; revoked after approval → the order is cancelled.",
         ),
-    )
-}
+)
+
+COMPONENT_TYPES = _Registry(BUILTIN)
