@@ -95,8 +95,8 @@ def up(pipeline: PipelineOpt = None, topics: TopicsOpt = None) -> None:
     127.0.0.1:8089). Without BIZBUS_ADMIN_TOKEN it writes a token into .bizbus/admin.token. Ctrl-C stops
     every child process.
     """
+    from bizbus.devstack.up import up as run_up
     from bizbus.host.pipeline import load_pipeline
-    from bizbus.host.runner import up as run_up
 
     s = _settings(pipeline, topics)
     _logging(s.log_level, s.log_format)
