@@ -20,7 +20,7 @@ app = typer.Typer(
     help="bizbus — Kafka-based enterprise service bus. `bizbus up` runs it; the other commands manage "
     "topics and schemas. Settings come from BIZBUS_* variables, KAFKA_BOOTSTRAP_SERVERS and SCHEMA_REGISTRY_URL.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
     pretty_exceptions_enable=False,
 )
 topics_app = typer.Typer(
@@ -82,6 +82,26 @@ def _admin(settings):
 
     wait_for_metadata(settings.kafka_config(), timeout=10)
     return AdminClient(settings.kafka_config())
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"bizbus {version('bizbus')}")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            typer.echo("bizbus (not installed: no version)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    _show_version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version and exit")
+    ] = False,
+) -> None:
+    """bizbus — Kafka-based enterprise service bus."""
 
 
 @app.command()
@@ -220,36 +240,44 @@ def check(pipeline: PipelineOpt = None, topics: TopicsOpt = None) -> None:
 @app.command()
 def components() -> None:
     """List the connector and flow types a pipeline can use, with their config fields."""
+    from bizbus.docgen.refdocs import field_docs
     from bizbus.host.components import COMPONENT_TYPES
 
     for t in COMPONENT_TYPES.values():
         typer.echo(f"{t.name}  [{t.kind}]  {t.summary}")
-        for fname, f in t.config_model().model_fields.items():
-            default = "required" if f.is_required() else f"default {f.default!r}"
-            typer.echo(f"    {fname}: {f.description or ''} ({default})")
+        for d in field_docs(t.config_model()):
+            shown = d.default.replace("`", "")
+            default = shown if shown == "required" or shown.startswith("see ") else f"default {shown}"
+            typer.echo(f"    {d.name}: {d.description} ({default})")
 
 
 @app.command()
 def docs(
     check_only: Annotated[bool, typer.Option("--check", help="fail when a generated file is stale")] = False,
+    out: Annotated[
+        Path, typer.Option("--out", help="folder the files are written into (their paths are relative to it)")
+    ] = Path("."),
 ) -> None:
     """Generate the files derived from code: docs/reference.md (settings, component configs, topics) and
-    the others listed by ``bizbus.docgen.refdocs.generated`` (dashboards, alert rules, topic catalogue page)."""
+    the others listed by ``bizbus.docgen.refdocs.generated`` (dashboards, alert rules, topic catalogue page,
+    the packaged defaults, the README's component table). Writes below --out only (default: the current
+    folder, normally the repository root)."""
     from bizbus.docgen.refdocs import generated
     from bizbus.settings import PROJECT_ROOT
 
     stale = []
     for path, text in generated(_catalogue(_settings())).items():
-        current = path.read_text(encoding="utf-8") if path.exists() else ""
-        rel = path.relative_to(PROJECT_ROOT) if path.is_relative_to(PROJECT_ROOT) else path
+        rel = path.relative_to(PROJECT_ROOT)
+        target = out / rel
+        current = target.read_text(encoding="utf-8") if target.exists() else ""
         if current == text:
-            typer.echo(f"{rel} is current")
+            typer.echo(f"{target} is current")
         elif check_only:
-            stale.append(str(rel))
+            stale.append(str(target))
         else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
-            typer.echo(f"wrote {rel}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text, encoding="utf-8")
+            typer.echo(f"wrote {target}")
     if stale:
         raise BizbusError(f"stale generated file(s): {', '.join(stale)}; run `bizbus docs` and commit the result")
 
