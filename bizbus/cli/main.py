@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from bizbus.errors import BizbusError
+from bizbus.errors import BizbusError, ConfigError
 
 app = typer.Typer(
     help="bizbus — Kafka-based enterprise service bus. `bizbus up` runs it; the other commands manage "
@@ -225,15 +225,34 @@ def tryton_show(
 
 
 @app.command()
-def check(pipeline: PipelineOpt = None, topics: TopicsOpt = None) -> None:
-    """Validate settings, the pipeline file and the topic catalogue without connecting to anything."""
+def check(
+    pipeline: PipelineOpt = None,
+    topics: TopicsOpt = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="fail (exit 2) on a cross-check problem instead of warning")
+    ] = False,
+) -> None:
+    """Validate settings, the pipeline file and the topic catalogue without connecting to anything.
+
+    Also cross-checks each enabled component: every topic it reads or writes is in the catalogue, and every
+    environment variable holding one of its secrets is set (or its NAME_FILE variant). Problems are
+    warnings; with --strict they are an error.
+    """
+    from bizbus.host.crosscheck import cross_check
     from bizbus.host.pipeline import load_pipeline
 
     s = _settings(pipeline, topics)
     pl = load_pipeline(s.pipeline_file)
     cat = _catalogue(s)
+    problems = cross_check(pl, cat)
+    if problems and strict:
+        raise ConfigError("\n  ".join([f"pipeline {s.pipeline_file} against {s.topics_file} and the environment:",
+                                        *problems]))  # fmt: skip
+    for p in problems:
+        typer.echo(f"warning: {p}", err=True)
     typer.echo(
         f"ok: pipeline '{pl.name}' ({len(pl.components)} components) and {len(cat.topics)} catalogue topics are valid"
+        + (f" ({len(problems)} warning{'s' if len(problems) != 1 else ''}; --strict fails on them)" if problems else "")
     )
 
 
