@@ -706,7 +706,7 @@ def _logging(level: str, fmt: str | None = None) -> None:
 def main() -> None:
     """Entry point: run the CLI, turning expected errors into a message and an exit code."""
     try:
-        app()
+        app(prog_name="bizbus")  # also under `python -m bizbus` (usage lines, completion variable _BIZBUS_COMPLETE)
     except BizbusError as exc:
         if os.environ.get("BIZBUS_DEBUG"):
             raise
