@@ -27,12 +27,13 @@ def _cell(text: str) -> str:
 
 
 def component_table(specs: Iterable[ComponentSpec]) -> str:
-    """A Markdown table: name, kind, summary and the page that explains it (its connect page when it has
-    one, else its config in docs/reference.md); sources first, then sinks, flows, monitors."""
+    """A Markdown table: name, kind, summary and its pages (how to connect the real system, when it has such a
+    page, and its config in docs/reference.md); sources first, then sinks, flows, monitors."""
     rows = ["| component | kind | what it does | docs |", "|---|---|---|---|"]
     ordered = sorted(specs, key=lambda s: (KIND_ORDER.index(s.kind) if s.kind in KIND_ORDER else 9, s.name))
     for s in ordered:
-        link = f"[{s.docs.rsplit('/', 1)[-1]}]({s.docs})" if s.docs else f"[reference](docs/reference.md#{_anchor(s)})"
+        config = f"[config](docs/reference.md#{_anchor(s)})"
+        link = f"[connect]({s.docs}) · {config}" if s.docs else config
         rows.append(f"| `{s.name}` | {s.kind} | {_cell(s.summary)} | {link} |")
     return "\n".join(rows) + "\n"
 

@@ -53,8 +53,8 @@ def test_component_table_and_splice() -> None:
              ComponentSpec("alpha-src", "source", "m:A", "Reads things.")]  # fmt: skip
     table = readme.component_table(specs)
     assert table.splitlines()[2:] == [
-        "| `alpha-src` | source | Reads things. | [reference](docs/reference.md#alpha-src-source) |",
-        "| `zeta` | sink | Writes \\| things. | [zeta.md](docs/connectors/zeta.md) |",
+        "| `alpha-src` | source | Reads things. | [config](docs/reference.md#alpha-src-source) |",
+        "| `zeta` | sink | Writes \\| things. | [connect](docs/connectors/zeta.md) · [config](docs/reference.md#zeta-sink) |",
     ]
     doc = f"# x\n\nintro\n{readme.BEGIN}\nold table\n{readme.END}\nafter\n"
     assert readme.splice(doc, table) == f"# x\n\nintro\n{readme.BEGIN}\n{table}{readme.END}\nafter\n"
