@@ -44,7 +44,7 @@ def _value(d: Any) -> str:
 
 def _default_value(f: FieldInfo) -> Any:
     """The field's default as a value (a factory is called); ``PydanticUndefined`` for a required field."""
-    return f.get_default(call_default_factory=True, validated_data={})
+    return f.get_default(call_default_factory=True)
 
 
 def _default(f: FieldInfo) -> str:
