@@ -13,7 +13,7 @@ from bizbus.host.components import ComponentSpec
 
 BEGIN = "<!-- components:begin -->"
 END = "<!-- components:end -->"
-KIND_ORDER = ("source", "sink", "flow", "monitor")
+KIND_ORDER = ("source", "sink", "monitor", "flow")
 
 
 def _anchor(spec: ComponentSpec) -> str:
@@ -27,14 +27,15 @@ def _cell(text: str) -> str:
 
 
 def component_table(specs: Iterable[ComponentSpec]) -> str:
-    """A Markdown table: name, kind, summary and its pages (how to connect the real system, when it has such a
-    page, and its config in docs/reference.md); sources first, then sinks, flows, monitors."""
-    rows = ["| component | kind | what it does | docs |", "|---|---|---|---|"]
-    ordered = sorted(specs, key=lambda s: (KIND_ORDER.index(s.kind) if s.kind in KIND_ORDER else 9, s.name))
+    """A Markdown table: type, kind, summary and the page to read before connecting a real one (the
+    component's own page when its spec names one, else its config in docs/reference.md); sources first, then
+    sinks, monitors and flows, each in the registry's order."""
+    rows = ["| type | kind | what it does | connect a real one |", "|------|------|--------------|--------------------|"]
+    listed = list(specs)
+    ordered = sorted(listed, key=lambda s: (KIND_ORDER.index(s.kind) if s.kind in KIND_ORDER else 9, listed.index(s)))
     for s in ordered:
-        config = f"[config](docs/reference.md#{_anchor(s)})"
-        link = f"[connect]({s.docs}) · {config}" if s.docs else config
-        rows.append(f"| `{s.name}` | {s.kind} | {_cell(s.summary)} | {link} |")
+        page = f"[{s.docs}]({s.docs})" if s.docs else f"[docs/reference.md](docs/reference.md#{_anchor(s)})"
+        rows.append(f"| `{s.name}` | {s.kind} | {_cell(s.summary)} | {page} |")
     return "\n".join(rows) + "\n"
 
 
