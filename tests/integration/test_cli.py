@@ -43,6 +43,38 @@ def test_help_explains_each_command() -> None:
     assert "drift" in run("topics", "--help").stdout
 
 
+def test_version_and_shell_completion() -> None:
+    from importlib.metadata import version
+
+    assert run("--version").stdout == f"bizbus {version('bizbus')}\n"
+    script = run("--show-completion", "bash")
+    assert script.returncode == 0 and "_BIZBUS_COMPLETE=complete_bash" in script.stdout, script.stdout
+
+
+def test_components_show_real_defaults_and_nested_settings() -> None:
+    out = run("components").stdout
+    assert "PydanticUndefined" not in out
+    assert "    retry: backoff for retryable errors (see retry.*)" in out
+    assert "    retry.max_attempts: Total calls including the first one. (default 8)" in out
+    assert "    table: schema-qualified target table (e.g. `public.timesheet_entries`) (required)" in out
+
+
+def test_docs_writes_only_below_out(tmp_path: Path) -> None:
+    from bizbus.catalogue import load_catalogue
+    from bizbus.docgen.refdocs import generated
+    from bizbus.settings import PROJECT_ROOT
+
+    out = tmp_path / "site"
+    p = run("docs", "--out", str(out))
+    assert p.returncode == 0, p.stderr
+    expected = {path.relative_to(PROJECT_ROOT) for path in generated(load_catalogue(PROJECT_ROOT / "deploy" / "topics.yaml"))}
+    written = {path.relative_to(out) for path in out.rglob("*") if path.is_file()}
+    assert written == expected and Path("docs/reference.md") in written
+    assert run("docs", "--check", "--out", str(out)).returncode == 0
+    (out / "docs" / "reference.md").write_text("edited by hand\n")
+    assert_clean_failure(run("docs", "--check", "--out", str(out)), "stale generated file(s)", "reference.md")
+
+
 def test_unknown_config_key(tmp_path: Path) -> None:
     p = tmp_path / "pipeline.yaml"
     p.write_text("connectors:\n  - name: a\n    type: sample-events\n    config: {topic: bizbus.pm.timesheet.v1, burst: 3}\n")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bizbus.host.runner import RestartBudget
+from bizbus.devstack.up import RestartBudget
 
 
 class Clock:
