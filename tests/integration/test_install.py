@@ -24,7 +24,7 @@ import pytest
 from bizbus.devstack.procs import free_port
 from bizbus.settings import PROJECT_ROOT
 
-SOURCES = ("bizbus", "connectors", "streams", "schemas", "pyproject.toml", "README.md")
+SOURCES = ("bizbus", "connectors", "streams", "schemas", "pyproject.toml", "setup.py", "README.md")
 
 
 def _run(*argv: str | Path, cwd: Path | None = None, env: dict[str, str] | None = None,
@@ -62,6 +62,23 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     assert (site / "bizbus" / "defaults" / "pipeline.yaml").is_file()
     assert not (site / "bizbus" / "__editable__").exists() and (site / "bizbus" / "connectors").is_dir()
     return venv / "bin", site
+
+
+def test_wheel_holds_every_package_and_data_file(installed: tuple[Path, Path]) -> None:
+    """Every folder with an ``__init__.py`` and every data file (YAML, Avro schema, Tryton module file) of the
+    four source roots is in the install: a new connector or flow folder needs no packaging edit."""
+    _, site = installed
+    roots = {"bizbus": "bizbus", "connectors": "bizbus/connectors", "streams": "bizbus/streams", "schemas": "bizbus/schemas"}
+    missing = []
+    for folder, installed_as in roots.items():
+        for path in (PROJECT_ROOT / folder).rglob("*"):
+            if "__pycache__" in path.parts or not path.is_file():
+                continue
+            if path.suffix in (".py", ".yaml", ".avsc", ".cfg", ".xml"):
+                rel = path.relative_to(PROJECT_ROOT / folder)
+                if not (site / installed_as / rel).is_file():
+                    missing.append(f"{folder}/{rel}")
+    assert not missing, f"not in the installed wheel: {missing}"
 
 
 def test_installed_bizbus_runs_from_another_folder(installed: tuple[Path, Path], tmp_path: Path) -> None:

@@ -20,19 +20,6 @@ def test_generated_files_are_current() -> None:
         assert current == expected, f"{path.relative_to(PROJECT_ROOT)} is stale: run `bizbus docs` and commit it"
 
 
-def test_every_package_folder_is_listed_in_pyproject() -> None:
-    """A sub-package missing from [tool.setuptools] packages would vanish from a non-editable install."""
-    conf = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    listed = set(conf["packages"])
-    found = set()
-    for dist_name, folder in conf["package-dir"].items():
-        root = PROJECT_ROOT / folder
-        for init in root.rglob("__init__.py"):
-            rel = init.parent.relative_to(root).parts
-            found.add(".".join((dist_name, *rel)))
-    assert found == listed, f"missing: {found - listed}, stale: {listed - found}"
-
-
 def test_readme_component_table_is_current() -> None:
     """The README's component table between its markers is what `bizbus docs` renders from the specs."""
     from bizbus.docgen import readme
