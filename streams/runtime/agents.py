@@ -13,7 +13,7 @@ arrives within ``BATCH_WITHIN`` s; :meth:`Runtime.handle_batch`). Per record of 
 
 Then the batch is made durable in this order (:meth:`Runtime._finish`): the dead letters (original bytes
 and headers) are sent and flushed; the buffered states are put in the tables' stores and their changelog
-records, with all outputs, are produced and their acknowledgements awaited once (streams/delivery.py: one
+records, with all outputs, are produced and their acknowledgements awaited once (streams/runtime/delivery.py: one
 confluent-kafka producer per worker, not Faust's); the ``progress`` table is written. Only then does the
 agent ask for the next batch, which is when Faust acks the events of this one: Faust never commits an
 input offset whose outputs and state are not on the broker. A record that must wait for master data first makes the records before it in its batch
@@ -25,54 +25,31 @@ Tables (memory store, changelog-backed): ``projects``, ``employees`` and ``suppl
 Skipped input: a rebalance under load (a worker joining, another leaving on SIGTERM) made Faust 0.15
 on Tansu skip 32 records in a row (measured): they were fetched, dropped from the stream buffer and
 never handled, while later ones were. The cause found (buffers cleared after the seek that ends a
-table recovery) is fixed in ``app.py``; as a second line of defence every agent keeps a
+table recovery) is fixed in ``runtime/app.py``; as a second line of defence every agent keeps a
 ``progress-<topic>`` table (partition → last handled offset, written after the outputs were
 acknowledged), and an event beyond it first has the records in between read from the broker and handled
 (in the same batch).
 Records fetched and dropped with no later record to reveal the gap would stall the partition: the
-watchdog (:func:`watch`) then stops the worker for a restart.
+watchdog (:func:`~bizbus.streams.runtime.watchdog.watch`) then stops the worker for a restart.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 import uuid
-import weakref
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from bizbus.schemas import catalog
-from bizbus.streams import f1_cost_centers as f1
-from bizbus.streams import f2_labor_cost as f2
-from bizbus.streams import f4_approvals as f4
-from bizbus.streams.delivery import ConfluentDelivery, Delivery, FaustDelivery, OutRecord
-from bizbus.streams.mapping import (
-    APPROVAL_TOPIC,
-    COST_CENTER_TOPIC,
-    CROSSWALK_TOPIC,
-    EMPLOYEE_TOPIC,
-    PROJECT_TOPIC,
-    PURCHASE_ORDER_TOPIC,
-    SUPPLIER_TOPIC,
-    TIMESHEET_TOPIC,
-    VOUCHER_TOPIC,
-    GraceClock,
-    Missing,
-    Output,
-    Reject,
-    Result,
-    Verdict,
-    dumps_state,
-    loads_state,
-    sent_output,
-)
+from bizbus.streams.runtime.delivery import Delivery, FaustDelivery, OutRecord
+from bizbus.streams.runtime.events import enter_event, handling, leave_event
+from bizbus.streams.runtime.grace import GraceClock
+from bizbus.streams.runtime.results import Missing, Output, Reject, Verdict, sent_output
+from bizbus.streams.runtime.tables import StateTable
 from confluent_kafka import Consumer, TopicPartition
 
 from bizbus import lineage, logs, metrics
@@ -84,206 +61,17 @@ from bizbus.serde import AvroSerde, PoisonRecord, SerdeError
 
 if TYPE_CHECKING:
     import faust
-    from bizbus.streams.app import FlowPlan
 
     from bizbus.catalogue import Catalogue
-    from bizbus.settings import Settings
 
 log = logging.getLogger("bizbus.flows")
 
 FLOW_EVENTS = metrics.FLOW_EVENTS
 SKIPPED_OUTCOMES = ("ignored", "skipped_stale", "skipped")
-MASTER_DATA = "master-data"  # flow label of the agents that only keep master-data tables
 POLL_SECONDS = 0.2  # how often a record waiting for master data looks again
 MAX_BACKOFF = 30.0
 BATCH_MAX = 2000  # events per batch of an agent (Faust's take_events)
 BATCH_WITHIN = 0.2  # seconds a batch waits to fill up
-
-
-def current_event() -> Any:
-    """The event Faust considers being handled in this task (None outside a stream)."""
-    ref = _faust_current_event().get(None)
-    return ref() if ref is not None else None
-
-
-_CURRENT_EVENT: list[Any] = []
-
-
-def _faust_current_event() -> Any:
-    """Faust's context variable of the current event (imported once: this runs for every table write)."""
-    if not _CURRENT_EVENT:
-        from faust.streams import _current_event
-
-        _CURRENT_EVENT.append(_current_event)
-    return _CURRENT_EVENT[0]
-
-
-def enter_event(event: Any) -> Any:
-    """Make ``event`` Faust's current event (table writes go to its partition's changelog); the token for
-    :func:`leave_event`, None when it cannot be one (None, or a stand-in of a test)."""
-    try:
-        ref = weakref.ref(event)
-    except TypeError:
-        return None
-    return _faust_current_event().set(ref)
-
-
-def leave_event(token: Any) -> None:
-    """Undo :func:`enter_event`."""
-    if token is not None:
-        _faust_current_event().reset(token)
-
-
-@contextmanager
-def handling(event: Any) -> Iterator[None]:
-    """:func:`enter_event` for a block."""
-    token = enter_event(event)
-    try:
-        yield
-    finally:
-        leave_event(token)
-
-
-class StateTable:
-    """A Faust table whose values are JSON states (:func:`dumps_state`), keyed by text.
-
-    Writes are buffered until :meth:`flush` (once per batch): a key written many times in a batch (a
-    project's cost roll-up) is encoded and sent to the changelog once. :meth:`get` sees the buffered
-    writes, so later records of the batch and other agents of the worker read the newest state."""
-
-    CACHE_MAX = 4096  # decoded states kept
-
-    def __init__(self, table: Any) -> None:
-        self.table = table
-        self._changelog_topic: str | None = None
-        self._decoded: dict[str, tuple[bytes, dict[str, Any]]] = {}
-        self._dirty: dict[str, tuple[dict[str, Any], Any]] = {}  # key -> (state, event that wrote it)
-
-    def get(self, key: str) -> dict[str, Any] | None:
-        dirty = self._dirty.get(key)
-        if dirty is not None:
-            return dirty[0]
-        # the store itself: Faust's Table.__getitem__ adds sensor callbacks per read (≈ 3 % of a worker's time)
-        raw = self._store().get(key.encode("utf-8"))
-        if raw is None:
-            return None
-        hit = self._decoded.get(key)
-        if hit is not None and hit[0] is raw:
-            return hit[1]
-        state = loads_state(raw)
-        assert state is not None
-        self._remember(key, raw, state)
-        return state
-
-    def _remember(self, key: str, raw: bytes, state: dict[str, Any]) -> None:
-        """Keep a decoded state for the next read (master data is read for every record). Bounded: a cache
-        of every worklog ever seen doubled the worker's memory, and the garbage collector's full passes
-        over those dicts took ≈ 8 % of its time (measured with gc.callbacks, 30,000 worklogs)."""
-        if len(self._decoded) >= self.CACHE_MAX:
-            self._decoded.clear()
-        self._decoded[key] = (raw, state)
-
-    def set(self, key: str, state: dict[str, Any]) -> None:
-        self._dirty[key] = (state, current_event())
-
-    def _store(self) -> Any:
-        """Where the table's values are (a Faust table's store; a plain mapping in tests)."""
-        return getattr(self.table, "data", self.table)
-
-    def flush(self, changelog: list[OutRecord] | None = None) -> int:
-        """Write the buffered states to the Faust table; how many keys.
-
-        A changelog record goes to the changelog partition of the event that set the key (a batch spans
-        partitions). With ``changelog`` the value is put in the table's store and its changelog record
-        appended there, for the caller to produce (streams/delivery.py); without, Faust's
-        ``Table.__setitem__`` sends it through the app's producer."""
-        dirty, self._dirty = self._dirty, {}
-        for key, (state, event) in dirty.items():
-            raw = dumps_state(state)
-            raw_key = key.encode("utf-8")
-            if changelog is None or event is None:
-                with handling(event):
-                    self.table[raw_key] = raw
-            else:
-                self._store()[raw_key] = raw
-                changelog.append(OutRecord(self.changelog_topic, raw_key, raw, None, event.message.partition))
-        # not remembered as decoded: most keys written (a worklog) are not read again soon, and a read
-        # decodes once; keeping each written state alive only gave the collector more to walk
-        return len(dirty)
-
-    @property
-    def changelog_topic(self) -> str:
-        if self._changelog_topic is None:
-            self._changelog_topic = self.table.changelog_topic.get_topic_name()
-        return self._changelog_topic
-
-
-class ProjectCosts:
-    """F2's per-project labor-cost roll-up (budget alerts) at constant cost per worklog.
-
-    :func:`f2.roll_up` keeps every worklog's amount in one project state; stored like that, each timesheet
-    re-encoded (and re-sent to the changelog) a state that grows with the project: 228 records/s at 20,000
-    worklogs on 12 projects. Here the table holds ``<project>`` → ``{"total", "over"}`` and
-    ``<project>␟<worklog>`` → ``{"amount"}``, and ``roll_up`` decides on a two-entry view (this worklog's
-    amount and the rest of the total), so the rule (idempotent per worklog, alert once per crossing) stays
-    in f2. A state in the old one-value form is split on first use."""
-
-    SEP = "\x1f"
-    REST = "\x1f"  # the view's entry for all other worklogs (no worklog id is a lone unit separator)
-
-    def __init__(self, table: StateTable) -> None:
-        self.table = table
-
-    def update(self, project_key: str, project: dict[str, Any] | None, worklog_id: str,
-               voucher: dict[str, Any] | None, percent: float,
-               previous: dict[str, Any] | None | object = ...) -> f2.BudgetAlert | None:  # fmt: skip
-        """``previous``: the worklog's state before this record, when the caller has it (the F2 agent
-        does). Its voucher is the amount booked so far, so no ``<project>␟<worklog>`` entry is read or
-        written: one state and one changelog record less per timesheet. A worklog seen before on another
-        project books here as new (as with the entries, which are per project)."""
-        head = self.table.get(project_key) or {}
-        if "worklogs" in head:
-            head = self._split(project_key, head)
-        total = Decimal(head.get("total") or "0")
-        wkey = f"{project_key}{self.SEP}{worklog_id}"
-        if previous is ...:
-            old = (self.table.get(wkey) or {}).get("amount")
-        else:
-            old = f2.booked_in(previous, project_key)
-            wkey = ""  # nothing to keep per worklog
-        amounts = {self.REST: str(total - Decimal(old))} if old is not None else {self.REST: str(total)}
-        if old is not None:
-            amounts[worklog_id] = old
-        new, alert = f2.roll_up({"worklogs": amounts, "over": bool(head.get("over"))}, project, project_key,
-                                worklog_id, voucher, percent)  # fmt: skip
-        booked = sum((Decimal(v) for v in new["worklogs"].values()), Decimal(0))
-        amount = new["worklogs"].get(worklog_id)
-        if amount != old and wkey:
-            self.table.set(wkey, {"amount": amount})
-        self.table.set(project_key, {"total": str(booked), "over": new["over"]})
-        return alert
-
-    def _split(self, project_key: str, legacy: dict[str, Any]) -> dict[str, Any]:
-        amounts: dict[str, str] = legacy.get("worklogs") or {}
-        for wid, amount in amounts.items():
-            self.table.set(f"{project_key}{self.SEP}{wid}", {"amount": amount})
-        head = {"total": str(sum((Decimal(v) for v in amounts.values()), Decimal(0))), "over": bool(legacy.get("over"))}
-        self.table.set(project_key, head)
-        return head
-
-
-def labor_verdict(entry: dict[str, Any], stored: dict[str, Any] | None, decode: Callable[[bytes], Any],
-                  projects: Callable[[str], Any], employees: Callable[[str], Any],
-                  m: f2.LaborCostMapping) -> Verdict:  # fmt: skip
-    """F2's verdict on ``entry`` against the worklog's ``stored`` state, its voucher read back from the bytes
-    sent (:func:`f2.full_state`). While the schema registry cannot be reached for that, the record waits
-    like one missing master data (never dead-lettered at once)."""
-    try:
-        state = f2.full_state(stored, decode)
-    except RegistryError as exc:
-        return Missing("schema-registry", f"the previous voucher of worklog {entry['worklog_id']} cannot be "
-                                          f"read while the schema registry is unreachable: {exc}")  # fmt: skip
-    return f2.post_labor(entry, state, projects, employees, m)
 
 
 @dataclass(frozen=True)
@@ -373,7 +161,7 @@ def last_handled(progress: Any, partition: int) -> int | None:
 
 class Runtime:
     """What every agent shares: the serde, the output encoders, the dead-letter writer, the delivery of
-    outputs and changelog records (streams/delivery.py), the state tables (flushed once per batch)."""
+    outputs and changelog records (streams/runtime/delivery.py), the state tables (flushed once per batch)."""
 
     def __init__(self, app: faust.App, catalogue: Catalogue, serde: AvroSerde, dlq: DeadLetterWriter,
                  kafka_config: dict[str, Any], delivery: Delivery | None = None) -> None:  # fmt: skip
@@ -626,198 +414,3 @@ def batch_ends(events: list[Any]) -> dict[int, int]:
         if m.offset > ends.get(m.partition, -1):
             ends[m.partition] = m.offset
     return ends
-
-
-class StallDetector:
-    """Decides when a partition is stuck: records wait after the last handled offset, and that offset has
-    not moved for ``seconds`` (pure; the watchdog feeds it)."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self._since: dict[tuple[str, int], tuple[int | None, float]] = {}
-
-    def stalled(
-        self, tp: tuple[str, int], handled: int | None, pending: bool, busy: bool, now: float
-    ) -> bool:
-        """``busy``: the partition's agent is inside an event (e.g. waiting for master data)."""
-        if not pending or busy:
-            self._since.pop(tp, None)
-            return False
-        seen = self._since.get(tp)
-        if seen is None or seen[0] != handled:
-            self._since[tp] = (handled, now)
-            return False
-        return now - seen[1] >= self.seconds
-
-
-def pending_partitions(kafka_config: dict[str, Any], group: str, starts: dict[tuple[str, int], int | None],
-                       wait: float = 1.0) -> set[tuple[str, int]]:  # fmt: skip
-    """The partitions that hold a record at or after their start offset (None: the group's committed
-    offset, else the beginning)."""
-    consumer = Consumer({**kafka_config, "group.id": group, "enable.auto.commit": False,
-                         "auto.offset.reset": "earliest"})  # fmt: skip
-    found: set[tuple[str, int]] = set()
-    try:
-        unknown = [TopicPartition(t, p) for (t, p), start in starts.items() if start is None]
-        committed = (
-            {(c.topic, c.partition): c.offset for c in consumer.committed(unknown, timeout=10)}
-            if unknown
-            else {}
-        )
-        begin = {
-            tp: start if start is not None else max(committed.get(tp, 0), 0) for tp, start in starts.items()
-        }
-        consumer.assign([TopicPartition(t, p, off) for (t, p), off in begin.items()])
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline and len(found) < len(begin):
-            for m in consumer.consume(100, 0.2):
-                if m.error() is None and m.offset() >= begin[(m.topic(), m.partition())]:
-                    found.add((m.topic(), m.partition()))
-    finally:
-        consumer.close()
-    return found
-
-
-def watch(
-    app: faust.App, rt: Runtime, specs: dict[str, AgentSpec], settings: Settings, seconds: float
-) -> None:
-    """Stall watchdog: a partition with records waiting after its last handled one, its agent idle and no
-    progress for ``seconds``, stops the worker with exit code 3, so its supervisor restarts it.
-
-    Faust 0.15 on Tansu was seen, rarely, to stop delivering a partition after a restart; a restarted
-    worker resumes from the committed offsets and handles the records (same ids: sinks dedupe)."""
-    detector = StallDetector(seconds)
-    config = settings.kafka_config()
-
-    @app.timer(min(15.0, seconds / 3))
-    async def stall_watchdog() -> None:
-        if app.rebalancing or not app.consumer.assignment():
-            return
-        handled: dict[tuple[str, int], int | None] = {}
-        for tp in app.consumer.assignment():
-            spec = specs.get(tp.topic)
-            if spec is not None:
-                raw = spec.progress.get(str(tp.partition).encode())
-                handled[(tp.topic, tp.partition)] = int(raw) if raw is not None else None
-        starts = {tp: (h + 1 if h is not None else None) for tp, h in handled.items()}
-        pending = await asyncio.to_thread(pending_partitions, config, app.conf.id, starts)
-        now = time.monotonic()
-        stuck = [
-            tp for tp, h in handled.items() if detector.stalled(tp, h, tp in pending, tp[0] in rt.busy, now)
-        ]
-        if stuck:
-            log.error("no progress for %.0f s on %s although records wait there: stopping this worker "
-                      "(exit code 3) so that it is restarted", detector.seconds,
-                      ", ".join(f"{t}[{p}]" for t, p in stuck))  # fmt: skip
-            logging.shutdown()
-            os._exit(3)
-
-
-def _stored(new_state: dict[str, Any] | None) -> Result:
-    """Verdict of a master-data merge: stored (nothing to send) or older than what is known."""
-    return Result("skipped_stale") if new_state is None else Result("ignored", (), new_state)
-
-
-def register(
-    app: faust.App, plan: FlowPlan, settings: Settings, catalogue: Catalogue, serde: AvroSerde
-) -> Runtime:
-    """Declare the tables and agents of ``plan`` on ``app``; returns the runtime they share."""
-    config = settings.kafka_config()
-    rt = Runtime(app, catalogue, serde, DeadLetterWriter(config, serde), config, ConfluentDelivery(config))
-    outputs: list[str] = []
-    if plan.cost_centers:
-        outputs += [COST_CENTER_TOPIC, CROSSWALK_TOPIC]
-    if plan.labor_cost:
-        outputs.append(VOUCHER_TOPIC)
-    if plan.approvals:
-        outputs.append(PURCHASE_ORDER_TOPIC)
-    rt.setup(outputs)
-
-    specs: dict[str, AgentSpec] = {}
-
-    def table(name: str, source: str, global_: bool = False) -> Any:
-        factory = app.GlobalTable if global_ else app.Table
-        return factory(name, partitions=catalogue.get(source).partitions, key_type=bytes, value_type=bytes)
-
-    def state_table(name: str, source: str, global_: bool = False) -> StateTable:
-        st = StateTable(table(name, source, global_))
-        rt.tables.append(st)
-        return st
-
-    def agent(source: str, flow: str, decide: Callable[[dict[str, Any]], Verdict],
-              store: Callable[[dict[str, Any], dict[str, Any]], None], grace: GraceClock,
-              writes: tuple[StateTable, ...]) -> None:  # fmt: skip
-        """An agent on ``source`` that hands every event to the runtime with this spec; ``writes``: the state
-        tables its ``store`` writes (its batches flush exactly those)."""
-        short = source.split(".")[2]
-        spec = AgentSpec(flow, decide, store, grace, table(f"progress-{short}", source), writes)
-        specs[source] = spec
-        metrics.init_component(flow, metrics.RECORDS_IN, metrics.RECORDS_OUT, metrics.RECORDS_SKIPPED)
-        channel = app.topic(source, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
-                            partitions=catalogue.get(source).partitions)  # fmt: skip
-
-        async def run(stream: Any) -> None:
-            # take_events acks a batch's events when the loop comes back for the next batch, i.e. after
-            # handle_batch made every output durable
-            async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
-                await rt.handle_batch(spec, list(events))
-
-        run.__name__ = run.__qualname__ = f"{short}_agent"
-        app.agent(channel, name=f"bizbus-{short}")(run)
-
-    # -- projects (F1 + F8 close; the state F2 and F4 read) -------------------------------------------
-    projects = state_table("projects", PROJECT_TOPIC, global_=True)
-    name1, cfg1 = plan.cost_centers or (MASTER_DATA, f1.CostCentersConfig())
-    m1: f1.CostCenterMapping = cfg1.loaded_mapping()
-    emit = plan.cost_centers is not None
-    agent(PROJECT_TOPIC, name1, lambda r: f1.apply_project(r, projects.get(r["project"]), m1, emit),
-          lambda r, s: projects.set(r["project"], s), GraceClock(cfg1.master_data_grace_seconds, time.monotonic),
-          (projects,))  # fmt: skip
-
-    # -- F2 labor cost ------------------------------------------------------------------------------------
-    if plan.labor_cost:
-        name2, cfg2 = plan.labor_cost
-        m2: f2.LaborCostMapping = cfg2.loaded_mapping()
-        grace2 = GraceClock(cfg2.master_data_grace_seconds, time.monotonic)
-        employees = state_table("employees", EMPLOYEE_TOPIC, global_=True)
-        worklogs = state_table("worklogs", TIMESHEET_TOPIC)
-        cost_table = state_table("project-costs", TIMESHEET_TOPIC)  # the topic is keyed by project
-        costs = ProjectCosts(cost_table)
-        metrics.init_component(name2, metrics.BUDGET_ALERTS)
-
-        def store_worklog(r: dict[str, Any], s: dict[str, Any]) -> None:
-            previous = worklogs.get(r["worklog_id"])
-            worklogs.set(r["worklog_id"], f2.stored_state(s))
-            alert = costs.update(r["project"], projects.get(r["project"]), r["worklog_id"], s.get("voucher"),
-                                 cfg2.budget_alert_percent, previous)  # fmt: skip
-            if alert is not None:
-                metrics.BUDGET_ALERTS.labels(name2).inc()
-                log.warning("budget alert: %s", alert.message,
-                            extra={"component": name2, "correlation_id": r["project"]})  # fmt: skip
-
-        agent(EMPLOYEE_TOPIC, MASTER_DATA, lambda r: _stored(f2.merge_employee(r, employees.get(r["code"]))),
-              lambda r, s: employees.set(r["code"], s), grace2, (employees,))  # fmt: skip
-        agent(TIMESHEET_TOPIC, name2,
-              lambda r: labor_verdict(r, worklogs.get(r["worklog_id"]), rt.serde.decode, projects.get,
-                                      employees.get, m2),
-              store_worklog, grace2, (worklogs, cost_table))  # fmt: skip
-
-    # -- F4 approvals -------------------------------------------------------------------------------------
-    if plan.approvals:
-        name4, cfg4 = plan.approvals
-        m4: f4.ApprovalsMapping = cfg4.loaded_mapping()
-        grace4 = GraceClock(cfg4.master_data_grace_seconds, time.monotonic)
-        suppliers = state_table("suppliers", SUPPLIER_TOPIC, global_=True)
-        approvals = state_table("approvals", APPROVAL_TOPIC)
-        agent(SUPPLIER_TOPIC, MASTER_DATA, lambda r: _stored(f4.merge_supplier(r, suppliers.get(r["code"]))),
-              lambda r, s: suppliers.set(r["code"], s), grace4, (suppliers,))  # fmt: skip
-        agent(APPROVAL_TOPIC, name4,
-              lambda r: f4.handle_approval(r, approvals.get(r["instance_id"]), projects.get, suppliers.get, m4),
-              lambda r, s: approvals.set(r["instance_id"], s), grace4, (approvals,))  # fmt: skip
-
-    configs = [cfg for _, cfg in plan.configured()]
-    stall = max(
-        max(c.stall_restart_seconds for c in configs), 3 * max(c.master_data_grace_seconds for c in configs)
-    )
-    watch(app, rt, specs, settings, stall)
-    return rt
