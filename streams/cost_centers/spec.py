@@ -10,7 +10,14 @@ from __future__ import annotations
 from bizbus.streams.cost_centers.config import CostCentersConfig
 from bizbus.streams.cost_centers.logic import COST_CENTER_TOPIC, CROSSWALK_TOPIC, PROJECT_TOPIC, apply_project
 from bizbus.streams.cost_centers.state import ProjectState
-from bizbus.streams.runtime.spec import AgentDecl, FlowContext, FlowSpec, Handler, TableSpec, flow_component_spec
+from bizbus.streams.runtime.spec import (
+    AgentDecl,
+    FlowContext,
+    FlowSpec,
+    Handler,
+    TableSpec,
+    flow_component_spec,
+)
 
 PROJECTS = "projects"
 

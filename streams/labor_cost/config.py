@@ -6,7 +6,15 @@ from datetime import date
 from functools import cached_property
 from typing import Annotated, Any
 
-from bizbus.streams.runtime.config import AccountCode, Code, DecimalText, FlowConfig, MappingModel, TimeZoneName, check_pattern
+from bizbus.streams.runtime.config import (
+    AccountCode,
+    Code,
+    DecimalText,
+    FlowConfig,
+    MappingModel,
+    TimeZoneName,
+    check_pattern,
+)
 from pydantic import Field, StringConstraints, field_validator
 
 

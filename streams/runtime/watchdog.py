@@ -12,9 +12,9 @@ from confluent_kafka import Consumer, TopicPartition
 
 if TYPE_CHECKING:
     import faust
+    from bizbus.streams.runtime.agents import AgentSpec, Runtime
 
     from bizbus.settings import Settings
-    from bizbus.streams.runtime.agents import AgentSpec, Runtime
 
 log = logging.getLogger("bizbus.flows")
 
