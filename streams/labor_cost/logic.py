@@ -79,7 +79,7 @@ LINE_FIELDS = ("line_no", "account_code", "cost_center", "project", "debit", "cr
 
 def stored_state(state: dict[str, Any]) -> dict[str, Any]:
     """The worklog state as the table keeps it. When the outputs are recorded as the bytes sent
-    (:func:`~bizbus.streams.mapping.sent_output`), the voucher is one of them: the state then names its
+    (:func:`~bizbus.streams.runtime.results.sent_output`), the voucher is one of them: the state then names its
     position (``voucher_at``) and keeps its booked amount (``booked``) instead of a second copy as a record,
     whose Decimals and dates cost more to pack than the rest of the state. :func:`full_state` gives the
     voucher back; a state whose outputs are records keeps its voucher as is."""

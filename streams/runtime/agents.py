@@ -5,22 +5,25 @@ arrives within ``BATCH_WITHIN`` s; :meth:`Runtime.handle_batch`). Per record of 
 
 1. decode the Avro bytes (undecodable → dead letter POISON);
 2. call the flow's pure function with the entity's state and the master-data tables; while it answers
-   :class:`~bizbus.streams.mapping.Missing`, poll again (asyncio sleep) until the flow's grace period for
-   that key ends, then dead-letter the record (PERMANENT ``unknown_master_data``); a
-   :class:`~bizbus.streams.mapping.Reject`, or an exception of the pure function, dead-letters too;
+   :class:`~bizbus.streams.runtime.results.Missing`, poll again (asyncio sleep) until the flow's grace
+   period for that key ends, then dead-letter the record (PERMANENT ``unknown_master_data``); a
+   :class:`~bizbus.streams.runtime.results.Reject`, or an exception of the pure function, dead-letters too;
 3. encode the outputs and write the new state (it records the outputs, so a crash before the sends is
    repaired by re-emitting them) into the table's write buffer (:class:`StateTable`).
 
 Then the batch is made durable in this order (:meth:`Runtime._finish`): the dead letters (original bytes
 and headers) are sent and flushed; the buffered states are put in the tables' stores and their changelog
-records, with all outputs, are produced and their acknowledgements awaited once (streams/runtime/delivery.py: one
-confluent-kafka producer per worker, not Faust's); the ``progress`` table is written. Only then does the
-agent ask for the next batch, which is when Faust acks the events of this one: Faust never commits an
-input offset whose outputs and state are not on the broker. A record that must wait for master data first makes the records before it in its batch
-durable the same way, so their outputs do not wait with it. Nothing stops the agent.
+records, with all outputs, are produced and their acknowledgements awaited once
+(streams/runtime/delivery.py: one confluent-kafka producer per worker, not Faust's); the ``progress``
+table is written. Only then does the agent ask for the next batch, which is when Faust acks the events of
+this one: Faust never commits an input offset whose outputs and state are not on the broker. A record that
+must wait for master data first makes the records before it in its batch durable the same way, so their
+outputs do not wait with it. Nothing stops the agent.
 
-Tables (memory store, changelog-backed): ``projects``, ``employees`` and ``suppliers`` are GlobalTables
-(read by agents of other topics); ``worklogs`` and ``approvals`` are partitioned like their topics.
+Tables (memory store, changelog-backed) are declared by the flows' specs
+(:mod:`bizbus.streams.runtime.register`): master data read by agents of other topics (a flow's
+``projects``, ``employees``, ``suppliers``) are GlobalTables, an entity's state is partitioned like its
+topic.
 
 Skipped input: a rebalance under load (a worker joining, another leaving on SIGTERM) made Faust 0.15
 on Tansu skip 32 records in a row (measured): they were fetched, dropped from the stream buffer and
@@ -391,8 +394,8 @@ class Runtime:
 
 
 def recorded_as_sent(state: dict[str, Any], outputs: tuple[Output, ...], sent: list[OutRecord]) -> dict[str, Any]:
-    """``state`` with the outputs it records (:func:`~bizbus.streams.mapping.with_outputs`) replaced by the
-    bytes and headers sent for them (:func:`~bizbus.streams.mapping.sent_output`), when they are this
+    """``state`` with the outputs it records (:func:`~bizbus.streams.runtime.results.with_outputs`) replaced by the
+    bytes and headers sent for them (:func:`~bizbus.streams.runtime.results.sent_output`), when they are this
     verdict's outputs; else ``state`` as is. A re-emission then sends exactly what was sent, and the state
     packs cheaper (a voucher's Decimals and dates are MessagePack extension types, each a
     Python call; its Avro bytes are one copy)."""
