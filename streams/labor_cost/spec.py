@@ -50,7 +50,9 @@ def _timesheets(ctx: FlowContext) -> Handler:
     projects, employees, worklogs = ctx.table(PROJECTS), ctx.table(EMPLOYEES), ctx.table(WORKLOGS)
     costs = ProjectCosts(ctx.table(PROJECT_COSTS))
     name, m, decode = ctx.name, ctx.mapping, ctx.decode
-    percent = ctx.config.budget_alert_percent  # type: ignore[attr-defined]
+    config = ctx.config
+    assert isinstance(config, LaborCostConfig)
+    percent = config.budget_alert_percent
     metrics.init_component(name, metrics.BUDGET_ALERTS)
 
     def decide(r: dict[str, Any]) -> Any:

@@ -108,7 +108,14 @@ class FlowSpec:
 
     @property
     def sources(self) -> tuple[str, ...]:
+        """The topics its agents read."""
         return tuple(a.source for a in self.agents)
+
+    @property
+    def reads(self) -> tuple[str, ...]:
+        """The topics a worker running it reads: its agents' and those of the flows it needs."""
+        needed = tuple(t for n in self.needs for t in n.reads if t not in self.sources)
+        return tuple(dict.fromkeys(needed + self.sources))
 
     @cached_property
     def component(self) -> type[FlowEntry]:
@@ -132,7 +139,7 @@ def flow_component_spec(flow: FlowSpec, module: str, summary: str, docs: str = "
     """The ComponentSpec of ``flow``; ``module`` must hold ``Flow = <flow>.component`` (the target)."""
     return ComponentSpec(
         flow.name, "flow", f"{module}:Flow", summary,
-        reads=lambda _config: flow.sources, writes=lambda _config: flow.outputs, docs=docs,
+        reads=lambda _config: flow.reads, writes=lambda _config: flow.outputs, docs=docs,
     )  # fmt: skip
 
 

@@ -87,3 +87,18 @@ def test_the_deployed_pipelines_keep_their_app_ids(tmp_path: Path) -> None:
     ]:  # fmt: skip
         app, specs, _ = declared(tmp_path, path)
         assert app.conf.id == app_id and set(specs) == {PROJECT, EMPLOYEE, TIMESHEET, SUPPLIER, APPROVAL}
+
+
+def test_the_component_specs_name_the_topics_a_flow_worker_reads_and_writes() -> None:
+    from bizbus.host.components import COMPONENT_TYPES
+
+    def topics(name: str) -> tuple[set[str], set[str]]:
+        spec = COMPONENT_TYPES[name]
+        config = spec.config_model()()
+        assert spec.kind == "flow" and spec.load().flow.name == name  # type: ignore[attr-defined]
+        return set(spec.reads(config)), set(spec.writes(config))
+
+    assert topics("cost-centers") == ({PROJECT}, {COST_CENTER, CROSSWALK})
+    assert topics("labor-cost") == ({PROJECT, EMPLOYEE, TIMESHEET}, {VOUCHER})  # the projects are kept too
+    assert topics("approvals-to-erp") == ({PROJECT, SUPPLIER, APPROVAL}, {ORDER})
+
