@@ -168,7 +168,7 @@ def flows_run(
     served on the admin listener, BIZBUS_ADMIN_PORT (0: any free port).
     """
     from bizbus.host.pipeline import load_pipeline
-    from bizbus.streams.app import run_worker
+    from bizbus.streams.runtime.worker import run_worker
 
     s = _settings(pipeline, topics)
     _logging(s.log_level, s.log_format)

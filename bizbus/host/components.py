@@ -206,26 +206,9 @@ BUILTIN: tuple[str | ComponentSpec, ...] = (
             "bizbus.connectors.sinks.tryton.sink:TrytonSink",
             "Tryton ERP over JSON-RPC: cost centers, posted vouchers and purchase orders, exactly once by bizbus_ref.",
         ),
-        ComponentType(
-            "cost-centers",
-            "flow",
-            "bizbus.streams.app:CostCentersFlow",
-            "F1 + F8: projects open, update and (on completion) close their cost center; dated project → cost "
-            "center crosswalk.",
-        ),
-        ComponentType(
-            "labor-cost",
-            "flow",
-            "bizbus.streams.app:LaborCostFlow",
-            "F2: timesheet hours × employee rate → balanced labor-cost voucher; a changed or deleted worklog is "
-            "reversed (红字) first.",
-        ),
-        ComponentType(
-            "approvals-to-erp",
-            "flow",
-            "bizbus.streams.app:ApprovalsFlow",
-            "F4: an approved OA purchase request → purchase order; revoked after approval → the order is cancelled.",
-        ),
+        "bizbus.streams.cost_centers.spec:SPEC",
+        "bizbus.streams.labor_cost.spec:SPEC",
+        "bizbus.streams.approvals.spec:SPEC",
 )
 
 COMPONENT_TYPES = _Registry(BUILTIN)

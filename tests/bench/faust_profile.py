@@ -90,7 +90,7 @@ def prepare(stack: Stack, records: int, flow_config: dict[str, Any] | None = Non
     apply(AdminClient(conf), cat)
     serde = AvroSerde({"url": stack.registry_url})
     register_schemas(serde, cat)
-    f2 = yaml.safe_load((ROOT / "streams" / "f2_labor_cost.yaml").read_text())
+    f2 = yaml.safe_load((ROOT / "streams" / "labor_cost" / "f2_labor_cost.yaml").read_text())
     f2["rates"] = [
         {"employee": f"BE{e}", "rate": f"{100 + e}.50", "valid_from": "2026-01-01"} for e in range(EMPLOYEES)
     ]

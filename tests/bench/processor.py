@@ -277,7 +277,7 @@ class VoucherWatch:
 
 
 def write_pipeline(ctx: BenchContext, name: str) -> Path:
-    mapping = yaml.safe_load((ROOT / "streams" / "f2_labor_cost.yaml").read_text())
+    mapping = yaml.safe_load((ROOT / "streams" / "labor_cost" / "f2_labor_cost.yaml").read_text())
     mapping["rates"] = [{"employee": f"E{i:04d}", "rate": f"{100 + i}.50", "valid_from": "2026-01-01"}
                         for i in range(EMPLOYEES)]  # fmt: skip
     mpath = ctx.workdir / f"{name}.f2.yaml"

@@ -292,7 +292,7 @@ class Scenario:
 
 def f2_mapping(workdir: Path) -> Path:
     """F2's mapping with the scenario's employee (the Jira author) and hourly rate, written into ``workdir``."""
-    f2 = yaml.safe_load((ROOT / "streams" / "f2_labor_cost.yaml").read_text())
+    f2 = yaml.safe_load((ROOT / "streams" / "labor_cost" / "f2_labor_cost.yaml").read_text())
     f2["employee_aliases"] = {f"jira:{AUTHOR}": EMPLOYEE}
     f2["rates"] = [{"employee": EMPLOYEE, "rate": str(RATE), "valid_from": "2026-01-01"}]
     path = workdir / "f2.yaml"

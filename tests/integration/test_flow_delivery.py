@@ -1,4 +1,4 @@
-"""The flows' delivery (streams/delivery.py) against the embedded broker: every record acknowledged before
+"""The flows' delivery (streams/runtime/delivery.py) against the embedded broker: every record acknowledged before
 ``send`` returns, explicit partitions and headers kept, and records the broker refused produced again."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import time
 import uuid
 from typing import Any
 
-from bizbus.streams.delivery import ConfluentDelivery, OutRecord
+from bizbus.streams.runtime.delivery import ConfluentDelivery, OutRecord
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 

@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 import yaml
 from bizbus.schemas import catalog
-from bizbus.streams.app import true_end_offsets
+from bizbus.streams.runtime.recovery import true_end_offsets
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -388,8 +388,10 @@ def test_records_the_consumer_skipped_are_handled_before_the_next_one(env: Env) 
     import asyncio
     from types import SimpleNamespace
 
-    from bizbus.streams.agents import AgentSpec, Runtime, pending_partitions, read_range
-    from bizbus.streams.mapping import GraceClock, Result
+    from bizbus.streams.runtime.agents import AgentSpec, Runtime, read_range
+    from bizbus.streams.runtime.grace import GraceClock
+    from bizbus.streams.runtime.results import Result
+    from bizbus.streams.runtime.watchdog import pending_partitions
 
     for n in range(6):
         env.send(

@@ -13,12 +13,12 @@ dead-lettered as unknown master data. Three ways the two workers come together:
 * ``after-a-restart``: both start together on the backlog, one is stopped and started again (a
   rebalance), then the new projects and timesheets arrive.
 
-Before the fix in streams/app.py (``ProbingRecovery._follow_as_standbys``) each case dead-lettered the
+Before the fix in streams/runtime/recovery.py (``ProbingRecovery._follow_as_standbys``) each case dead-lettered the
 timesheets of projects the other worker wrote after this one's last recovery: a worker applied the other
 worker's writes to a GlobalTable only once 1,000 of them had piled up, or at its next rebalance. With that
 fixed, ``together`` still dead-lettered with Faust's default stream buffer (4,096 events, unlimited
 fetches): a full timesheet buffer held up the delivery of the other worker's projects
-(:func:`bizbus.streams.app.stream_buffer_size`).
+(:func:`bizbus.streams.runtime.app.stream_buffer_size`).
 
 Takes about 2 minutes (three pairs of workers starting, Tansu group joins).
 """

@@ -186,13 +186,14 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from bizbus.cli.main import _logging
 from bizbus.logs import record_fields
-from bizbus.streams import f2_labor_cost as f2
+from bizbus.streams.cost_centers.state import ProjectState
+from bizbus.streams.labor_cost import config as f2c, logic as f2
 from bizbus.settings import load_settings
 
 s = load_settings()
 _logging(s.log_level, s.log_format)
 log = logging.getLogger("bizbus.flows")
-m = f2.LaborCostMapping()
+m = f2c.LaborCostMapping()
 employee = {"meta": {}, "code": "E0042", "valid_from": date(2026, 1, 1), "valid_to": None,
             "hourly_cost_rate": Decimal("%(rate)s"), "currency": "CNY", "version": 1}
 state = f2.merge_employee(employee, None)
@@ -200,8 +201,8 @@ meta = {"event_id": "%(event_id)s", "correlation_id": "P-7", "source_system": "j
         "occurred_at": datetime(2026, 1, 2, tzinfo=UTC), "causation_id": None, "trace": {}}
 entry = {"meta": meta, "op": "CREATED", "worklog_id": "W1", "version": 1, "project": "P-7",
          "employee": "E0042", "work_date": date(2026, 1, 2), "hours": Decimal("8.00")}
-project = {"company": "ACME", "intervals": [{"valid_from": date(2025, 1, 1), "valid_to": None,
-                                             "code": "CC-1"}], "state": "OPEN"}
+project = ProjectState(project="P-7", version=1, op="CREATED", name="P", company="ACME",
+                       intervals=({"code": "CC-1", "valid_from": date(2025, 1, 1), "valid_to": None},))
 verdict = f2.post_labor(entry, None, lambda code: project, lambda code: state, m)
 fields = record_fields(meta, component="labor-cost")
 log.warning("labor-cost: employee state %%r", state, extra=fields)

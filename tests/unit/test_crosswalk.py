@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from bizbus.streams.crosswalk import cost_center_on, merge_dated, start_interval, valid_on
+from bizbus.streams.runtime.crosswalk import cost_center_on, merge_dated, start_interval, valid_on
 
 D = date
 

@@ -143,17 +143,10 @@ def scaling_cap(pipeline: Pipeline, catalogue: Any, role: str, only: list[str]) 
     """Most pods of a role that can hold a partition: the widest input topic's partition count (per pod:
     ``tasks_max`` consumers of a sink, one Faust consumer of the flows). The groups use the range assignor
     per topic, so pods beyond that stay idle."""
-    from bizbus.streams import mapping as m
-
     if role == "flows":
-        from bizbus.streams.app import plan_flows
+        from bizbus.streams.runtime.plan import plan_flows
 
-        plan = plan_flows(pipeline)
-        inputs = {m.PROJECT_TOPIC}  # streams/agents.py: every flows worker reads the projects
-        if plan.labor_cost:
-            inputs |= {m.EMPLOYEE_TOPIC, m.TIMESHEET_TOPIC}
-        if plan.approvals:
-            inputs |= {m.SUPPLIER_TOPIC, m.APPROVAL_TOPIC}
+        inputs = plan_flows(pipeline).input_topics  # with the projects every flows worker keeps
         return max(catalogue.get(t).partitions for t in inputs)
     caps = []
     for c in pipeline.enabled():
@@ -166,7 +159,7 @@ def scaling_cap(pipeline: Pipeline, catalogue: Any, role: str, only: list[str]) 
 def lag_groups(pipeline: Pipeline, role: str, only: list[str]) -> set[str]:
     """Consumer groups whose lag says a role has too few pods."""
     if role == "flows":
-        from bizbus.streams.app import plan_flows
+        from bizbus.streams.runtime.plan import plan_flows
 
         return {plan_flows(pipeline).app_id}
     return {f"bizbus-sink-{c.name}" for c in pipeline.enabled() if c.name in only and c.type.kind == "sink"}

@@ -7,9 +7,11 @@ from typing import Any
 
 import pytest
 from bizbus.schemas import catalog
-from bizbus.streams.crosswalk import cost_center_on
-from bizbus.streams.f1_cost_centers import CostCenterMapping, apply_project
-from bizbus.streams.mapping import COST_CENTER_TOPIC, CROSSWALK_TOPIC, Result
+from bizbus.streams.cost_centers.config import CostCenterMapping
+from bizbus.streams.cost_centers.logic import COST_CENTER_TOPIC, CROSSWALK_TOPIC, apply_project
+from bizbus.streams.cost_centers.state import ProjectState
+from bizbus.streams.runtime.crosswalk import cost_center_on
+from bizbus.streams.runtime.results import Result
 
 from bizbus import lineage
 
@@ -28,8 +30,13 @@ def project(version: int = 1, op: str = "CREATED", at: datetime = datetime(2026,
     return rec
 
 
+def typed(state: dict[str, Any] | None) -> ProjectState | None:
+    """The project state as the projects table gives it to the flows (stored as the dict)."""
+    return ProjectState.from_state(state) if state is not None else None
+
+
 def run(rec: dict[str, Any], state: dict[str, Any] | None = None, m: CostCenterMapping = M) -> Result:
-    res = apply_project(rec, state, m)
+    res = apply_project(rec, typed(state), m)
     assert isinstance(res, Result)
     for out in res.outputs:
         catalog.validate(
@@ -127,14 +134,14 @@ def test_a_changed_cost_center_starts_a_new_interval_on_the_change_day() -> None
 
 def test_lower_version_is_stale_and_changes_nothing() -> None:
     state = run(project(version=5)).state
-    res = apply_project(project(version=4, name="old"), state, M)
+    res = apply_project(project(version=4, name="old"), typed(state), M)
     assert res == Result("skipped_stale")
 
 
 def test_equal_version_re_emits_exactly_what_was_recorded() -> None:
     first = run(project(version=5))
     # master data moved on meanwhile (a new mapping): the re-emit still sends the recorded records
-    res = apply_project(project(version=5), first.state, CostCenterMapping(code_pattern="X-{project}"))
+    res = apply_project(project(version=5), typed(first.state), CostCenterMapping(code_pattern="X-{project}"))
     assert res.outcome == "reemitted" and res.state is None
     assert res.outputs == first.outputs
 
@@ -150,7 +157,7 @@ def test_state_only_mode_keeps_state_and_sends_nothing() -> None:
     assert res.outcome == "ignored" and res.outputs == ()
     assert res.state["outputs"] == [] and res.state["intervals"][0]["code"] == "CC-PRJ-1"
     assert (
-        apply_project(project(), res.state, M).outputs == ()
+        apply_project(project(), typed(res.state), M).outputs == ()
     )  # equal version: nothing recorded, nothing sent
 
 

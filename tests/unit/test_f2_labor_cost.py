@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from bizbus.schemas import catalog
-from bizbus.streams import f2_labor_cost as f2
-from bizbus.streams.crosswalk import start_interval
-from bizbus.streams.f2_labor_cost import (
-    LaborCostMapping,
-    RateRow,
+from bizbus.streams.cost_centers.state import ProjectState
+from bizbus.streams.labor_cost import logic as f2
+from bizbus.streams.labor_cost.config import LaborCostMapping, RateRow
+from bizbus.streams.labor_cost.logic import (
+    VOUCHER_TOPIC,
     amount,
     is_balanced,
     merge_employee,
     post_labor,
     voucher_no,
 )
-from bizbus.streams.mapping import VOUCHER_TOPIC, Missing, Reject, Result
+from bizbus.streams.runtime.crosswalk import start_interval
+from bizbus.streams.runtime.results import Missing, Reject, Result
 
 from bizbus import lineage
 
@@ -38,8 +40,8 @@ def entry(
     return rec
 
 
-PROJECT = {"project": "PRJ-1", "company": "SH01", "closed_at": None,
-           "intervals": start_interval([], "CC-PRJ-1", date(2026, 1, 1))[0]}  # fmt: skip
+PROJECT = ProjectState("PRJ-1", 1, "CREATED", "张江办公楼", "SH01",
+                       intervals=tuple(start_interval([], "CC-PRJ-1", date(2026, 1, 1))[0]))  # fmt: skip
 RATES = {"E0042": {"code": "E0042", "rates": [
     {"valid_from": date(2026, 1, 1), "valid_to": None, "rate": Decimal("123.456789"), "currency": "CNY", "version": 1},
     {"valid_from": date(2026, 4, 1), "valid_to": None, "rate": Decimal("200.000000"), "currency": "CNY", "version": 2},
@@ -214,8 +216,8 @@ def test_employee_topic_rate_wins_over_the_mapping() -> None:
 
 
 def test_cost_center_comes_from_the_dated_crosswalk_on_the_work_date() -> None:
-    intervals, _ = start_interval(PROJECT["intervals"], "CC-NEW", date(2026, 3, 14))
-    projects = {"PRJ-1": {**PROJECT, "intervals": intervals}}
+    intervals, _ = start_interval(list(PROJECT.intervals), "CC-NEW", date(2026, 3, 14))
+    projects = {"PRJ-1": replace(PROJECT, intervals=tuple(intervals))}
     assert (
         run(entry(work_date=date(2026, 3, 13)), projects=projects).outputs[0].value["lines"][0]["cost_center"]
         == "CC-PRJ-1"
@@ -256,8 +258,8 @@ def as_sent(res: Any) -> tuple[dict[str, Any], Any]:
     import io
 
     import fastavro
-    from bizbus.streams.agents import recorded_as_sent
-    from bizbus.streams.delivery import OutRecord
+    from bizbus.streams.runtime.agents import recorded_as_sent
+    from bizbus.streams.runtime.delivery import OutRecord
 
     schema = fastavro.parse_schema(catalog.load("bizbus.finance.Voucher"))
 
@@ -300,7 +302,7 @@ def test_stored_state_leaves_states_without_sent_bytes_or_voucher_as_they_are() 
 
 
 def test_an_unreachable_registry_makes_the_update_wait_and_the_reversal_comes_once_it_is_back() -> None:
-    from bizbus.streams.agents import labor_verdict
+    from bizbus.streams.labor_cost.logic import labor_verdict
 
     from bizbus.errors import RegistryError
 

@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 from bizbus.schemas import catalog
-from bizbus.streams.f4_approvals import ApprovalsConfig, ApprovalsMapping, handle_approval, merge_supplier
-from bizbus.streams.mapping import PURCHASE_ORDER_TOPIC, Missing, Reject, Result
+from bizbus.streams.approvals.config import ApprovalsConfig, ApprovalsMapping
+from bizbus.streams.approvals.logic import PURCHASE_ORDER_TOPIC, handle_approval, merge_supplier
+from bizbus.streams.cost_centers.state import ProjectState
+from bizbus.streams.runtime.results import Missing, Reject, Result
 
 from bizbus import lineage
 
@@ -18,8 +20,8 @@ FINISHED = datetime(2026, 3, 18, 16, 20, tzinfo=UTC)  # 19 March in Shanghai
 FORM = {"供应商编码": "SUP-0001", "物料编码": "M-STEEL-20", "数量": "12.5", "单价": "4120.004", "项目编号": "PRJ-1",
         "用途": "二层桥架用料"}  # fmt: skip
 PROJECTS = {
-    "PRJ-1": {"project": "PRJ-1", "company": "SH01"},
-    "PRJ-2": {"project": "PRJ-2", "company": "BJ02"},
+    "PRJ-1": ProjectState("PRJ-1", 1, "CREATED", "张江", "SH01"),
+    "PRJ-2": ProjectState("PRJ-2", 1, "CREATED", "亦庄", "BJ02"),
 }
 SUPPLIERS = {"SUP-0001": {"code": "SUP-0001", "active": True, "version": 1}}
 

@@ -6,10 +6,13 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from bizbus.streams.f1_cost_centers import CostCenterMapping, apply_project
-from bizbus.streams.f2_labor_cost import LaborCostMapping, post_labor
-from bizbus.streams.f8_project_close import labor_after_close
-from bizbus.streams.mapping import Reject, Result
+from bizbus.streams.cost_centers.close import labor_after_close
+from bizbus.streams.cost_centers.config import CostCenterMapping
+from bizbus.streams.cost_centers.logic import apply_project
+from bizbus.streams.cost_centers.state import ProjectState
+from bizbus.streams.labor_cost.config import LaborCostMapping
+from bizbus.streams.labor_cost.logic import post_labor
+from bizbus.streams.runtime.results import Reject, Result
 
 from bizbus import lineage
 
@@ -33,14 +36,26 @@ def entry(at: datetime, worklog: str = "W1") -> dict[str, Any]:
             "version": 1}  # fmt: skip
 
 
-def closed_state() -> dict[str, Any]:
-    state = apply_project(project("CREATED", 1, CREATED_AT), None, M1).state
-    return apply_project(project("COMPLETED", 2, DONE_AT, actual_end=date(2026, 6, 30)), state, M1).state
+def apply(record: dict[str, Any], state: dict[str, Any] | ProjectState | None) -> Result:
+    """F1 on ``record`` against ``state`` (the dict a result stores, or the typed state)."""
+    typed = ProjectState.from_state(state) if isinstance(state, dict) else state
+    return apply_project(record, typed, M1)
+
+
+def opened(result: Result) -> ProjectState:
+    """The project state a result stores, as the projects table gives it to F2 and F8."""
+    assert result.state is not None
+    return ProjectState.from_state(result.state)
+
+
+def closed_state() -> ProjectState:
+    state = apply(project("CREATED", 1, CREATED_AT), None).state
+    return opened(apply(project("COMPLETED", 2, DONE_AT, actual_end=date(2026, 6, 30)), state))
 
 
 def test_completed_closes_the_cost_center_and_records_the_completion_time() -> None:
-    state = apply_project(project("CREATED", 1, CREATED_AT), None, M1).state
-    res = apply_project(project("COMPLETED", 2, DONE_AT, actual_end=date(2026, 6, 28)), state, M1)
+    state = apply(project("CREATED", 1, CREATED_AT), None).state
+    res = apply(project("COMPLETED", 2, DONE_AT, actual_end=date(2026, 6, 28)), state)
     cc = res.outputs[0]
     assert [o.key for o in res.outputs] == ["CC-PRJ-1"]  # same key: it follows the create in order
     assert (cc.value["active"], cc.value["valid_to"], cc.value["valid_from"]) == (
@@ -60,18 +75,18 @@ def test_completed_closes_the_cost_center_and_records_the_completion_time() -> N
 
 def test_without_actual_end_valid_to_is_the_event_day_in_the_time_zone() -> None:
     late = datetime(2026, 6, 30, 18, 0, tzinfo=UTC)  # 1 July in Shanghai
-    res = apply_project(project("CLOSED", 2, late), None, M1)
+    res = apply(project("CLOSED", 2, late), None)
     assert res.outputs[0].value["valid_to"] == date(2026, 7, 1) and res.outputs[0].value["active"] is False
 
 
 def test_closed_after_completed_keeps_the_first_completion_time() -> None:
     state = closed_state()
-    res = apply_project(project("CLOSED", 3, datetime(2026, 7, 5, tzinfo=UTC)), state, M1)
+    res = apply(project("CLOSED", 3, datetime(2026, 7, 5, tzinfo=UTC)), state)
     assert res.state["closed_at"] == DONE_AT and res.state["closed_op"] == "COMPLETED"
 
 
 def test_updated_after_completion_reopens() -> None:
-    res = apply_project(project("UPDATED", 3, datetime(2026, 7, 5, tzinfo=UTC)), closed_state(), M1)
+    res = apply(project("UPDATED", 3, datetime(2026, 7, 5, tzinfo=UTC)), closed_state())
     assert res.outputs[0].value["active"] is True and res.outputs[0].value["valid_to"] is None
     assert res.state["closed_at"] is None
 
@@ -94,7 +109,7 @@ def employees(code: str) -> dict[str, Any] | None:
 
 def test_labor_before_completion_posts_whichever_topic_is_consumed_first() -> None:
     before = entry(datetime(2026, 6, 29, 10, 0, tzinfo=UTC))
-    open_state = apply_project(project("CREATED", 1, CREATED_AT), None, M1).state
+    open_state = opened(apply(project("CREATED", 1, CREATED_AT), None))
     consumed_first = post_labor(before, None, {"PRJ-1": open_state}.get, employees, M2)
     consumed_after_close = post_labor(before, None, {"PRJ-1": closed_state()}.get, employees, M2)
     assert isinstance(consumed_first, Result) and isinstance(consumed_after_close, Result)

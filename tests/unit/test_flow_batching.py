@@ -1,4 +1,4 @@
-"""The flows' batch processing (streams/agents.py) without a broker: the order in which a batch becomes
+"""The flows' batch processing (streams/runtime/agents.py) without a broker: the order in which a batch becomes
 durable, a record waiting for master data in the middle of a batch, a poison record in the middle, the
 buffered state tables and the constant-size project cost roll-up (same answers as ``f2.roll_up``)."""
 
@@ -10,9 +10,14 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from bizbus.streams import f2_labor_cost as f2
-from bizbus.streams.agents import AgentSpec, ProjectCosts, RawMessage, Runtime, StateTable, batch_ends
-from bizbus.streams.mapping import GraceClock, Missing, Output, Reject, Result, Verdict, dumps_state
+from bizbus.streams.cost_centers.state import ProjectState
+from bizbus.streams.labor_cost import logic as f2
+from bizbus.streams.labor_cost.costs import ProjectCosts
+from bizbus.streams.runtime.agents import AgentSpec, RawMessage, Runtime, batch_ends
+from bizbus.streams.runtime.grace import GraceClock
+from bizbus.streams.runtime.results import Missing, Output, Reject, Result, Verdict
+from bizbus.streams.runtime.statecodec import dumps_state
+from bizbus.streams.runtime.tables import StateTable
 
 from bizbus import lineage
 from bizbus.serde import PoisonRecord
@@ -191,7 +196,7 @@ def voucher(amount: str) -> dict[str, Any]:
 
 
 def test_project_costs_answer_like_roll_up_over_a_story() -> None:
-    project = {"budget": "1000", "currency": "CNY"}
+    project = ProjectState("P1", 1, "CREATED", "P", "C", budget=Decimal("1000"), currency="CNY")
     story = [("W1", voucher("600.00")), ("W1", voucher("600.00")), ("W2", voucher("500.00")),
              ("W3", voucher("0.01")), ("W4", voucher("50.00")), ("W4", None), ("W3", None),
              ("W5", voucher("1.00")), ("W1", voucher("100.00"))]  # fmt: skip
@@ -211,16 +216,17 @@ def test_project_costs_split_a_state_of_the_old_form() -> None:
     table = StateTable({})
     table.set("P1", {"worklogs": {"W1": "600.00", "W2": "500.00"}, "over": False})
     costs = ProjectCosts(table)
-    alert = costs.update("P1", {"budget": "1000"}, "W3", voucher("0.01"), 10)
+    alert = costs.update("P1", ProjectState("P1", 1, "CREATED", "P", "C", budget=Decimal("1000")), "W3", voucher("0.01"), 10)
     assert alert is not None and alert.booked == Decimal("1100.01")
     assert table.get("P1") == {"total": "1100.01", "over": True}
     assert table.get("P1\x1fW1") == {"amount": "600.00"}
-    assert costs.update("P1", {"budget": "1000"}, "W1", None, 10) is None
+    assert costs.update("P1", ProjectState("P1", 1, "CREATED", "P", "C", budget=Decimal("1000")), "W1", None, 10) is None
     assert table.get("P1") == {"total": "500.01", "over": False}
 
 
 def test_a_state_records_its_outputs_as_sent_and_a_reemission_sends_those_bytes() -> None:
-    from bizbus.streams.mapping import loads_state, version_gate, with_outputs
+    from bizbus.streams.runtime.results import version_gate, with_outputs
+    from bizbus.streams.runtime.statecodec import loads_state
 
     def decide(r: dict[str, Any]) -> Verdict:
         gate = version_gate(state.get(r["code"]), 1)
@@ -247,8 +253,8 @@ def test_a_state_records_its_outputs_as_sent_and_a_reemission_sends_those_bytes(
 
 
 def test_a_state_whose_outputs_are_not_the_verdicts_is_stored_as_is() -> None:
-    from bizbus.streams.agents import recorded_as_sent
-    from bizbus.streams.delivery import OutRecord
+    from bizbus.streams.runtime.agents import recorded_as_sent
+    from bizbus.streams.runtime.delivery import OutRecord
 
     out = Output(OUT, "A", {"code": "A"})
     state = {"version": 2, "outputs": [{"topic": OUT, "key": "B", "value": {}}]}
@@ -257,7 +263,7 @@ def test_a_state_whose_outputs_are_not_the_verdicts_is_stored_as_is() -> None:
 
 
 def test_project_costs_from_the_worklogs_previous_state_answer_like_roll_up_and_keep_no_entry() -> None:
-    project = {"budget": "1000", "currency": "CNY"}
+    project = ProjectState("P1", 1, "CREATED", "P", "C", budget=Decimal("1000"), currency="CNY")
     story = [("W1", voucher("600.00")), ("W2", voucher("500.00")), ("W3", voucher("0.01")),
              ("W4", voucher("50.00")), ("W4", None), ("W3", None), ("W5", voucher("1.00")),
              ("W1", voucher("100.00")), ("W4", voucher("20.00"))]  # fmt: skip

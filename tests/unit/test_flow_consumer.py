@@ -1,4 +1,4 @@
-"""The consumer's message hand-over (streams/consumer.py): a delivery that does not wait finishes without
+"""The consumer's message hand-over (streams/runtime/consumer.py): a delivery that does not wait finishes without
 wait_first's tasks; one that waits goes on through wait_first, which may still abandon it when the flow is
 suspended; errors come out as before."""
 
@@ -8,7 +8,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from bizbus.streams.consumer import consumer_class, deliver_first
+from bizbus.streams.runtime.consumer import consumer_class, deliver_first
 from mode.services import WaitResults
 
 

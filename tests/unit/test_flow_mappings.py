@@ -8,30 +8,28 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from bizbus.streams import f1_cost_centers as f1
-from bizbus.streams import f2_labor_cost as f2
-from bizbus.streams import f4_approvals as f4
-from bizbus.streams.app import plan_flows
-from bizbus.streams.mapping import (
-    GraceClock,
-    Output,
-    dumps_state,
-    load_mapping,
-    loads_state,
-    packaged,
-    version_gate,
-)
+from bizbus.streams.approvals import config as f4
+from bizbus.streams.cost_centers import config as f1
+from bizbus.streams.labor_cost import config as f2
+from bizbus.streams.runtime.config import load_mapping
+from bizbus.streams.runtime.grace import GraceClock
+from bizbus.streams.runtime.plan import plan_flows
+from bizbus.streams.runtime.results import Output, version_gate
+from bizbus.streams.runtime.statecodec import dumps_state, loads_state
 from pydantic import ValidationError
 
 from bizbus.errors import ConfigError
 from bizbus.host.pipeline import load_pipeline
 
 
-@pytest.mark.parametrize(("file", "model"), [("f1_cost_centers.yaml", f1.CostCenterMapping),
-                                             ("f2_labor_cost.yaml", f2.LaborCostMapping),
-                                             ("f4_approvals.yaml", f4.ApprovalsMapping)])  # fmt: skip
-def test_packaged_mappings_are_valid(file: str, model: type) -> None:
-    assert isinstance(load_mapping(packaged(file), model), model)
+@pytest.mark.parametrize(("config", "file", "model"), [
+    (f1.CostCentersConfig, "cost_centers/f1_cost_centers.yaml", f1.CostCenterMapping),
+    (f2.LaborCostConfig, "labor_cost/f2_labor_cost.yaml", f2.LaborCostMapping),
+    (f4.ApprovalsConfig, "approvals/f4_approvals.yaml", f4.ApprovalsMapping)])  # fmt: skip
+def test_packaged_mappings_are_in_the_flows_folder_and_valid(config: type, file: str, model: type) -> None:
+    path = config.packaged_mapping()
+    assert path.as_posix().endswith(f"/streams/{file}") and path.is_file()
+    assert isinstance(load_mapping(path, model), model)
 
 
 def test_packaged_labor_mapping_has_the_documented_accounts_and_no_invented_rates() -> None:
@@ -176,9 +174,13 @@ def test_plan_runs_the_enabled_flows_and_only_the_named_ones(tmp_path: Path) -> 
     pl = load_pipeline(pipeline_file(tmp_path, "  - {name: cc, type: cost-centers}\n  - {name: lab, type: labor-cost}\n"
                                                "  - {name: oa, type: approvals-to-erp, enabled: false}\n"))  # fmt: skip
     plan = plan_flows(pl)
-    assert plan.names == ["cc", "lab"] and plan.approvals is None and plan.app_id == "bizbus-flows-t-cc-lab"
+    assert plan.names == ["cc", "lab"] and plan.of_type("approvals-to-erp") is None
+    assert plan.app_id == "bizbus-flows-t-cc-lab"
     only = plan_flows(pl, ("oa",))
-    assert only.names == ["oa"] and only.cost_centers is None
+    assert only.names == ["oa"] and only.of_type("cost-centers") is None
+    # the cost-centers flow is kept for its projects table, under the master-data label, sending nothing
+    assert [(f.name, f.spec.name, f.emit) for f in only.with_kept()] == [
+        ("master-data", "cost-centers", False), ("oa", "approvals-to-erp", True)]
     with pytest.raises(ConfigError, match="no flow named nope"):
         plan_flows(pl, ("nope",))
 
@@ -192,7 +194,7 @@ def test_plan_refuses_two_flows_of_one_type(tmp_path: Path) -> None:
 
 
 def test_stall_detector_needs_waiting_records_an_idle_agent_and_no_progress() -> None:
-    from bizbus.streams.agents import StallDetector
+    from bizbus.streams.runtime.watchdog import StallDetector
 
     d = StallDetector(60)
     tp = ("bizbus.pm.timesheet.v1", 2)
@@ -209,7 +211,7 @@ def test_stall_detector_needs_waiting_records_an_idle_agent_and_no_progress() ->
 def test_flow_tables_have_no_standby_copies_unless_asked(tmp_path: Path) -> None:
     """Faust's default (1 standby) made every worker also apply the other workers' table changes; bizbus
     keeps none by default and takes the number from BIZBUS_FLOWS_STANDBY_REPLICAS."""
-    from bizbus.streams.app import create_app
+    from bizbus.streams.runtime.app import create_app
 
     from bizbus.settings import Settings
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from bizbus.streams.f2_labor_cost import roll_up
+from bizbus.streams.cost_centers.state import ProjectState
+from bizbus.streams.labor_cost.logic import roll_up
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -87,7 +89,7 @@ def test_merged_registry_adds_the_child_process_label_and_keeps_one_family() -> 
 
 
 def test_budget_roll_up_alerts_once_when_crossing_and_is_idempotent_per_worklog() -> None:
-    project = {"budget": Decimal("1000.00"), "currency": "CNY"}
+    project = ProjectState("P1", 1, "CREATED", "P", "C", budget=Decimal("1000.00"), currency="CNY")
 
     def voucher(amount: str) -> dict:
         return {"lines": [{"debit": Decimal(amount)}, {"debit": Decimal("0")}]}
@@ -107,7 +109,7 @@ def test_budget_roll_up_alerts_once_when_crossing_and_is_idempotent_per_worklog(
     assert state["over"] is False
     _, alert = roll_up(state, project, "P1", "W5", voucher("1.00"), 10)
     assert alert is not None  # crossed once more
-    _, none = roll_up(None, {"budget": None}, "P2", "W1", voucher("1e6"), 10)
+    _, none = roll_up(None, replace(project, budget=None), "P2", "W1", voucher("1e6"), 10)
     assert none is None  # no budget, no alert
 
 

@@ -16,80 +16,28 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from typing import Any, Literal
+from typing import Any
 
-from bizbus.streams.mapping import (
-    PURCHASE_ORDER_TOPIC,
-    Code,
-    FlowConfig,
-    MappingModel,
+from bizbus.streams.approvals.config import ApprovalsMapping, TemplateMapping
+from bizbus.streams.cost_centers.state import ProjectState
+from bizbus.streams.runtime.results import (
     Missing,
     Output,
     Reject,
     Result,
-    TimeZoneName,
     Verdict,
-    check_pattern,
     derived_meta,
     local_date,
     version_gate,
     with_outputs,
 )
-from pydantic import Field, field_validator
 
 FLOW = "approvals-to-erp"
+APPROVAL_TOPIC = "bizbus.oa.approval.v1"
+SUPPLIER_TOPIC = "bizbus.md.supplier.v1"
+PURCHASE_ORDER_TOPIC = "bizbus.purchase.order.v1"
 Lookup = Callable[[str], dict[str, Any] | None]
-
-
-class FormFields(MappingModel):
-    """Which form field (by its label) holds each value of the document."""
-
-    supplier: str = Field(description="form field with the supplier code")
-    material: str = Field(description="form field with the material code")
-    quantity: str = Field(description="form field with the quantity")
-    unit_price: str = Field(description="form field with the unit price (excl. tax)")
-    project: str | None = Field(
-        default=None, description="form field with the project code (the event's project wins)"
-    )
-    description: str | None = Field(default=None, description="form field with the purpose / remark")
-
-
-class TemplateMapping(MappingModel):
-    """What one approval template creates in the ERP."""
-
-    document: Literal["purchase_order"] = Field(description="document type to create")
-    number_pattern: str = Field(default="OA-{instance_id}", description="order number; placeholders {instance_id}, "
-                                "{business_ref}")  # fmt: skip
-    fields: FormFields
-    unit: Code = Field(default="u", description="unit of measure of the line")
-    currency: str = Field(
-        default="CNY", pattern=r"^[A-Z]{3}$", description="currency when the event has none"
-    )
-    company: Code | None = Field(default=None, description="company when the approval names no project")
-
-    @field_validator("number_pattern")
-    @classmethod
-    def _pattern(cls, v: str) -> str:
-        return check_pattern(v, ("instance_id", "business_ref"))
-
-
-class ApprovalsMapping(MappingModel):
-    """f4_approvals.yaml: approval templates → ERP documents."""
-
-    timezone: TimeZoneName = Field(default="Asia/Shanghai", description="time zone of the order date")
-    templates: dict[str, TemplateMapping] = Field(
-        default_factory=dict, description="template code -> mapping"
-    )
-    ignored_templates: tuple[str, ...] = Field(
-        default=(), description="template codes that create nothing (no dead letter)"
-    )
-
-
-class ApprovalsConfig(FlowConfig):
-    """Config of the ``approvals-to-erp`` flow (F4)."""
-
-    MAPPING_FILE = "f4_approvals.yaml"
-    MAPPING_MODEL = ApprovalsMapping
+ProjectLookup = Callable[[str], ProjectState | None]
 
 
 def _decimal(form: dict[str, str], label: str, what: str, instance: str) -> Decimal | Reject:
@@ -119,7 +67,7 @@ def _text(form: dict[str, str], label: str | None) -> str | None:
 
 
 def _order(
-    ev: dict[str, Any], t: TemplateMapping, projects: Lookup, suppliers: Lookup, tz: str
+    ev: dict[str, Any], t: TemplateMapping, projects: ProjectLookup, suppliers: Lookup, tz: str
 ) -> dict[str, Any] | Missing | Reject:
     """The PurchaseOrder fields (without meta/op/status/version) for an APPROVED event."""
     form: dict[str, str] = ev.get("form_fields") or {}
@@ -149,7 +97,7 @@ def _order(
     assert supplier is not None and material is not None
     if suppliers(supplier) is None:
         return Missing(f"supplier:{supplier}", f"supplier {supplier} is unknown (no Supplier record seen)")
-    company = (project or {}).get("company") or t.company
+    company = (project.company if project is not None else None) or t.company
     if company is None:
         return Reject("invalid_form", f"approval {inst}: no company: it names no project and template "
                                       f"{ev['template_code']} has no company")  # fmt: skip
@@ -188,7 +136,7 @@ def _po(ev: dict[str, Any], order: dict[str, Any], role: str, op: str, status: s
     return Output(PURCHASE_ORDER_TOPIC, order["order_no"], value)
 
 
-def handle_approval(ev: dict[str, Any], state: dict[str, Any] | None, projects: Lookup, suppliers: Lookup,
+def handle_approval(ev: dict[str, Any], state: dict[str, Any] | None, projects: ProjectLookup, suppliers: Lookup,
                     m: ApprovalsMapping) -> Verdict:  # fmt: skip
     """Handle one ApprovalChanged against the instance's last ``state``."""
     gate = version_gate(state, ev["version"])

@@ -16,57 +16,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from bizbus.streams import f8_project_close as f8
-from bizbus.streams.crosswalk import Interval, start_interval
-from bizbus.streams.mapping import (
-    COST_CENTER_TOPIC,
-    CROSSWALK_TOPIC,
-    Code,
-    FlowConfig,
-    MappingModel,
-    Output,
-    Result,
-    TimeZoneName,
-    check_pattern,
-    derived_meta,
-    local_date,
-    version_gate,
-    with_outputs,
-)
-from pydantic import Field, field_validator
+from bizbus.streams.cost_centers import close as f8
+from bizbus.streams.cost_centers.config import CostCenterMapping
+from bizbus.streams.cost_centers.state import Interval, ProjectState
+from bizbus.streams.runtime.crosswalk import start_interval
+from bizbus.streams.runtime.results import Output, Result, derived_meta, local_date, versions_gate
 
 FLOW = "cost-centers"
-
-
-class CostCenterMapping(MappingModel):
-    """f1_cost_centers.yaml: how a project becomes a cost center."""
-
-    code_pattern: str = Field(default="CC-{project}", description="cost center code when the project has none; "
-                              "placeholders {project}, {company}")  # fmt: skip
-    name_pattern: str = Field(default="{project} {name}", description="cost center name; placeholders "
-                              "{project}, {name}, {company}")  # fmt: skip
-    parent_code: Code | None = Field(
-        default="CC", description="parent cost center of every project cost center"
-    )
-    target_system: Code = Field(default="erp", description="target_system of the IdCrosswalk records")
-    timezone: TimeZoneName = Field(default="Asia/Shanghai", description="time zone of business dates")
-
-    @field_validator("code_pattern")
-    @classmethod
-    def _code(cls, v: str) -> str:
-        return check_pattern(v, ("project", "company"))
-
-    @field_validator("name_pattern")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        return check_pattern(v, ("project", "name", "company"))
-
-
-class CostCentersConfig(FlowConfig):
-    """Config of the ``cost-centers`` flow (F1 + F8 close)."""
-
-    MAPPING_FILE = "f1_cost_centers.yaml"
-    MAPPING_MODEL = CostCenterMapping
+PROJECT_TOPIC = "bizbus.pm.project.v1"
+COST_CENTER_TOPIC = "bizbus.md.cost-center.v1"
+CROSSWALK_TOPIC = "bizbus.md.id-crosswalk.v1"
 
 
 def crosswalk_key(
@@ -98,13 +57,14 @@ def _crosswalk(record: dict[str, Any], interval: Interval, role: str, m: CostCen
 
 
 def apply_project(
-    record: dict[str, Any], state: dict[str, Any] | None, m: CostCenterMapping, emit: bool = True
+    record: dict[str, Any], state: ProjectState | None, m: CostCenterMapping, emit: bool = True
 ) -> Result:
-    """Handle one ProjectChanged against the project's last ``state``.
+    """Handle one ProjectChanged against the project's last ``state``; the new state is
+    :meth:`ProjectState.to_state`.
 
     With ``emit`` False only the state is kept (a worker that runs F2 or F4 without F1 still needs it).
     """
-    gate = version_gate(state, record["version"])
+    gate = versions_gate(state.version, state.outputs, record["version"]) if state is not None else None
     if gate is not None:
         return gate
     src = record["meta"]
@@ -112,7 +72,7 @@ def apply_project(
     code = record.get("cost_center") or m.code_pattern.format(
         project=record["project"], company=record["company"]
     )
-    intervals: list[Interval] = list((state or {}).get("intervals") or [])
+    intervals: list[Interval] = list(state.intervals) if state is not None else []
     crosswalks: list[Output] = []
     if not intervals:
         intervals, _ = start_interval([], code, record.get("planned_start") or day)
@@ -121,7 +81,7 @@ def apply_project(
         intervals, closed = start_interval(intervals, code, day)
         if closed is not None:
             crosswalks.append(_crosswalk(record, closed, "crosswalk-close", m))
-        if closed is not None or intervals[-1] != (state or {})["intervals"][-1]:
+        if closed is not None or intervals[-1] != (state.intervals[-1] if state is not None else None):
             crosswalks.append(_crosswalk(record, intervals[-1], "crosswalk", m))
     close = f8.close_fields(record, state, day)
     cost_center = {
@@ -140,19 +100,20 @@ def apply_project(
         "version": record["version"],
     }
     outputs = (Output(COST_CENTER_TOPIC, code, cost_center), *crosswalks) if emit else ()
-    new_state = {
-        "project": record["project"],
-        "version": record["version"],
-        "op": record["op"],
-        "name": record["name"],
-        "company": record["company"],
-        "manager": record.get("manager"),
-        "source_system": src["source_system"],
-        "budget": record.get("budget_amount"),
-        "currency": record.get("currency"),
-        "intervals": intervals,
-        "closed_at": close["closed_at"],
-        "closed_on": close["closed_on"],
-        "closed_op": close["closed_op"],
-    }
-    return Result("emitted" if outputs else "ignored", outputs, with_outputs(new_state, outputs))
+    new_state = ProjectState(
+        project=record["project"],
+        version=record["version"],
+        op=record["op"],
+        name=record["name"],
+        company=record["company"],
+        manager=record.get("manager"),
+        source_system=src["source_system"],
+        budget=record.get("budget_amount"),
+        currency=record.get("currency"),
+        intervals=tuple(intervals),
+        closed_at=close["closed_at"],
+        closed_on=close["closed_on"],
+        closed_op=close["closed_op"],
+        outputs=tuple(o.to_state() for o in outputs),
+    )
+    return Result("emitted" if outputs else "ignored", outputs, new_state.to_state())

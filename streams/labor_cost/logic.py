@@ -20,119 +20,35 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
-from functools import cached_property
-from typing import Annotated, Any
+from typing import Any
 
-from bizbus.streams import crosswalk
-from bizbus.streams.f8_project_close import labor_after_close
-from bizbus.streams.mapping import (
-    VOUCHER_TOPIC,
-    AccountCode,
-    Code,
-    DecimalText,
-    FlowConfig,
-    MappingModel,
+from bizbus.streams.cost_centers.close import labor_after_close
+from bizbus.streams.cost_centers.state import ProjectState
+from bizbus.streams.labor_cost.config import LaborCostMapping
+from bizbus.streams.runtime import crosswalk
+from bizbus.streams.runtime.results import (
     Missing,
     Output,
     Reject,
     Result,
-    TimeZoneName,
     Verdict,
-    check_pattern,
     derived_meta,
     local_date,
     version_gate,
     with_outputs,
 )
-from pydantic import Field, StringConstraints, field_validator
+
+from bizbus.errors import RegistryError
 
 FLOW = "labor-cost"
+TIMESHEET_TOPIC = "bizbus.pm.timesheet.v1"
+EMPLOYEE_TOPIC = "bizbus.md.employee.v1"
+VOUCHER_TOPIC = "bizbus.finance.voucher.v1"
 CENT = Decimal("0.01")
 ZERO = Decimal("0.00")
 MAX_VOUCHER_NO = 64
 Lookup = Callable[[str], dict[str, Any] | None]
-
-
-class RateRow(MappingModel):
-    """One dated hourly cost rate of an employee (used when the Employee topic has none)."""
-
-    employee: Code = Field(description="employee code")
-    rate: DecimalText = Field(gt=0, description='hourly cost rate as a quoted decimal, e.g. "186.50"')
-    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] = Field(
-        default="CNY", description="ISO 4217"
-    )
-    valid_from: date = Field(description="first day the rate applies (ISO date)")
-    valid_to: date | None = Field(default=None, description="last day, inclusive; null = open-ended")
-
-
-class LaborCostMapping(MappingModel):
-    """f2_labor_cost.yaml: accounts, voucher numbering, employee aliases and fallback rates."""
-
-    labor_cost_account: AccountCode = Field(
-        default="6601", description="debit: labor cost (e.g. 6601 / 5001.01)"
-    )
-    accrued_payroll_account: AccountCode = Field(
-        default="2211", description="credit: accrued payroll (应付职工薪酬)"
-    )
-    voucher_type: str | None = Field(default="记", description="voucher word in the ERP, e.g. 记")
-    voucher_prefix: Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9]{0,9}$")] = Field(
-        default="LAB", description="voucher_no = <prefix>-<worklog>-<version>"
-    )
-    default_currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] = Field(
-        default="CNY", description="currency of a rate that names none"
-    )
-    timezone: TimeZoneName = Field(
-        default="Asia/Shanghai", description="time zone of the change date of a reversal"
-    )
-    description_pattern: str = Field(
-        default="Labor {employee} {work_date}: {hours} h x {rate} {currency}/h on {project} (worklog {worklog})",
-        description="voucher text; placeholders {employee} {work_date} {hours} {rate} {currency} {project} {worklog}",
-    )
-    employee_aliases: dict[str, Code] = Field(
-        default_factory=dict, description='"<source_system>:<user id>" -> employee code'
-    )
-    rates: tuple[RateRow, ...] = Field(default=(), description="dated fallback rates by employee code")
-
-    @cached_property
-    def _rates_by_employee(self) -> dict[str, list[dict[str, Any]]]:
-        by: dict[str, list[dict[str, Any]]] = {}
-        for r in self.rates:
-            by.setdefault(r.employee, []).append(
-                {"valid_from": r.valid_from, "valid_to": r.valid_to, "rate": r.rate, "currency": r.currency})
-        return by
-
-    def rates_of(self, code: str) -> list[dict[str, Any]]:
-        """The dated rates of employee ``code`` (valid_from, valid_to, rate, currency), in file order; indexed
-        once, so a record looks at its employee's rows only."""
-        return self._rates_by_employee.get(code, [])
-
-    @field_validator("description_pattern")
-    @classmethod
-    def _pattern(cls, v: str) -> str:
-        return check_pattern(v, ("employee", "work_date", "hours", "rate", "currency", "project", "worklog"))
-
-    @field_validator("rates")
-    @classmethod
-    def _no_overlap(cls, rows: tuple[RateRow, ...]) -> tuple[RateRow, ...]:
-        for row in rows:
-            if row.valid_to is not None and row.valid_to < row.valid_from:
-                raise ValueError(
-                    f"rate of {row.employee}: valid_to {row.valid_to} is before valid_from {row.valid_from}"
-                )
-        return rows
-
-
-class LaborCostConfig(FlowConfig):
-    """Config of the ``labor-cost`` flow (F2)."""
-
-    MAPPING_FILE = "f2_labor_cost.yaml"
-    MAPPING_MODEL = LaborCostMapping
-
-    budget_alert_percent: float = Field(
-        default=10.0, ge=0, le=1000,
-        description="alert (bizbus_budget_alerts_total, a warning log) once a project's booked labor cost "
-                    "exceeds its budget_amount by more than this many percent; projects without a budget never alert",
-    )  # fmt: skip
+ProjectLookup = Callable[[str], ProjectState | None]
 
 
 @dataclass(frozen=True)
@@ -163,7 +79,7 @@ LINE_FIELDS = ("line_no", "account_code", "cost_center", "project", "debit", "cr
 
 def stored_state(state: dict[str, Any]) -> dict[str, Any]:
     """The worklog state as the table keeps it. When the outputs are recorded as the bytes sent
-    (:func:`~bizbus.streams.mapping.sent_output`), the voucher is one of them: the state then names its
+    (:func:`~bizbus.streams.runtime.results.sent_output`), the voucher is one of them: the state then names its
     position (``voucher_at``) and keeps its booked amount (``booked``) instead of a second copy as a record,
     whose Decimals and dates cost more to pack than the rest of the state. :func:`full_state` gives the
     voucher back; a state whose outputs are records keeps its voucher as is."""
@@ -201,7 +117,7 @@ def booked_in(state: dict[str, Any] | None, project_key: str) -> str | None:
     return booked_amount(voucher) if voucher else None
 
 
-def roll_up(costs: dict[str, Any] | None, project: dict[str, Any] | None, project_key: str, worklog_id: str,
+def roll_up(costs: dict[str, Any] | None, project: ProjectState | None, project_key: str, worklog_id: str,
             voucher: dict[str, Any] | None, percent: float) -> tuple[dict[str, Any], BudgetAlert | None]:  # fmt: skip
     """The project's labor cost after this worklog's current voucher (None: deleted / nothing posted).
 
@@ -214,13 +130,13 @@ def roll_up(costs: dict[str, Any] | None, project: dict[str, Any] | None, projec
     else:
         amounts.pop(worklog_id, None)
     booked = sum((Decimal(v) for v in amounts.values()), ZERO)
-    raw_budget = (project or {}).get("budget")
+    raw_budget = project.budget if project is not None else None
     budget = Decimal(str(raw_budget)) if raw_budget is not None else None
     over = budget is not None and budget > 0 and booked > budget * (1 + Decimal(str(percent)) / 100)
     alert = None
     if over and not (costs or {}).get("over"):
         assert budget is not None
-        alert = BudgetAlert(project_key, booked, budget, (project or {}).get("currency"), percent)
+        alert = BudgetAlert(project_key, booked, budget, project.currency if project is not None else None, percent)
     return {"worklogs": amounts, "over": over}, alert
 
 
@@ -300,7 +216,7 @@ def _reversal(entry: dict[str, Any], prev: dict[str, Any], m: LaborCostMapping) 
     return _voucher(entry, number, "reversal", head, lines, prev["voucher_no"], text)
 
 
-def post_labor(entry: dict[str, Any], state: dict[str, Any] | None, projects: Lookup, employees: Lookup,
+def post_labor(entry: dict[str, Any], state: dict[str, Any] | None, projects: ProjectLookup, employees: Lookup,
                m: LaborCostMapping) -> Verdict:  # fmt: skip
     """Handle one TimesheetEntry against the worklog's last ``state``; ``projects`` / ``employees`` read
     the master-data tables (project state of F1, employee rates)."""
@@ -331,13 +247,13 @@ def post_labor(entry: dict[str, Any], state: dict[str, Any] | None, projects: Lo
             return Missing(f"rate:{code}:{entry['work_date']}",
                            f"no rate for employee {code} on {entry['work_date']}")  # fmt: skip
         hourly, currency = rate
-        cc = crosswalk.cost_center_on(project.get("intervals") or [], entry["work_date"])
+        cc = crosswalk.cost_center_on(list(project.intervals), entry["work_date"])
         total = amount(hours, hourly)
         text = m.description_pattern.format(employee=code, work_date=entry["work_date"], hours=hours, rate=hourly,
                                             currency=currency, project=entry["project"], worklog=entry["worklog_id"])  # fmt: skip
         lines = [_line(1, m.labor_cost_account, cc, entry["project"], total, ZERO, text),
                  _line(2, m.accrued_payroll_account, None, None, ZERO, total, text)]  # fmt: skip
-        head = {"company": project["company"], "voucher_type": m.voucher_type, "posting_date": entry["work_date"],
+        head = {"company": project.company, "voucher_type": m.voucher_type, "posting_date": entry["work_date"],
                 "currency": currency}  # fmt: skip
         number = voucher_no(m.voucher_prefix, entry["worklog_id"], entry["version"])
         voucher = {**head, "voucher_no": number, "lines": lines}
@@ -367,3 +283,16 @@ def merge_employee(record: dict[str, Any], state: dict[str, Any] | None) -> dict
     if rates is None:
         return None
     return {"code": record["code"], "rates": rates}
+
+
+def labor_verdict(entry: dict[str, Any], stored: dict[str, Any] | None, decode: Callable[[bytes], Any],
+                  projects: ProjectLookup, employees: Lookup, m: LaborCostMapping) -> Verdict:  # fmt: skip
+    """F2's verdict on ``entry`` against the worklog's ``stored`` state, its voucher read back from the bytes
+    sent (:func:`full_state`). While the schema registry cannot be reached for that, the record waits
+    like one missing master data (never dead-lettered at once)."""
+    try:
+        state = full_state(stored, decode)
+    except RegistryError as exc:
+        return Missing("schema-registry", f"the previous voucher of worklog {entry['worklog_id']} cannot be "
+                                          f"read while the schema registry is unreachable: {exc}")  # fmt: skip
+    return post_labor(entry, state, projects, employees, m)

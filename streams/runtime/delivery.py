@@ -1,6 +1,6 @@
 """How a flows worker makes a batch's outputs and table writes durable.
 
-A batch (streams/agents.py) ends with a list of records to put on the broker: the encoded outputs and the
+A batch (streams/runtime/agents.py) ends with a list of records to put on the broker: the encoded outputs and the
 changelog records of the table states it wrote. :class:`ConfluentDelivery` produces them with one
 idempotent confluent-kafka producer (librdkafka, C) and resolves one asyncio future when the broker
 acknowledged the last of them (librdkafka's ``flush``, awaited in a thread). The agent asks
@@ -12,7 +12,7 @@ Why not Faust's own producer (aiokafka, pure Python): per record it cost ≈ 40 
 through ``Table.__setitem__`` — about a fifth of a worker's time at 1,500 records/s
 (``python -m tests.bench.faust_profile --profile``). librdkafka's ``produce`` costs a few µs.
 
-Table writes: :class:`~bizbus.streams.agents.StateTable` puts the value in the Faust table's store (what the
+Table writes: :class:`~bizbus.streams.runtime.tables.StateTable` puts the value in the Faust table's store (what the
 worker reads) and hands the changelog record (topic ``<app>-<table>-changelog``, the partition of the event
 that wrote it, raw key and value bytes, as Faust would have written it) to this delivery. Faust still owns
 the tables: it creates the changelog topics, recovers a table from its changelog on start and keeps

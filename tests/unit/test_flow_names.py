@@ -1,0 +1,104 @@
+"""The live names of the flows worker: Faust app id (= consumer group and changelog prefix), table and
+agent names, changelog topics, the metric label of every agent and the output topics. A deployment has
+state stored under each of them; a rename orphans it, so any change here must come with a migration.
+
+The flows are built from their specs (found through the component registry), declared on a real Faust
+app, and nothing is contacted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bizbus.streams.runtime.agents import Runtime
+from bizbus.streams.runtime.app import create_app
+from bizbus.streams.runtime.plan import plan_flows
+from bizbus.streams.runtime.register import declare, output_topics
+
+from bizbus.catalogue import load_catalogue
+from bizbus.host.pipeline import load_pipeline
+from bizbus.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+CATALOGUE = load_catalogue(ROOT / "deploy" / "topics.yaml")
+TYPES = {"cc": "cost-centers", "lab": "labor-cost", "oa": "approvals-to-erp"}
+
+PROJECT, EMPLOYEE, TIMESHEET = "bizbus.pm.project.v1", "bizbus.md.employee.v1", "bizbus.pm.timesheet.v1"
+SUPPLIER, APPROVAL = "bizbus.md.supplier.v1", "bizbus.oa.approval.v1"
+COST_CENTER, CROSSWALK = "bizbus.md.cost-center.v1", "bizbus.md.id-crosswalk.v1"
+VOUCHER, ORDER = "bizbus.finance.voucher.v1", "bizbus.purchase.order.v1"
+
+# table -> GlobalTable?
+F1_TABLES = {"projects": True, "progress-project": False}
+F2_TABLES = {"employees": True, "worklogs": False, "project-costs": False, "progress-employee": False,
+             "progress-timesheet": False}  # fmt: skip
+F4_TABLES = {"suppliers": True, "approvals": False, "progress-supplier": False, "progress-approval": False}
+
+CASES = {
+    # flows of the pipeline: (tables, agents, {source topic: (metric label, tables its batches write)}, outputs)
+    ("lab",): ({**F1_TABLES, **F2_TABLES}, {"bizbus-project", "bizbus-employee", "bizbus-timesheet"},
+               {PROJECT: ("master-data", ["projects"]), EMPLOYEE: ("master-data", ["employees"]),
+                TIMESHEET: ("lab", ["worklogs", "project-costs"])}, [VOUCHER]),
+    ("oa",): ({**F1_TABLES, **F4_TABLES}, {"bizbus-project", "bizbus-supplier", "bizbus-approval"},
+              {PROJECT: ("master-data", ["projects"]), SUPPLIER: ("master-data", ["suppliers"]),
+               APPROVAL: ("oa", ["approvals"])}, [ORDER]),
+    ("cc",): (F1_TABLES, {"bizbus-project"}, {PROJECT: ("cc", ["projects"])}, [COST_CENTER, CROSSWALK]),
+    ("cc", "lab", "oa"): (
+        {**F1_TABLES, **F2_TABLES, **F4_TABLES},
+        {"bizbus-project", "bizbus-employee", "bizbus-timesheet", "bizbus-supplier", "bizbus-approval"},
+        {PROJECT: ("cc", ["projects"]), EMPLOYEE: ("master-data", ["employees"]),
+         TIMESHEET: ("lab", ["worklogs", "project-costs"]), SUPPLIER: ("master-data", ["suppliers"]),
+         APPROVAL: ("oa", ["approvals"])},
+        [COST_CENTER, CROSSWALK, VOUCHER, ORDER]),
+}  # fmt: skip
+
+
+def declared(tmp_path: Path, pipeline: Path) -> tuple[Any, dict[str, Any], list[str]]:
+    plan = plan_flows(load_pipeline(pipeline))
+    app = create_app(Settings(data_dir=tmp_path), plan)
+    rt = Runtime(app, CATALOGUE, None, None, {})  # type: ignore[arg-type]  # never set up: nothing contacted
+    return app, declare(app, plan, CATALOGUE, rt), output_topics(plan)
+
+
+@pytest.mark.parametrize("flows", list(CASES))
+def test_tables_agents_labels_and_app_id_keep_their_live_names(tmp_path: Path, flows: tuple[str, ...]) -> None:
+    tables, agents, labels, outputs = CASES[flows]
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text("version: 1\nname: t\nflows:\n" + "".join(f"  - {{name: {n}, type: {TYPES[n]}}}\n" for n in flows))
+    app, specs, outs = declared(tmp_path, pipeline)
+    app_id = f"bizbus-flows-t-{'-'.join(flows)}"
+    assert app.conf.id == app_id  # the consumer group id and the prefix of every changelog topic
+    assert {name: type(t).__name__ == "GlobalTable" for name, t in app.tables.items()} == tables
+    assert {name: t.changelog_topic.get_topic_name() for name, t in app.tables.items()} == {
+        name: f"{app_id}-{name}-changelog" for name in tables
+    }
+    assert set(app.agents) == agents
+    assert {topic: (s.flow, [t.table.name for t in s.tables]) for topic, s in specs.items()} == labels
+    assert outs == outputs
+
+
+def test_the_deployed_pipelines_keep_their_app_ids(tmp_path: Path) -> None:
+    """The group the KEDA and HPA examples scale on (deploy/k8s) and the demo's."""
+    for path, app_id in [
+        (ROOT / "deploy" / "k8s" / "config" / "pipeline.yaml", "bizbus-flows-projects-to-erp-approvals-cost-centers-labor-cost"),
+        (ROOT / "deploy" / "examples" / "projects-to-tryton.yaml",
+         "bizbus-flows-projects-to-tryton-approvals-cost-centers-labor-cost"),
+    ]:  # fmt: skip
+        app, specs, _ = declared(tmp_path, path)
+        assert app.conf.id == app_id and set(specs) == {PROJECT, EMPLOYEE, TIMESHEET, SUPPLIER, APPROVAL}
+
+
+def test_the_component_specs_name_the_topics_a_flow_worker_reads_and_writes() -> None:
+    from bizbus.host.components import COMPONENT_TYPES
+
+    def topics(name: str) -> tuple[set[str], set[str]]:
+        spec = COMPONENT_TYPES[name]
+        config = spec.config_model()()
+        assert spec.kind == "flow" and spec.load().flow.name == name  # type: ignore[attr-defined]
+        return set(spec.reads(config)), set(spec.writes(config))
+
+    assert topics("cost-centers") == ({PROJECT}, {COST_CENTER, CROSSWALK})
+    assert topics("labor-cost") == ({PROJECT, EMPLOYEE, TIMESHEET}, {VOUCHER})  # the projects are kept too
+    assert topics("approvals-to-erp") == ({PROJECT, SUPPLIER, APPROVAL}, {ORDER})
+
