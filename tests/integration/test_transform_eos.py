@@ -16,7 +16,7 @@ from decimal import Decimal
 
 import pytest
 from bizbus.connectors.runtime.sink import SinkRecord, SinkRunner
-from bizbus.connectors.sinks.postgres import PgTableWriter
+from bizbus.connectors.sinks.postgres.connector import PgTableWriter
 from bizbus.schemas import catalog
 from bizbus.streams.transform import Output, TransformTask, use_transactions
 from confluent_kafka import Consumer, Producer, TopicPartition
