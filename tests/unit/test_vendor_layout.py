@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import tomllib
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ def test_each_vendor_folder_follows_the_template() -> None:
         assert not loose, f"connectors/{kind}: modules outside a vendor folder: {sorted(loose)}"
     for folder in folders:
         names = {p.name for p in folder.iterdir() if p.name != "__pycache__"}
-        assert TEMPLATE <= names, f"{folder.name}: lacks {sorted(TEMPLATE - names)}"
+        assert names >= TEMPLATE, f"{folder.name}: lacks {sorted(TEMPLATE - names)}"
         unknown = names - TEMPLATE - OPTIONAL - EXTRA.get(folder.name, set())
         assert not unknown, f"{folder.name}: {sorted(unknown)} are not part of the template"
         assert (folder / "__init__.py").read_text(encoding="utf-8") == "", f"{folder.name}/__init__.py is not empty"
@@ -63,6 +64,14 @@ def test_builtin_names_where_each_connector_spec_lives() -> None:
             assert (PROJECT_ROOT / spec.docs).name == f"{folder.name}.md"
     inline = [item for item in BUILTIN if isinstance(item, ComponentSpec)]
     assert all(s.kind == "flow" for s in inline), "connector specs must live in their folders"
+
+
+def test_each_vendor_folder_is_a_package_of_the_distribution() -> None:
+    """The packages list of pyproject.toml is explicit: a folder missing there is missing from a wheel."""
+    packages = set(tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["packages"])
+    missing = [f"bizbus.connectors.{p.parent.name}.{p.name}" for p in vendor_folders()
+               if f"bizbus.connectors.{p.parent.name}.{p.name}" not in packages]  # fmt: skip
+    assert not missing, f"add to [tool.setuptools] packages in pyproject.toml: {missing}"
 
 
 def test_spec_modules_import_no_connector_code() -> None:
