@@ -1,7 +1,7 @@
 """``make bench``: run every benchmark once, print a table, write ``bench/results.json``.
 
     python -m tests.bench [--scale 1.0] [--only NAME ...] [--out bench/results.json]
-    python -m tests.bench --readme     # README.md's results block from bench/results.json (no run)
+    python -m tests.bench --docs       # the results block of docs/benchmarks.md from bench/results.json (no run)
 
 A private embedded broker and registry are started in a temporary folder unless both
 KAFKA_BOOTSTRAP_SERVERS and SCHEMA_REGISTRY_URL are set. The benchmark modules of ``tests.bench`` run one
@@ -185,12 +185,13 @@ def run(scale: float, only: list[str], out: Path, progress: Any = None) -> dict[
     return doc
 
 
-README_BEGIN = "<!-- bench-results:begin (generated from bench/results.json: python -m tests.bench --readme) -->"
+README_BEGIN = "<!-- bench-results:begin (generated from bench/results.json: python -m tests.bench --docs) -->"
 README_END = "<!-- bench-results:end -->"
+BENCH_DOC = ROOT / "docs" / "benchmarks.md"  # the page holding the committed run
 
 
 def markdown(doc: dict[str, Any]) -> str:
-    """The README's block of a results document: the machine, then one row per result."""
+    """The results block of docs/benchmarks.md for a results document: the machine, then one row per result."""
     m = doc["machine"]
     v = m.get("versions", {})
     lines = [
@@ -219,7 +220,7 @@ def readme_block(readme: str) -> str | None:
 
 
 def update_readme(readme_path: Path, results_path: Path) -> bool:
-    """Write the block of ``results_path`` into the README; True when it changed."""
+    """Write the block of ``results_path`` into ``readme_path`` (docs/benchmarks.md); True when it changed."""
     text = readme_path.read_text()
     if readme_block(text) is None:
         raise SystemExit(f"{readme_path} has no {README_BEGIN!r} ... {README_END!r} block")
@@ -240,12 +241,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, default=ROOT / "bench" / "results.json", help="where to write the JSON"
     )
-    parser.add_argument("--readme", action="store_true",
-                        help="write README.md's results block from --out (bench/results.json) and exit")  # fmt: skip
+    parser.add_argument("--docs", "--readme", dest="docs", action="store_true",
+                        help="write the results block of docs/benchmarks.md from --out (bench/results.json) and exit")  # fmt: skip
     args = parser.parse_args(argv)
-    if args.readme:
-        changed = update_readme(ROOT / "README.md", args.out)
-        print(f"README.md {'updated from' if changed else 'already matches'} {args.out}")
+    if args.docs:
+        changed = update_readme(BENCH_DOC, args.out)
+        print(f"{BENCH_DOC.relative_to(ROOT)} {'updated from' if changed else 'already matches'} {args.out}")
         return 0
     if args.scale <= 0:
         parser.error("--scale must be positive")
