@@ -214,7 +214,7 @@ def tryton_show(
     """Print the analytic account of a project and the moves posted on it, as Tryton has them."""
     import os
 
-    from bizbus.connectors.sinks.tryton.rpc import TrytonRpc
+    from bizbus.connectors.sinks.tryton.api import TrytonRpc
     from bizbus.devstack.tryton_demo import show_project
 
     password = os.environ.get(password_env)

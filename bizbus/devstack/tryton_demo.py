@@ -232,7 +232,7 @@ class TrytonServer:
     def rpc(self) -> Any:
         """A logged-in JSON-RPC client (the sink's own) for assertions, with the user's context."""
         if self._rpc is None:
-            from bizbus.connectors.sinks.tryton.rpc import TrytonRpc
+            from bizbus.connectors.sinks.tryton.api import TrytonRpc
 
             self._rpc = TrytonRpc(self.url, self.user, self.password, timeout=30)
             self._rpc.login()

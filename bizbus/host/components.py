@@ -146,69 +146,19 @@ class _Registry(Mapping[str, ComponentSpec]):
 
 
 BUILTIN: tuple[str | ComponentSpec, ...] = (
-        ComponentType(
-            "sample-events",
-            "source",
-            "bizbus.connectors.sources.sample:SampleEventsSource",
-            "Emits realistic canonical sample events to a catalogue topic at a fixed rate (demo, smoke tests).",
-        ),
-        ComponentType(
-            "pg-slot-monitor",
-            "monitor",
-            "bizbus.connectors.monitors.pg_slots:PgSlotMonitor",
-            "Reports the WAL each PostgreSQL replication (CDC) slot holds back, as bizbus_cdc_slot_lag_bytes.",
-        ),
-        ComponentType(
-            "pg-outbox",
-            "source",
-            "bizbus.connectors.sources.pg_outbox:PgOutboxSource",
-            "Transactional outbox in PostgreSQL: each row becomes a canonical event; cursor and shard lease in PostgreSQL.",
-        ),
-        ComponentType(
-            "jira",
-            "source",
-            "bizbus.connectors.sources.jira:JiraSource",
-            "Jira Cloud: signed webhooks (projects, issues, worklogs) plus a JQL / worklog backfill that finds lost ones.",
-        ),
-        ComponentType(
-            "redmine",
-            "source",
-            "bizbus.connectors.sources.redmine:RedmineSource",
-            "Redmine: polls projects, issues and time entries by updated_on (Redmine has no webhooks).",
-        ),
-        ComponentType(
-            "dingtalk",
-            "source",
-            "bizbus.connectors.sources.dingtalk:DingTalkSource",
-            "DingTalk approvals: encrypted event callbacks, instance details read through the DingTalk API.",
-        ),
-        ComponentType(
-            "feishu",
-            "source",
-            "bizbus.connectors.sources.feishu:FeishuSource",
-            "Feishu / Lark approvals: signed, encrypted v2 events for subscribed approval definitions.",
-        ),
-        ComponentType(
-            "pg-table",
-            "sink",
-            "bizbus.connectors.sinks.postgres:PgTableSink",
-            "Writes each event as a row of a PostgreSQL table exactly once (row and ledger in one transaction).",
-        ),
-        ComponentType(
-            "http-api",
-            "sink",
-            "bizbus.connectors.sinks.http_api:HttpApiSink",
-            "Creates one object per event at a REST API exactly once (idempotency key or lookup before create).",
-        ),
-        ComponentType(
-            "tryton",
-            "sink",
-            "bizbus.connectors.sinks.tryton.sink:TrytonSink",
-            "Tryton ERP over JSON-RPC: cost centers, posted vouchers and purchase orders, exactly once by bizbus_ref.",
-        ),
-        "bizbus.streams.cost_centers.spec:SPEC",
-        "bizbus.streams.labor_cost.spec:SPEC",
-        "bizbus.streams.approvals.spec:SPEC",
+    "bizbus.connectors.sources.sample.spec:SPEC",
+    "bizbus.connectors.monitors.pg_slots.spec:SPEC",
+    "bizbus.connectors.sources.pg_outbox.spec:SPEC",
+    "bizbus.connectors.sources.jira.spec:SPEC",
+    "bizbus.connectors.sources.redmine.spec:SPEC",
+    "bizbus.connectors.sources.dingtalk.spec:SPEC",
+    "bizbus.connectors.sources.feishu.spec:SPEC",
+    "bizbus.connectors.sinks.postgres.spec:SPEC",
+    "bizbus.connectors.sinks.http_api.spec:SPEC",
+    "bizbus.connectors.sinks.tryton.spec:SPEC",
+    "bizbus.streams.cost_centers.spec:SPEC",
+    "bizbus.streams.labor_cost.spec:SPEC",
+    "bizbus.streams.approvals.spec:SPEC",
 )
 
 COMPONENT_TYPES = _Registry(BUILTIN)

@@ -376,7 +376,7 @@ def raw_moves(server: Any, serde: Any, encoded: list[tuple[bytes, bytes]], batch
 
 
 def tryton(ctx: BenchContext) -> BenchResult:
-    from bizbus.connectors.sinks.tryton.sink import TrytonSinkConfig
+    from bizbus.connectors.sinks.tryton.config import TrytonSinkConfig
     from bizbus.schemas import catalog
 
     from bizbus.devstack.tryton_demo import ADMIN_PASSWORD, PASSWORD_ENV

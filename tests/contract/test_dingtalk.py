@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from bizbus.connectors.sources.dingtalk import TOPIC
+from bizbus.connectors.sources.dingtalk.mapping import TOPIC
 
 from bizbus import lineage
 from tests.fakes.dingtalk_api import DingTalkApi, DingTalkCallbackSender

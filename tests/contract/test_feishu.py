@@ -3,7 +3,7 @@ registry and PostgreSQL, talking to the Feishu contract fake (tests/fakes/feishu
 callbacks built as Feishu builds them (encrypted, signed, v2 and v1 envelopes).
 
 No backfill: Feishu offers no "changed since" query whose results carry the webhook's change version
-(see connectors/sources/feishu/__init__.py), so the connector runs the inbox task only.
+(see connectors/sources/feishu/connector.py), so the connector runs the inbox task only.
 """
 
 from __future__ import annotations

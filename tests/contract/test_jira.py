@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from bizbus.connectors.sources.jira import state_tables
+from bizbus.connectors.sources.jira.state import state_tables
 
 from bizbus import lineage
 from tests.fakes.jira_api import JiraCloudFake, JiraWebhookSender

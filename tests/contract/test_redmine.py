@@ -23,13 +23,11 @@ import fastavro
 import psycopg
 import pytest
 from bizbus.connectors.runtime.inbox import InboxRow
-from bizbus.connectors.sources.redmine import (
-    RedmineClient,
-    RedmineConfig,
-    RedmineConverter,
-    RedminePoller,
-    RedmineState,
-)
+from bizbus.connectors.sources.redmine.api import RedmineClient
+from bizbus.connectors.sources.redmine.backfill import RedminePoller
+from bizbus.connectors.sources.redmine.config import RedmineConfig
+from bizbus.connectors.sources.redmine.convert import RedmineConverter
+from bizbus.connectors.sources.redmine.state import RedmineState
 from bizbus.schemas import catalog
 
 from bizbus import lineage

@@ -24,7 +24,8 @@ import httpx
 import psycopg
 import pytest
 from bizbus.connectors.runtime.sink import SinkRecord, SinkRunner
-from bizbus.connectors.sinks.http_api import HttpApiSinkConfig, HttpApiWriter
+from bizbus.connectors.sinks.http_api.config import HttpApiSinkConfig
+from bizbus.connectors.sinks.http_api.connector import HttpApiWriter
 from bizbus.schemas import catalog
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -280,7 +281,8 @@ import json, sys
 from datetime import date
 from decimal import Decimal
 from bizbus.connectors.runtime.sink import SinkRecord
-from bizbus.connectors.sinks.http_api import HttpApiSinkConfig, HttpApiWriter
+from bizbus.connectors.sinks.http_api.config import HttpApiSinkConfig
+from bizbus.connectors.sinks.http_api.connector import HttpApiWriter
 
 args = json.loads(sys.argv[1])
 writer = HttpApiWriter(args["connector"], HttpApiSinkConfig.model_validate(args["config"]))

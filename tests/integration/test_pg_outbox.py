@@ -11,7 +11,8 @@ import uuid
 import psycopg
 import pytest
 from bizbus.connectors.runtime.source import SourceTask
-from bizbus.connectors.sources.pg_outbox import PgOutboxConfig, PgOutboxReader, create_outbox
+from bizbus.connectors.sources.pg_outbox.config import PgOutboxConfig
+from bizbus.connectors.sources.pg_outbox.connector import PgOutboxReader, create_outbox
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 

@@ -7,7 +7,8 @@ import threading
 import uuid
 
 import pytest
-from bizbus.connectors.monitors.pg_slots import PgSlotMonitor, PgSlotMonitorConfig
+from bizbus.connectors.monitors.pg_slots.config import PgSlotMonitorConfig
+from bizbus.connectors.monitors.pg_slots.connector import PgSlotMonitor
 from prometheus_client import REGISTRY
 
 DSN = "postgresql://postgres@127.0.0.1:5432/postgres"

@@ -25,7 +25,8 @@ from bizbus.connectors.runtime.sink import (
     SinkWriter,
     WriteResult,
 )
-from bizbus.connectors.sinks.postgres import PgTableWriter, column_mapper
+from bizbus.connectors.sinks.postgres.connector import PgTableWriter
+from bizbus.connectors.sinks.postgres.mapping import column_mapper
 from bizbus.schemas import catalog
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic

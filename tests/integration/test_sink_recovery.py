@@ -21,8 +21,9 @@ from typing import Any
 import psycopg
 import pytest
 from bizbus.connectors.runtime.sink import SinkRecord, SinkRunner, SinkWriter, WriteResult
-from bizbus.connectors.sinks.http_api import HttpApiWriter
-from bizbus.connectors.sinks.postgres import PgTableWriter, column_mapper
+from bizbus.connectors.sinks.http_api.connector import HttpApiWriter
+from bizbus.connectors.sinks.postgres.connector import PgTableWriter
+from bizbus.connectors.sinks.postgres.mapping import column_mapper
 from bizbus.schemas import catalog
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic

@@ -12,7 +12,7 @@ from decimal import Decimal
 import psycopg
 import pytest
 from bizbus.connectors.runtime.sink import SinkRecord, SinkRunner, SinkWriter, WriteResult
-from bizbus.connectors.sinks.postgres import PgTableWriter
+from bizbus.connectors.sinks.postgres.connector import PgTableWriter
 from bizbus.schemas import catalog
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic

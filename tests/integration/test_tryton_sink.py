@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from bizbus.connectors.runtime.sink import SinkRecord, WriteResult
-from bizbus.connectors.sinks.tryton.sink import TrytonSinkConfig
+from bizbus.connectors.sinks.tryton.config import TrytonSinkConfig
 from bizbus.connectors.sinks.tryton.writer import TrytonWriter
 from bizbus.schemas import catalog
 

@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 import pytest
 from bizbus.connectors.runtime.inbox import inbox_table
-from bizbus.connectors.sources.dingtalk import TOPIC as APPROVALS
+from bizbus.connectors.sources.dingtalk.mapping import TOPIC as APPROVALS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -20,7 +20,7 @@ CATALOGUE = PROJECT_ROOT / "deploy" / "topics.yaml"
 # a fake type on the sample source's class and config: it reads its `topic`, writes a fixed one and needs
 # a token named in the environment
 FAKE = ComponentSpec(
-    "fake-copier", "source", "bizbus.connectors.sources.sample:SampleEventsSource", "test only",
+    "fake-copier", "source", "bizbus.connectors.sources.sample.connector:SampleEventsSource", "test only",
     reads=lambda c: (c.topic,), writes=lambda c: ("bizbus.nowhere.v1", "bizbus.pm.task.v1"),
     secrets=lambda c: ("FAKE_TOKEN",),
 )  # fmt: skip

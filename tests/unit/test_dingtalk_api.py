@@ -8,7 +8,10 @@ from datetime import UTC, datetime
 
 import pytest
 from bizbus.connectors.runtime.inbox import InboxRow
-from bizbus.connectors.sources.dingtalk import KIND_INSTANCE, DingTalkApi, DingTalkConfig, DingTalkConverter
+from bizbus.connectors.sources.dingtalk.api import DingTalkApi
+from bizbus.connectors.sources.dingtalk.config import DingTalkConfig
+from bizbus.connectors.sources.dingtalk.convert import DingTalkConverter
+from bizbus.connectors.sources.dingtalk.webhook import KIND_INSTANCE
 
 from bizbus.failures import BackOff, Fatal, Permanent, Retryable
 from tests.fakes.dingtalk_api import DingTalkApi as FakeApi

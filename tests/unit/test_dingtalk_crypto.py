@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
-from bizbus.connectors.sources.dingtalk import (
+from bizbus.connectors.sources.dingtalk.webhook import (
     CryptoError,
     aes_key_bytes,
     callback_signature,

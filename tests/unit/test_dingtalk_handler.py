@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 from bizbus.connectors.runtime.inbox import Accepted, HttpRequest, HttpResponse, WebhookRejected
-from bizbus.connectors.sources.dingtalk import KIND_INSTANCE, DingTalkHandler
+from bizbus.connectors.sources.dingtalk.webhook import KIND_INSTANCE, DingTalkHandler
 
 from bizbus.errors import ConfigError
 from tests.fakes.dingtalk_api import DingTalkCallbackSender

@@ -9,17 +9,16 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from bizbus.connectors.sources.dingtalk import (
-    DingTalkConfig,
-    api_error,
+from bizbus.connectors.sources.dingtalk.api import api_error
+from bizbus.connectors.sources.dingtalk.config import DingTalkConfig
+from bizbus.connectors.sources.dingtalk.mapping import (
     approval_changed,
     approval_status,
-    delivery_id,
-    entity_key,
     form_fields,
     parse_amount,
     version,
 )
+from bizbus.connectors.sources.dingtalk.webhook import delivery_id, entity_key
 from bizbus.schemas import catalog
 
 from bizbus import lineage

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from bizbus.connectors.sources.feishu import FeishuClient
+from bizbus.connectors.sources.feishu.api import FeishuClient
 
 from bizbus.failures import BackOff, Fatal, Permanent, Retryable
 from tests.fakes.feishu_api import FeishuApi

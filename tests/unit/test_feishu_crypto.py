@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from bizbus.connectors.sources.feishu import decrypt, signature
+from bizbus.connectors.sources.feishu.webhook import decrypt, signature
 
 from tests.fakes.feishu_api import feishu_encrypt
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bizbus.connectors.sources.feishu import STATUS, FormMapping, approval_changed
+from bizbus.connectors.sources.feishu.mapping import STATUS, FormMapping, approval_changed
 from bizbus.schemas import catalog
 
 from bizbus import lineage

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from bizbus.connectors.runtime.inbox import Accepted, HttpRequest, HttpResponse, WebhookRejected
-from bizbus.connectors.sources.feishu import FeishuWebhook
+from bizbus.connectors.sources.feishu.webhook import FeishuWebhook
 
 from tests.fakes.feishu_api import feishu_encrypt, feishu_signature
 

@@ -11,8 +11,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from bizbus.connectors.runtime.inbox import Accepted, HttpRequest
-from bizbus.connectors.sources.jira import JiraApi, JiraBackfill, JiraConfig, JiraWebhookHandler
+from bizbus.connectors.sources.jira.api import JiraApi
+from bizbus.connectors.sources.jira.backfill import JiraBackfill
+from bizbus.connectors.sources.jira.config import JiraConfig
 from bizbus.connectors.sources.jira.mapping import to_ms
+from bizbus.connectors.sources.jira.webhook import JiraWebhookHandler
 
 from bizbus.failures import Fatal, RetryPolicy
 from tests.fakes.jira_api import JiraCloudFake, JiraWebhookSender

@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 from bizbus.connectors.runtime.inbox import InboxRow
-from bizbus.connectors.sources.jira import JiraApi, JiraConfig, JiraConverter
+from bizbus.connectors.sources.jira.api import JiraApi
+from bizbus.connectors.sources.jira.config import JiraConfig
+from bizbus.connectors.sources.jira.convert import JiraConverter
 from bizbus.connectors.sources.jira.state import MemoryState
 
 from bizbus.failures import BackOff, Fatal, Permanent

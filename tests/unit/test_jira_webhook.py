@@ -118,7 +118,8 @@ def test_only_post_is_taken() -> None:
 
 
 def test_config_and_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
-    from bizbus.connectors.sources.jira import JiraConfig, JiraSource
+    from bizbus.connectors.sources.jira.config import JiraConfig
+    from bizbus.connectors.sources.jira.connector import JiraSource
     from pydantic import ValidationError
 
     from bizbus.errors import ConfigError

@@ -10,9 +10,9 @@ from zoneinfo import ZoneInfo
 
 import fastavro
 import pytest
-from bizbus.connectors.sources.redmine import (
-    RedmineConfig,
-    RedmineSource,
+from bizbus.connectors.sources.redmine.config import RedmineConfig
+from bizbus.connectors.sources.redmine.connector import RedmineSource
+from bizbus.connectors.sources.redmine.mapping import (
     entity_key,
     epoch_ms,
     hours2,

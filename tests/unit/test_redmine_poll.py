@@ -13,13 +13,11 @@ import httpx
 import psycopg
 import pytest
 from bizbus.connectors.runtime.inbox import InboxRow, PollResult
-from bizbus.connectors.sources.redmine import (
-    RedmineClient,
-    RedmineConfig,
-    RedmineConverter,
-    RedminePoller,
-    RedmineState,
-)
+from bizbus.connectors.sources.redmine.api import RedmineClient
+from bizbus.connectors.sources.redmine.backfill import RedminePoller
+from bizbus.connectors.sources.redmine.config import RedmineConfig
+from bizbus.connectors.sources.redmine.convert import RedmineConverter
+from bizbus.connectors.sources.redmine.state import RedmineState
 
 from bizbus.failures import BackOff, Fatal, Permanent, Retryable
 from tests.fakes.redmine_api import FakeRedmine

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 from bizbus.connectors.sinks.tryton import mapping as m
-from bizbus.connectors.sinks.tryton.rpc import TrytonRejected, decode_object, encode, error_of, rpc_endpoint
-from bizbus.connectors.sinks.tryton.sink import TrytonSinkConfig
+from bizbus.connectors.sinks.tryton.api import TrytonRejected, decode_object, encode, error_of, rpc_endpoint
+from bizbus.connectors.sinks.tryton.config import TrytonSinkConfig
 from bizbus.connectors.sinks.tryton.writer import Outcomes
 from bizbus.schemas import catalog
 from pydantic import ValidationError

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any
+
+from bizbus.connectors.runtime.documents import Kind, canonical_kind
 
 from bizbus.failures import Permanent
-
-Kind = Literal["cost_center", "voucher", "purchase_order"]
 
 ANALYTIC = "model.analytic_account.account"
 MOVE = "model.account.move"
@@ -22,12 +22,9 @@ MAX_CHAR = 200  # Tryton Char fields have no limit; keep descriptions readable
 
 def record_kind(value: Mapping[str, Any]) -> Kind:
     """Which canonical schema a decoded record is, by its fields (topics may be renamed, e.g. in tests)."""
-    if "voucher_no" in value and "lines" in value:
-        return "voucher"
-    if "order_no" in value and "supplier" in value and "op" in value:
-        return "purchase_order"
-    if "code" in value and "active" in value and "valid_from" in value:
-        return "cost_center"
+    kind = canonical_kind(value)
+    if kind is not None:
+        return kind
     raise Permanent(
         "the Tryton sink writes bizbus.md.CostCenter, bizbus.finance.Voucher and bizbus.purchase.PurchaseOrder "
         f"records; this one has the fields {sorted(value)[:12]}",

@@ -21,12 +21,11 @@ the batch (what was applied is a duplicate then) and dead-letters the record whe
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from bizbus.connectors.runtime.documents import count_documents
 from bizbus.connectors.runtime.sink import PlannedEffect, SinkRecord, SinkWriter, WriteResult
 from bizbus.connectors.sinks.tryton import mapping as m
 from bizbus.connectors.sinks.tryton.accounting import (
@@ -35,15 +34,14 @@ from bizbus.connectors.sinks.tryton.accounting import (
     prepare_cost_centers,
     prepare_vouchers,
 )
+from bizbus.connectors.sinks.tryton.api import TrytonRpc
 from bizbus.connectors.sinks.tryton.purchases import apply_purchases, prepare_purchases
-from bizbus.connectors.sinks.tryton.rpc import TrytonRpc
 
-from bizbus import metrics
+from bizbus.errors import ConfigError
 from bizbus.failures import ConnectorError, Fatal, Retryable
-from bizbus.logs import register_secret
 
 if TYPE_CHECKING:
-    from bizbus.connectors.sinks.tryton.sink import TrytonSinkConfig
+    from bizbus.connectors.sinks.tryton.config import TrytonSinkConfig
 
 log = logging.getLogger(__name__)
 
@@ -77,31 +75,6 @@ class Outcomes:
             (self.waiting if error.error_class == "retryable" else self.failed)[e] = error
 
 
-def document_kind(value: dict[str, Any]) -> str:
-    """The business document a record became in Tryton, as the ``document`` label of bizbus_documents_total."""
-    kind = m.record_kind(value)
-    if kind == "voucher":
-        return "voucher_reversal" if value.get("reversal_of") else "voucher"
-    if kind == "cost_center":
-        return "cost_center" if value.get("active", True) else "cost_center_closed"
-    return "purchase_order_cancelled" if str(value.get("status", "")).upper() == "CANCELLED" else "purchase_order"
-
-
-def count_documents(connector: str, records: list[SinkRecord], applied: set[str]) -> None:
-    """Business metrics of what this write applied: documents by kind, voucher amounts by currency."""
-    for r in records:
-        if r.effect_id not in applied:
-            continue
-        try:
-            doc = document_kind(r.value)
-        except ConnectorError:
-            continue
-        metrics.DOCUMENTS.labels(connector, doc).inc()
-        if doc.startswith("voucher"):
-            debit = sum((Decimal(str(line.get("debit") or 0)) for line in r.value.get("lines") or ()), Decimal(0))
-            metrics.VOUCHER_AMOUNT.labels(connector, doc, str(r.value.get("currency") or "")).inc(float(debit))
-
-
 class TrytonWriter(SinkWriter):
     """Writes CostCenter / Voucher / PurchaseOrder records into Tryton over JSON-RPC, exactly once."""
 
@@ -114,14 +87,11 @@ class TrytonWriter(SinkWriter):
 
     def setup(self) -> None:
         """Read the password from the environment and prepare the client (Fatal when it is not set)."""
-        password = os.environ.get(self.config.password_env, "")
-        if not password:
-            raise Fatal(
-                f"sink {self.connector}: environment variable {self.config.password_env} (the Tryton password "
-                f"of user {self.config.user!r}) is not set or empty",
-                reason="auth",
-            )
-        register_secret(password)  # masked in every log line from now on, whatever the variable is called
+        try:
+            password = self.config.password_env.read(f"the Tryton password of user {self.config.user!r}",
+                                                     f"sink {self.connector}")  # fmt: skip
+        except ConfigError as exc:
+            raise Fatal(str(exc), reason="auth") from None
         self.rpc = TrytonRpc(self.config.url, self.config.user, password, timeout=self.config.timeout_seconds,
                              company=self.config.company)  # fmt: skip
 

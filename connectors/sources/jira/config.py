@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from datetime import date
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bizbus.connectors.runtime.inbox import InboxConfig
 from pydantic import Field, field_validator
 
-from bizbus.errors import ConfigError
-from bizbus.logs import register_secret
+from bizbus.secrets import EnvSecret
 
 
 class JiraConfig(InboxConfig):
@@ -19,9 +17,9 @@ class JiraConfig(InboxConfig):
     base_url: str = Field(description="Jira Cloud site", examples=["https://your-domain.atlassian.net"])
     email: str = Field(description="Atlassian account e-mail the API token belongs to (basic auth user)",
                        examples=["bizbus-bot@example.com"])  # fmt: skip
-    token_env: str = Field(description="name of the environment variable holding the Atlassian API token",
+    token_env: EnvSecret = Field(description="name of the environment variable holding the Atlassian API token",
                            examples=["JIRA_API_TOKEN"])  # fmt: skip
-    secret_env: str = Field(description="name of the environment variable holding the webhook secret "
+    secret_env: EnvSecret = Field(description="name of the environment variable holding the webhook secret "
                             "(X-Hub-Signature HMAC-SHA256 key)", examples=["JIRA_WEBHOOK_SECRET"])  # fmt: skip
     company: str = Field(description="company code written into ProjectChanged.company", examples=["C100"])
     timezone: str = Field(default="Asia/Shanghai", description="business time zone: the date a project was "
@@ -63,13 +61,6 @@ class JiraConfig(InboxConfig):
                 raise ValueError(f"unknown time zone {v!r} (use an IANA name like Asia/Shanghai)") from None
         return v
 
-    @field_validator("token_env", "secret_env")
-    @classmethod
-    def _env_name(cls, v: str) -> str:
-        if not v or not v.replace("_", "").isalnum():
-            raise ValueError("give the NAME of an environment variable (e.g. JIRA_API_TOKEN), not the secret")
-        return v
-
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
@@ -78,11 +69,3 @@ class JiraConfig(InboxConfig):
     def jql_zone(self) -> ZoneInfo:
         return ZoneInfo(self.jql_timezone or self.timezone)
 
-
-def env_secret(var: str, what: str, connector: str) -> str:
-    """The value of environment variable ``var``; a ConfigError naming it (never the value) when unset."""
-    value = os.environ.get(var, "")
-    if not value:
-        raise ConfigError(f"connector {connector}: environment variable {var} ({what}) is not set")
-    register_secret(value)  # masked in every log line from now on, whatever the variable is called
-    return value

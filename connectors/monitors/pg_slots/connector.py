@@ -23,55 +23,20 @@ from threading import Event
 import psycopg
 from bizbus.connectors.runtime import probes
 from bizbus.connectors.runtime.pgconn import alive, close_quietly, connect
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bizbus import metrics
 from bizbus.host.components import Component
-from bizbus.settings import no_password
+
+from .config import PgSlotMonitorConfig
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 SLOTS_SQL = """
 SELECT slot_name, active,
        pg_wal_lsn_diff(pg_current_wal_lsn(), coalesce(confirmed_flush_lsn, restart_lsn))::bigint AS lag
 FROM pg_replication_slots
 ORDER BY slot_name
 """
-
-
-class PgSlotMonitorConfig(BaseModel):
-    """Settings of one ``pg-slot-monitor``."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
-
-    dsn: str = Field(
-        DEFAULT_DSN,
-        description="PostgreSQL server whose slots to watch (no password inside: use PGPASSWORD / PGPASSFILE)",
-        examples=["postgresql://monitor@erp-db:5432/erp"],
-    )
-    database_label: str | None = Field(
-        None,
-        description="value of the `database` label; default: the DSN's host/database",
-        examples=["erp-db"],
-    )
-    slots: str = Field(
-        ".*",
-        description="regular expression the slot names must match fully to be reported",
-        examples=["debezium_.*"],
-    )
-    interval_seconds: float = Field(15.0, ge=0.1, le=3600, description="seconds between two reads")
-
-    _dsn = field_validator("dsn")(no_password)
-
-    @field_validator("slots")
-    @classmethod
-    def _regex(cls, v: str) -> str:
-        try:
-            re.compile(v)
-        except re.error as exc:
-            raise ValueError(f"slots is not a regular expression: {exc}") from None
-        return v
 
 
 @dataclass(frozen=True)

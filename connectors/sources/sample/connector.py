@@ -14,22 +14,13 @@ from threading import Event
 
 from bizbus.schemas import catalog
 from confluent_kafka import Producer
-from pydantic import BaseModel, ConfigDict, Field
 
 from bizbus import lineage, metrics
 from bizbus.host.components import Component
 
+from .config import SampleEventsConfig
+
 log = logging.getLogger(__name__)
-
-
-class SampleEventsConfig(BaseModel):
-    """Configuration of the ``sample-events`` source."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    topic: str = Field(description="catalogue topic to write to", examples=["bizbus.pm.timesheet.v1"])
-    rate_per_second: float = Field(default=1.0, gt=0, le=100_000, description="records per second")
-    count: int | None = Field(default=None, ge=1, description="stop after this many records (default: run on)")
 
 
 class SampleEventsSource(Component):

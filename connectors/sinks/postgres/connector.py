@@ -21,88 +21,16 @@ from bizbus.connectors.runtime.sink import (
     SinkRecord,
     SinkWriter,
     WriteResult,
-    field_at,
 )
 from psycopg import sql
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bizbus.errors import ConfigError
-from bizbus.failures import RetryPolicy, classify
-from bizbus.settings import no_password
+from bizbus.failures import classify
+
+from .config import PgTableSinkConfig
+from .mapping import ColumnMapper, column_mapper
 
 RowFn = Callable[[SinkRecord], dict[str, Any]]
-
-
-class PgTableSinkConfig(BaseModel):
-    """Configuration of the ``pg-table`` sink."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    topics: tuple[str, ...] = Field(min_length=1, description="catalogue topics to consume",
-                                    examples=[["bizbus.pm.timesheet.v1"]])  # fmt: skip
-    dsn: str = Field(
-        description="libpq DSN of the target database (no password: use PGPASSWORD or ~/.pgpass)"
-    )
-    table: str = Field(pattern=r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$", description="schema-qualified target table",
-                       examples=["public.timesheet_entries"])  # fmt: skip
-    columns: dict[str, str] = Field(min_length=1, description="column -> dotted field path or $effect_id/$topic/$partition/$offset",
-                                    examples=[{"effect_id": "$effect_id", "employee": "employee.code", "hours": "hours"}])  # fmt: skip
-    ledger_schema: str = Field(
-        default="bizbus_ledger", description="schema of the ledger tables in the target database"
-    )
-    tasks_max: int = Field(default=1, ge=1, le=64, description="consumer-group members in this process")
-    batch_size: int = Field(default=500, ge=1, le=50_000, description="records per transaction at most")
-    batch_timeout_seconds: float = Field(
-        default=0.2, gt=0, le=60, description="wait at most this long to fill a batch"
-    )
-    retry: RetryPolicy = Field(default_factory=RetryPolicy, description="backoff for retryable errors")
-
-    _dsn = field_validator("dsn")(no_password)
-
-
-COORDINATES: dict[str, Callable[[SinkRecord], Any]] = {
-    "$effect_id": lambda r: r.effect_id, "$topic": lambda r: r.topic,
-    "$partition": lambda r: r.partition, "$offset": lambda r: r.offset,
-}  # fmt: skip
-
-
-def _getter(path: str) -> Callable[[SinkRecord], Any]:
-    """The value at ``path`` of a record, the path split once (not once per record and column)."""
-    if path in COORDINATES:
-        return COORDINATES[path]
-    parts = tuple(path.split("."))
-
-    def get(r: SinkRecord) -> Any:
-        cur = r.value
-        try:
-            for part in parts:
-                cur = cur[part]
-        except (KeyError, TypeError, IndexError):
-            return field_at(r.value, path)  # raises the Permanent error naming the missing part
-        return cur
-
-    return get
-
-
-class ColumnMapper:
-    """The row of a record: each column filled from its path (a missing field is a per-record Permanent
-    error). Called like a :data:`RowFn`; :meth:`values` gives the same row as a tuple in ``columns``
-    order, for COPY (no dict per record)."""
-
-    def __init__(self, columns: dict[str, str]) -> None:
-        self.columns = tuple(columns)
-        self._getters = tuple(_getter(path) for path in columns.values())
-
-    def __call__(self, r: SinkRecord) -> dict[str, Any]:
-        return dict(zip(self.columns, self.values(r), strict=True))
-
-    def values(self, r: SinkRecord) -> tuple[Any, ...]:
-        return tuple([get(r) for get in self._getters])
-
-
-def column_mapper(columns: dict[str, str]) -> ColumnMapper:
-    """A row function filling each column from its path (a missing field is a per-record Permanent error)."""
-    return ColumnMapper(columns)
 
 
 class PgTableWriter(SinkWriter):
