@@ -25,6 +25,8 @@ from typing import ClassVar, Literal, TypeVar
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
+from bizbus.backoff import Backoff
+
 try:
     import httpx
 except ImportError:  # pragma: no cover - a project dependency, optional here
@@ -262,16 +264,14 @@ class RetryPolicy(BaseModel):
 
     def delay(self, attempt: int, error: ConnectorError | None = None, rng: random.Random | None = None) -> float:
         """Seconds to wait after failed call ``attempt`` (1-based); a BackOff's retry_after is a floor."""
-        if attempt < 1:
-            raise ValueError("attempt is 1-based")
-        try:
-            base = min(self.max_delay, self.initial_delay * self.multiplier ** (attempt - 1))
-        except OverflowError:
-            base = self.max_delay
-        value = base * (rng or _RNG).uniform(1.0 - self.jitter, 1.0)
+        value = self.backoff().delay(attempt, rng or _RNG)
         if isinstance(error, BackOff) and error.retry_after is not None:
             value = max(value, error.retry_after)
         return value
+
+    def backoff(self) -> Backoff:
+        """The delays of this policy without its budgets."""
+        return Backoff(self.initial_delay, self.max_delay, self.multiplier, self.jitter)
 
     def should_retry(self, error: ConnectorError, attempt: int, elapsed: float) -> bool:
         """True when the error is retryable and both the attempt and the time budget allow another call."""

@@ -51,6 +51,7 @@ from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bizbus import metrics
+from bizbus.backoff import Backoff
 from bizbus.deadletters import DeadLetterWriter, dead_letter
 from bizbus.failures import ConnectorError, Permanent, Retryable, classify
 from bizbus.settings import no_password
@@ -739,7 +740,7 @@ class InboxReader(SourceReader):
 
     def _back_off(self, what: str, err: ConnectorError) -> None:
         self._failures += 1
-        wait = min(self.backoff_max, 0.5 * 2 ** min(self._failures - 1, 10))
+        wait = Backoff(0.5, self.backoff_max).delay(self._failures)
         retry_after = getattr(err, "retry_after", None)
         if retry_after:
             wait = max(wait, float(retry_after))

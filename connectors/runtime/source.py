@@ -34,6 +34,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 
 from bizbus import lineage, metrics
 from bizbus.catalogue import Catalogue
+from bizbus.checkpoint import Checkpoint
 from bizbus.crashpoints import crashpoint
 from bizbus.deadletters import DeadLetterWriter, dead_letter
 from bizbus.failures import ConnectorError, Permanent
@@ -280,24 +281,35 @@ class SourceTask(Task):
                     continue
             self._dead_letter(item, err)
             dead.append(i)
-        self._producer.flush(self.flush_timeout)
-        for i, kafka_error in refused.items():
-            reason = "record_too_large" if kafka_error.code() in TOO_LARGE else "record_refused"
-            self._dead_letter(items[i], Permanent(f"the broker refused the record: {kafka_error.str()}", reason=reason))
-            dead.append(i)
-        if dead:
-            self.dlq.flush(self.flush_timeout)  # raises if not acknowledged: the cursor stays put
-            for i in dead:
-                tracker.ack(i)
-        crashpoint("source.after-send")
-        pos = tracker.committable()
-        if pos is not None:
-            try:
-                self.store.store(self.connector, self.shard, pos, self.epoch)
-            except psycopg.Error as exc:
-                self._lost_lease(exc)
-                return len(items)
-            self.stats.cursor_stores += 1
+        stored: list[Position | None] = []  # the cursor the position step stores
+
+        def dead_letters() -> None:
+            for i, kafka_error in refused.items():
+                reason = "record_too_large" if kafka_error.code() in TOO_LARGE else "record_refused"
+                self._dead_letter(items[i], Permanent(f"the broker refused the record: {kafka_error.str()}",
+                                                      reason=reason))  # fmt: skip
+                dead.append(i)
+            if dead:
+                self.dlq.flush(self.flush_timeout)  # raises if not acknowledged: the cursor stays put
+                for i in dead:
+                    tracker.ack(i)
+            crashpoint("source.after-send")
+
+        def position() -> None:
+            stored.append(tracker.committable())
+            if stored[0] is not None:
+                self.store.store(self.connector, self.shard, stored[0], self.epoch)
+                self.stats.cursor_stores += 1
+
+        try:  # the records' delivery reports are in (acked, refused or failed) before the dead letters
+            Checkpoint(outputs=lambda: self._producer.flush(self.flush_timeout), dead_letters=dead_letters,
+                       position=position).commit()  # fmt: skip
+        except psycopg.Error as exc:
+            if not stored:
+                raise
+            self._lost_lease(exc)
+            return len(items)
+        pos = stored[0]
         produced = len(items) - len(dead) - skipped - tracker.failed - tracker.pending
         self.stats.produced += produced
         self.stats.dead_lettered += len(dead)
