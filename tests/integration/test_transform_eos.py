@@ -19,13 +19,14 @@ from bizbus.connectors.runtime.sink import SinkRecord, SinkRunner
 from bizbus.connectors.sinks.postgres import PgTableWriter
 from bizbus.schemas import catalog
 from bizbus.streams.transform import Output, TransformTask, use_transactions
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from bizbus import lineage
 from bizbus.catalogue import Catalogue, TopicSpec
 from bizbus.deadletters import DeadLetterWriter
 from bizbus.devstack.broker import probe_capabilities
+from bizbus.kafka import read_topic
 from bizbus.serde import AvroSerde
 
 DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -143,22 +144,7 @@ def sink_into_table(w) -> int:
 
 
 def read_all(conf, topic: str, isolation: str) -> list[bytes]:
-    c = Consumer(
-        {
-            **conf,
-            "group.id": f"r-{uuid.uuid4().hex[:6]}",
-            "isolation.level": isolation,
-            "enable.auto.commit": False,
-        }
-    )
-    c.assign([TopicPartition(topic, p, 0) for p in range(3)])
-    out, last = [], time.monotonic()
-    while time.monotonic() - last < 3:
-        got = [m for m in c.consume(500, 0.5) if m.error() is None]
-        if got:
-            out += got
-            last = time.monotonic()
-    c.close()
+    out = read_topic(conf, topic, 3, partitions=[0, 1, 2], consumer_config={"isolation.level": isolation})
     return [dict(m.headers())["event_id"] for m in out]
 
 
