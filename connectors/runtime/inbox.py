@@ -47,6 +47,7 @@ from bizbus.connectors.runtime.cursor import GapGuard, PgCursorStore, Position, 
 from bizbus.connectors.runtime.lease import PgLease
 from bizbus.connectors.runtime.pgconn import alive, close_quietly, connect
 from bizbus.connectors.runtime.source import SourceItem, SourceReader, SourceTask
+from bizbus.connectors.runtime.statetables import ensure_tables
 from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -275,17 +276,14 @@ class PgInbox:
     def setup(self) -> None:
         conn = self._conn()
         name = inbox_table(self.connector)
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext('bizbus inbox ddl'))")
-            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema)))
-            conn.execute(sql.SQL(
-                """CREATE TABLE IF NOT EXISTS {} (
-                    id bigserial PRIMARY KEY, delivery_id text NOT NULL UNIQUE, entity_key text NULL UNIQUE,
-                    kind text NOT NULL, origin text NOT NULL, payload jsonb NOT NULL,
-                    received_at timestamptz NOT NULL DEFAULT now())"""
-            ).format(self.table))  # fmt: skip
-            conn.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(
-                self.table, sql.Literal(f"bizbus webhook inbox of connector {self.connector} ({name})")))  # fmt: skip
+        ensure_tables(conn, self.schema, [
+            sql.SQL("""CREATE TABLE IF NOT EXISTS {} (
+                id bigserial PRIMARY KEY, delivery_id text NOT NULL UNIQUE, entity_key text NULL UNIQUE,
+                kind text NOT NULL, origin text NOT NULL, payload jsonb NOT NULL,
+                received_at timestamptz NOT NULL DEFAULT now())""").format(self.table),
+            sql.SQL("COMMENT ON TABLE {} IS {}").format(
+                self.table, sql.Literal(f"bizbus webhook inbox of connector {self.connector} ({name})")),
+        ], lock="bizbus inbox ddl")  # fmt: skip
 
     def add(self, delivery: Delivery, origin: str) -> bool:
         """Store a delivery; False when its delivery id or entity version is already there."""

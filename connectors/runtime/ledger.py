@@ -25,6 +25,7 @@ from typing import Any
 
 import psycopg
 from bizbus.connectors.runtime.pgconn import close_quietly, connect
+from bizbus.connectors.runtime.statetables import ensure_tables
 from psycopg import sql
 
 __all__ = ["BatchResult", "Effect", "PgLedger", "WriteFn", "int_array", "text_array"]
@@ -94,45 +95,33 @@ class PgLedger:
         conn = self._connection()
         s = sql.Identifier(self.schema)
         lock_key = zlib.crc32(f"bizbus_ledger:{self.schema}".encode()) - 2**31
-        with conn.transaction(), conn.cursor() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key,))
-            cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(s))
-            cur.execute(
-                sql.SQL(
-                    """CREATE TABLE IF NOT EXISTS {}.applied_effects (
-                        connector text NOT NULL,
-                        effect_id text NOT NULL,
-                        applied_at timestamptz NOT NULL DEFAULT now(),
-                        source_topic text NOT NULL,
-                        source_partition int NOT NULL,
-                        source_offset bigint NOT NULL,
-                        target_ref text NULL,
-                        PRIMARY KEY (connector, effect_id))"""
-                ).format(s)
-            )
-            cur.execute(
-                sql.SQL(
-                    """CREATE TABLE IF NOT EXISTS {}.offsets (
-                        connector text NOT NULL,
-                        topic text NOT NULL,
-                        partition int NOT NULL,
-                        next_offset bigint NOT NULL,
-                        updated_at timestamptz NOT NULL DEFAULT now(),
-                        PRIMARY KEY (connector, topic, partition))"""
-                ).format(s)
-            )
-            # ledgers from before last_effect_id: added once (checked first, so no ALTER's lock when present)
-            cur.execute(
-                "SELECT 1 FROM information_schema.columns WHERE table_schema = %s AND table_name = 'offsets'"
-                " AND column_name = 'last_effect_id'",
-                (self.schema,),
-            )
+
+        def add_last_effect_id(cur: psycopg.Cursor[Any]) -> None:
+            """Ledgers from before last_effect_id: added once (checked first, so no ALTER's lock when present)."""
+            cur.execute("SELECT 1 FROM information_schema.columns WHERE table_schema = %s AND table_name = 'offsets'"
+                        " AND column_name = 'last_effect_id'", (self.schema,))  # fmt: skip
             if cur.fetchone() is None:
-                cur.execute(
-                    sql.SQL(
-                        "ALTER TABLE {}.offsets ADD COLUMN IF NOT EXISTS last_effect_id text NULL"
-                    ).format(s)
-                )
+                cur.execute(sql.SQL("ALTER TABLE {}.offsets ADD COLUMN IF NOT EXISTS last_effect_id text NULL").format(s))
+
+        ensure_tables(conn, self.schema, [
+            sql.SQL("""CREATE TABLE IF NOT EXISTS {}.applied_effects (
+                connector text NOT NULL,
+                effect_id text NOT NULL,
+                applied_at timestamptz NOT NULL DEFAULT now(),
+                source_topic text NOT NULL,
+                source_partition int NOT NULL,
+                source_offset bigint NOT NULL,
+                target_ref text NULL,
+                PRIMARY KEY (connector, effect_id))""").format(s),
+            sql.SQL("""CREATE TABLE IF NOT EXISTS {}.offsets (
+                connector text NOT NULL,
+                topic text NOT NULL,
+                partition int NOT NULL,
+                next_offset bigint NOT NULL,
+                updated_at timestamptz NOT NULL DEFAULT now(),
+                PRIMARY KEY (connector, topic, partition))""").format(s),
+            add_last_effect_id,
+        ], lock=lock_key)  # fmt: skip
 
     def close(self) -> None:
         """Close the connection (an open transaction is rolled back by the server)."""
