@@ -72,10 +72,6 @@ class CursorTracker:
         return sum(1 for s in self._state.values() if s == "sent")
 
 
-class CursorFenced(Exception):
-    """The cursor was not stored because this task no longer holds its shard's lease."""
-
-
 class PgCursorStore:
     """Cursor maps in ``<schema>.source_cursors``; one connection per task (not thread-safe)."""
 

@@ -1010,30 +1010,13 @@ class InboxConnector(Connector):
 
     # the push side (called by bizbus's HTTP server) ---------------------------------------------------
 
-    def webhook(self, request: HttpRequest) -> HttpResponse:
-        """Answer a webhook from a thread (blocks until its deliveries are committed)."""
-        started = time.perf_counter()
-        try:
-            outcome = self._screen(request)
-            if not isinstance(outcome, Accepted):
-                return outcome
-            try:
-                added = self._webhook_inbox.add_many(outcome.deliveries, "webhook")  # group commit, see PgInbox
-            except psycopg.Error as exc:
-                return self._refused_by_inbox(request, exc) or self._unavailable(exc)
-            except (RecursionError, UnicodeEncodeError) as exc:  # too deep to write as JSON, unpaired surrogate
-                return self._malformed(request, self._handler_failed(exc))
-            return self._stored(outcome, added)
-        finally:
-            WEBHOOK_SECONDS.labels(self.name).observe(time.perf_counter() - started)
-
     async def webhook_async(self, request: HttpRequest) -> HttpResponse:
         """Answer a webhook on the HTTP server's event loop: checked on the loop (the handler is pure CPU),
         stored through the inbox's writer thread, answered when committed; a dead letter is written in a
         thread of the loop's executor."""
         started = time.perf_counter()
         try:
-            outcome = self._screen(request, dead_letters=False)
+            outcome = self._screen(request)
             if isinstance(outcome, _Rejected):
                 await asyncio.get_running_loop().run_in_executor(None, self._dead_letter_body, request,
                                                                  outcome.exc)  # fmt: skip
@@ -1072,9 +1055,9 @@ class InboxConnector(Connector):
             return limit, _json(exc.status, {"error": exc.message})
         return limit, None
 
-    def _screen(self, request: HttpRequest, dead_letters: bool = True) -> Accepted | HttpResponse | _Rejected:
-        """The handler's verdict: deliveries to store, an answer (handshake, rejection), or with
-        ``dead_letters=False`` a rejection whose body the caller must dead-letter."""
+    def _screen(self, request: HttpRequest) -> Accepted | HttpResponse | _Rejected:
+        """The handler's verdict: deliveries to store, an answer (handshake, rejection), or a rejection whose
+        body the caller must dead-letter."""
         handler = getattr(self, "_webhook", None)
         if handler is None:
             return _json(404, {"error": f"connector {self.name} takes no webhooks"})
@@ -1086,9 +1069,7 @@ class InboxConnector(Connector):
             log.warning("webhook %s: %d %s: %s", self.name, exc.status, exc.reason, exc.message)
             response = _json(exc.status, {"error": exc.message})
             if exc.dead_letter:
-                if not dead_letters:
-                    return _Rejected(exc, response)
-                self._dead_letter_body(request, exc)
+                return _Rejected(exc, response)
             return response
         if isinstance(outcome, HttpResponse):
             WEBHOOK_REQUESTS.labels(self.name, "handshake").inc()
