@@ -24,8 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from bizbus.connectors.runtime.pgconn import close_quietly, connect
-from bizbus.connectors.runtime.statetables import ensure_tables
+from bizbus.connectors.runtime.statetables import KeptConnection
 from psycopg import sql
 
 __all__ = ["BatchResult", "Effect", "PgLedger", "WriteFn", "int_array", "text_array"]
@@ -82,28 +81,18 @@ class PgLedger:
         self.dsn = dsn
         self.connector = connector
         self.schema = schema
-        self._conn: psycopg.Connection[Any] | None = None
-
-    # -- lifecycle ---------------------------------------------------------------------------------
-
-    def setup(self) -> None:
-        """Connect (autocommit off) and create schema and tables idempotently, safe against concurrent setups.
-
-        DDL runs under a transaction-scoped advisory lock keyed on the schema name, so two processes
-        creating the same ledger at once serialize instead of racing on pg_namespace / pg_type.
-        """
-        conn = self._connection()
-        s = sql.Identifier(self.schema)
-        lock_key = zlib.crc32(f"bizbus_ledger:{self.schema}".encode()) - 2**31
+        s = sql.Identifier(schema)
 
         def add_last_effect_id(cur: psycopg.Cursor[Any]) -> None:
             """Ledgers from before last_effect_id: added once (checked first, so no ALTER's lock when present)."""
             cur.execute("SELECT 1 FROM information_schema.columns WHERE table_schema = %s AND table_name = 'offsets'"
-                        " AND column_name = 'last_effect_id'", (self.schema,))  # fmt: skip
+                        " AND column_name = 'last_effect_id'", (schema,))  # fmt: skip
             if cur.fetchone() is None:
                 cur.execute(sql.SQL("ALTER TABLE {}.offsets ADD COLUMN IF NOT EXISTS last_effect_id text NULL").format(s))
 
-        ensure_tables(conn, self.schema, [
+        # DDL runs under a transaction-scoped advisory lock keyed on the schema name, so two processes creating
+        # the same ledger at once serialize instead of racing on pg_namespace / pg_type
+        self._kept = KeptConnection(dsn, f"ledger {connector}", schema, [
             sql.SQL("""CREATE TABLE IF NOT EXISTS {}.applied_effects (
                 connector text NOT NULL,
                 effect_id text NOT NULL,
@@ -121,20 +110,22 @@ class PgLedger:
                 updated_at timestamptz NOT NULL DEFAULT now(),
                 PRIMARY KEY (connector, topic, partition))""").format(s),
             add_last_effect_id,
-        ], lock=lock_key)  # fmt: skip
+        ], lock=zlib.crc32(f"bizbus_ledger:{schema}".encode()) - 2**31, autocommit=False)  # fmt: skip
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Connect (autocommit off) and create schema and tables idempotently, safe against concurrent setups
+        (``connectors/runtime/statetables.py``)."""
+        self._kept.make_tables()
 
     def close(self) -> None:
         """Close the connection (an open transaction is rolled back by the server)."""
-        if self._conn is not None:
-            close_quietly(self._conn)
-            self._conn = None
+        self._kept.close()
 
     def _connection(self) -> psycopg.Connection[Any]:
         """The live connection; reconnects if it was never opened, closed, or broken (e.g. terminated)."""
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            close_quietly(self._conn)
-            self._conn = connect(self.dsn, f"ledger {self.connector}", autocommit=False)
-        return self._conn
+        return self._kept.get()
 
     # -- writing -----------------------------------------------------------------------------------
 

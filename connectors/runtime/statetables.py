@@ -80,6 +80,16 @@ class KeptConnection:
             self._conn = conn
             return conn
 
+    def make_tables(self) -> psycopg.Connection[Any]:
+        """Make the tables now (again, if they were made before: a store set up a second time); the
+        connection."""
+        with self._lock:
+            fresh = not self.ready
+            conn = self.get()  # a first connect makes them
+            if not fresh:
+                ensure_tables(conn, self.schema, self.statements, self.lock)
+            return conn
+
     def execute(self, query: sql.Composable | str, params: tuple[Any, ...] = ()) -> psycopg.Cursor[Any]:
         """One statement on the kept connection; a failed one drops the connection (the next call reconnects)."""
         with self._lock:
