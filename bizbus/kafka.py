@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
@@ -44,7 +44,7 @@ def read_until_quiet(
     consumer: Any,
     idle: float,
     *,
-    ends: Mapping[tuple[str, int], int] | None = None,
+    ends: MutableMapping[tuple[str, int], int] | None = None,
     limit: int = 0,
     timeout: float = 0.0,
     poll: float = 0.5,
@@ -56,15 +56,19 @@ def read_until_quiet(
 
     * ``idle`` seconds bring no record (the end, as far as anyone can tell; ``idle <= 0``: never);
     * every partition in ``ends`` ((topic, partition) -> end offset, exclusive) has given its record at
-      ``end - 1`` or a later one (records at or past the end are left out);
+      ``end - 1`` or a later one (records at or past the end are left out). A partition is removed from
+      ``ends`` when it reaches its end: what is left in it after the read was not reached (quiet first);
     * ``limit`` records were given (0: no limit), or ``timeout`` seconds passed (0: no limit).
 
     Error messages are left out; ``on_error`` sees each but the end-of-partition notices. ``progress(n)``
     (n = records so far) is called about once a second, only while records still arrive after the first
     second, so a short read stays quiet and a long one shows it is moving."""
     start = last_new = last_report = time.monotonic()
-    open_ends = {tp: end for tp, end in (ends or {}).items() if end > 0}
     until_end = ends is not None
+    open_ends = ends if ends is not None else {}
+    for tp in [tp for tp, end in open_ends.items() if end <= 0]:
+        del open_ends[tp]  # nothing to read there
+    reached: set[tuple[str, int]] = set()
     seen = 0
     while True:
         now = time.monotonic()
@@ -83,12 +87,12 @@ def read_until_quiet(
             fresh += 1
             if until_end:
                 tp = (msg.topic(), msg.partition())
+                if tp in reached:
+                    continue  # that partition's end was reached: what comes after is not asked for
                 end = open_ends.get(tp)
-                if end is None:
-                    if tp in ends:  # type: ignore[operator]
-                        continue  # that partition's end was reached: what comes after is not asked for
-                elif msg.offset() >= end - 1:
+                if end is not None and msg.offset() >= end - 1:
                     del open_ends[tp]
+                    reached.add(tp)
                     if msg.offset() >= end:
                         continue
             seen += 1

@@ -62,9 +62,18 @@ def test_stops_after_idle_seconds_without_records_and_leaves_errors_out() -> Non
 def test_stops_once_every_partition_reached_its_end_and_leaves_later_records_out() -> None:
     c = _Consumer([[_Msg(0, 5), _Msg(1, 2)], [_Msg(0, 6), _Msg(0, 7), _Msg(1, 3)], [_Msg(1, 4)]])
     t0 = time.monotonic()
-    got = list(read_until_quiet(c, 30.0, ends={("t", 0): 7, ("t", 1): 4}, poll=0.1))
+    ends = {("t", 0): 7, ("t", 1): 4}
+    got = list(read_until_quiet(c, 30.0, ends=ends, poll=0.1))
     assert [(m.partition(), m.offset()) for m in got] == [(0, 5), (1, 2), (0, 6), (1, 3)]
     assert time.monotonic() - t0 < 1  # not waiting for the idle seconds
+    assert ends == {}  # both reached
+
+
+def test_a_partition_that_never_reaches_its_end_is_left_in_ends_after_the_quiet_seconds() -> None:
+    ends = {("t", 0): 3, ("t", 1): 10}
+    got = list(read_until_quiet(_Consumer([[_Msg(0, 2), _Msg(1, 7)], [_Msg(0, 3)]]), 0.3, ends=ends, poll=0.1))
+    assert [(m.partition(), m.offset()) for m in got] == [(0, 2), (1, 7)]  # 0@3 is past its end
+    assert ends == {("t", 1): 10}
 
 
 def test_a_limit_reads_no_record_past_it() -> None:
