@@ -281,7 +281,30 @@ class SourceTask(Task):
                     continue
             self._dead_letter(item, err)
             dead.append(i)
-        stored: list[Position | None] = []  # the cursor the position step stores
+        lost, pos = self._checkpoint(items, tracker, dead, refused)
+        if lost:
+            return len(items)
+        produced = len(items) - len(dead) - skipped - tracker.failed - tracker.pending
+        self.stats.produced += produced
+        self.stats.dead_lettered += len(dead)
+        metrics.RECORDS_OUT.labels(self.connector).inc(produced)
+        metrics.RECORDS_SKIPPED.labels(self.connector).inc(skipped)
+        metrics.saw_changes(self.connector, (item.value for item in items if item.value is not None))
+        self._unacked = "" if tracker.complete else (
+            f"{tracker.failed + tracker.pending} record(s) not acknowledged by the broker; sending again")
+        if not tracker.complete:
+            log.warning("source %s shard %s: %d record(s) not acknowledged by the broker; re-sending from %s",
+                        self.connector, self.shard, tracker.failed + tracker.pending, pos or self.position)  # fmt: skip
+        self.position = pos or self.position
+        return len(items)
+
+    def _checkpoint(self, items: list[SourceItem], tracker: CursorTracker, dead: list[int],
+                    refused: dict[int, KafkaError]) -> tuple[bool, Position | None]:  # fmt: skip
+        """Make the batch durable in the one commit order (``bizbus.checkpoint``): every record's delivery
+        report in (a flush), the dead letters (``dead`` and what the broker refused) acknowledged, then the
+        cursor of the acknowledged prefix stored. (lost, cursor stored): ``lost`` when the lease session
+        went while storing it (the lease is given up)."""
+        stored: list[Position | None] = []
 
         def dead_letters() -> None:
             for i, kafka_error in refused.items():
@@ -301,28 +324,15 @@ class SourceTask(Task):
                 self.store.store(self.connector, self.shard, stored[0], self.epoch)
                 self.stats.cursor_stores += 1
 
-        try:  # the records' delivery reports are in (acked, refused or failed) before the dead letters
+        try:
             Checkpoint(outputs=lambda: self._producer.flush(self.flush_timeout), dead_letters=dead_letters,
                        position=position).commit()  # fmt: skip
         except psycopg.Error as exc:
             if not stored:
                 raise
             self._lost_lease(exc)
-            return len(items)
-        pos = stored[0]
-        produced = len(items) - len(dead) - skipped - tracker.failed - tracker.pending
-        self.stats.produced += produced
-        self.stats.dead_lettered += len(dead)
-        metrics.RECORDS_OUT.labels(self.connector).inc(produced)
-        metrics.RECORDS_SKIPPED.labels(self.connector).inc(skipped)
-        metrics.saw_changes(self.connector, (item.value for item in items if item.value is not None))
-        self._unacked = "" if tracker.complete else (
-            f"{tracker.failed + tracker.pending} record(s) not acknowledged by the broker; sending again")
-        if not tracker.complete:
-            log.warning("source %s shard %s: %d record(s) not acknowledged by the broker; re-sending from %s",
-                        self.connector, self.shard, tracker.failed + tracker.pending, pos or self.position)  # fmt: skip
-        self.position = pos or self.position
-        return len(items)
+            return True, None
+        return False, stored[0]
 
     def _send(self, item: SourceItem, i: int, tracker: CursorTracker,
               refused: dict[int, KafkaError]) -> ConnectorError | None:  # fmt: skip
