@@ -20,6 +20,7 @@ until it succeeds (a dead-letter flush while the broker is away).
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import time
@@ -125,8 +126,6 @@ async def until_done(step: Callable[[], Awaitable[Any]], what: str, backoff: Bac
                      sleep: Callable[[float], Awaitable[Any]] | None = None) -> Any:  # fmt: skip
     """Await ``step()`` until it returns, waiting ``backoff``'s delays after each failure (a WARNING each
     time, naming ``what``); the result of the call that succeeded."""
-    import asyncio
-
     streak = backoff.streak()
     while True:
         try:
