@@ -19,11 +19,12 @@ import ssl
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from types import MappingProxyType
 from typing import ClassVar, Literal, TypeVar
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
+
+from bizbus.backoff import Backoff
 
 try:
     import httpx
@@ -108,39 +109,6 @@ class Fatal(ConnectorError):
     """The task cannot continue (bad credentials, config the target refuses); stop, do not retry."""
     default_reason = "fatal"
     _error_class = "fatal"
-
-
-class BatchErrors(ConnectorError):
-    """Per-record failures in a batch (index -> classified error); only those are retried/dead-lettered.
-
-    The batch as a whole is "fatal" if any record is, "retryable" if all are, else "permanent"."""
-
-    default_reason = "batch"
-
-    def __init__(self, errors: Mapping[int, BaseException], message: str = "", *, reason: str | None = None) -> None:
-        if not errors:
-            raise ValueError("BatchErrors needs at least one failed record")
-        classified: dict[int, ConnectorError] = {}
-        for index in sorted(errors):
-            if isinstance(index, bool) or not isinstance(index, int) or index < 0:
-                raise ValueError(f"batch index must be an int >= 0, got {index!r}")
-            err = classify(errors[index])
-            if isinstance(err, BatchErrors):
-                raise ValueError("BatchErrors cannot nest")
-            classified[index] = err
-        super().__init__(message or f"{len(classified)} record(s) failed in batch", reason=reason)
-        self.errors: Mapping[int, ConnectorError] = MappingProxyType(classified)
-
-    @property
-    def error_class(self) -> ErrorClass:
-        classes = {e.error_class for e in self.errors.values()}
-        if "fatal" in classes:
-            return "fatal"
-        return "retryable" if classes == {"retryable"} else "permanent"
-
-    def indices(self, error_class: ErrorClass) -> list[int]:
-        """Indices (ascending) of the records whose error has the given class."""
-        return [i for i, e in self.errors.items() if e.error_class == error_class]
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
@@ -262,16 +230,14 @@ class RetryPolicy(BaseModel):
 
     def delay(self, attempt: int, error: ConnectorError | None = None, rng: random.Random | None = None) -> float:
         """Seconds to wait after failed call ``attempt`` (1-based); a BackOff's retry_after is a floor."""
-        if attempt < 1:
-            raise ValueError("attempt is 1-based")
-        try:
-            base = min(self.max_delay, self.initial_delay * self.multiplier ** (attempt - 1))
-        except OverflowError:
-            base = self.max_delay
-        value = base * (rng or _RNG).uniform(1.0 - self.jitter, 1.0)
+        value = self.backoff().delay(attempt, rng or _RNG)
         if isinstance(error, BackOff) and error.retry_after is not None:
             value = max(value, error.retry_after)
         return value
+
+    def backoff(self) -> Backoff:
+        """The delays of this policy without its budgets."""
+        return Backoff(self.initial_delay, self.max_delay, self.multiplier, self.jitter)
 
     def should_retry(self, error: ConnectorError, attempt: int, elapsed: float) -> bool:
         """True when the error is retryable and both the attempt and the time budget allow another call."""

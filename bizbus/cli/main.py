@@ -314,11 +314,11 @@ def tail(
 ) -> None:
     """Print a topic's records decoded (JSON), with their lineage headers."""
     import json
-    import time
     import uuid
 
     from confluent_kafka import Consumer
 
+    from bizbus.kafka import read_until_quiet
     from bizbus.lineage import read_headers
     from bizbus.serde import AvroSerde, SerdeError
 
@@ -329,15 +329,8 @@ def tail(
                          "auto.offset.reset": "earliest" if from_beginning else "latest",
                          "enable.auto.commit": False, "session.timeout.ms": 6000})  # fmt: skip
     consumer.subscribe([topic])
-    seen, idle_since = 0, time.monotonic()
     try:
-        while max_records == 0 or seen < max_records:
-            msg = consumer.poll(0.5)
-            if msg is None or msg.error():
-                if timeout and time.monotonic() - idle_since > timeout:
-                    break
-                continue
-            idle_since = time.monotonic()
+        for msg in read_until_quiet(consumer, timeout, limit=max_records, batch=1):  # one at a time: printed at once
             try:
                 value = serde.decode(msg.value())
             except SerdeError as exc:
@@ -345,7 +338,6 @@ def tail(
             out = {"partition": msg.partition(), "offset": msg.offset(), "key": (msg.key() or b"").decode("utf-8", "replace"),
                    "headers": read_headers(msg.headers()), "value": value}  # fmt: skip
             typer.echo(json.dumps(out, default=str, ensure_ascii=False))
-            seen += 1
     except KeyboardInterrupt:
         pass
     finally:

@@ -135,10 +135,6 @@ class BrokerCapabilities:
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
 
-    @classmethod
-    def from_json(cls, text: str) -> BrokerCapabilities:
-        return cls(**json.loads(text))
-
 
 def _probe_transactions(conf: dict[str, Any], topic: str) -> tuple[bool, bool, str]:
     """Produce one aborted and one committed record; can a read_committed consumer tell them apart?"""
@@ -226,16 +222,9 @@ def probe_capabilities(conf: dict[str, Any], *, embedded: bool = False, timeout:
 
 
 def save_capabilities(caps: BrokerCapabilities, data_dir: Path) -> Path:
-    """Record the probe for other processes (``<data_dir>/capabilities.json``)."""
+    """Record the probe for the operator (``<data_dir>/capabilities.json``; nothing in bizbus reads it back)."""
     path = data_dir / "capabilities.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(caps.to_json(), encoding="utf-8")
     return path
 
-
-def load_capabilities(data_dir: Path) -> BrokerCapabilities | None:
-    path = data_dir / "capabilities.json"
-    try:
-        return BrokerCapabilities.from_json(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, TypeError):
-        return None

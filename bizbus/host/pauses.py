@@ -20,6 +20,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from bizbus.connectors.runtime.statetables import KeptConnection
+
 log = logging.getLogger("bizbus.host.pauses")
 
 SCHEMA = "bizbus_state"
@@ -42,34 +44,14 @@ class PauseStore:
     def __init__(self, dsn: str, schema: str = SCHEMA, connect_timeout: float = 3.0) -> None:
         self.dsn, self.schema, self.connect_timeout = dsn, schema, connect_timeout
         self._table = sql.Identifier(schema, "connector_pauses")
-        self._ready = False
-        self._conn: psycopg.Connection[Any] | None = None
-        self._lock = threading.RLock()
-
-    def _connect(self) -> psycopg.Connection[Any]:
-        if self._conn is not None and not self._conn.closed:
-            return self._conn
-        conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=max(1, int(self.connect_timeout)))
-        if not self._ready:
-            with conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(hashtext('bizbus_state ddl'))")
-                conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema)))
-                conn.execute(sql.SQL("""CREATE TABLE IF NOT EXISTS {} (
-                    connector text PRIMARY KEY,
-                    paused_at timestamptz NOT NULL DEFAULT now(),
-                    paused_by text NOT NULL)""").format(self._table))  # fmt: skip
-            self._ready = True
-        self._conn = conn
-        return conn
+        self._conn = KeptConnection(dsn, "pauses", schema, [sql.SQL("""CREATE TABLE IF NOT EXISTS {} (
+            connector text PRIMARY KEY,
+            paused_at timestamptz NOT NULL DEFAULT now(),
+            paused_by text NOT NULL)""").format(self._table)], connect_timeout=max(1, int(connect_timeout)))  # fmt: skip
 
     def _execute(self, query: sql.Composable, params: tuple[Any, ...] = ()) -> psycopg.Cursor[Any]:
         """One statement on the kept connection; a broken connection is dropped (the next call reconnects)."""
-        with self._lock:
-            try:
-                return self._connect().execute(query, params)
-            except psycopg.Error:
-                self.close()
-                raise
+        return self._conn.execute(query, params)
 
     def pause(self, connector: str, by: str) -> Pause:
         """Store a pause (a second pause keeps the first one's time and author)."""
@@ -87,9 +69,7 @@ class PauseStore:
         return {r[0]: Pause(r[0], r[1], r[2]) for r in cur.fetchall()}
 
     def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
+        self._conn.close()
 
 
 def desired_states(names: Iterable[str], paused: dict[str, Pause]) -> dict[str, bool]:

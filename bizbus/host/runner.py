@@ -146,7 +146,7 @@ class Health:
         """Before a webhook's body is read: its size limit and, if the connector refuses it from the head
         alone (no such connector, no signature), the answer."""
         comp = next((c for c in self.components if c.name == name), None)
-        if comp is None or getattr(comp.component, "webhook", None) is None:
+        if comp is None or not _takes_webhooks(comp.component):
             return MAX_BODY, self.webhook(name, HttpRequest(method, subpath, query, headers, b""))  # the 404
         gate = getattr(comp.component, "webhook_gate", None)
         return gate(method, subpath, query, headers) if gate is not None else (MAX_BODY, None)
@@ -156,7 +156,7 @@ class Health:
         comp = next((c for c in self.components if c.name == name), None)
         handle = getattr(comp.component, "webhook", None) if comp is not None else None
         if handle is None:
-            takers = [c.name for c in self.components if getattr(c.component, "webhook", None)]
+            takers = [c.name for c in self.components if _takes_webhooks(c.component)]
             return HttpResponse(404, json.dumps({"error": f"no webhook connector {name!r} in this worker; "
                                                  f"here: {', '.join(takers) or 'none'}"}).encode())  # fmt: skip
         try:
@@ -210,6 +210,11 @@ class Health:
             fn()
         log.info("connector %s: %s (%s)", name, action, by)
         return 202, answer
+
+
+def _takes_webhooks(component: Any) -> bool:
+    """Whether ``/webhooks/NAME`` goes to this component (it answers on the loop, or from a thread)."""
+    return getattr(component, "webhook_async", None) is not None or getattr(component, "webhook", None) is not None
 
 
 def task_problems(component: Component) -> dict[int, str]:

@@ -34,6 +34,7 @@ from threading import Event
 from typing import Any, ClassVar, Literal
 
 from bizbus import metrics
+from bizbus.backoff import Backoff
 from bizbus.errors import ConfigError
 from bizbus.failures import classify
 from bizbus.host.components import Component
@@ -54,8 +55,7 @@ def retry_delay(attempt: int, rng: random.Random | None = None, low: float = RET
                 high: float = RETRY_MAX) -> float:  # fmt: skip
     """Seconds to wait after failure ``attempt`` (1-based) of a streak: ``low * 2**(attempt-1)`` capped at
     ``high``, times a random factor in [0.5, 1] so that many tasks (or workers) do not retry in step."""
-    base = min(high, low * 2 ** min(max(attempt, 1) - 1, 30))
-    return base * (rng or random).uniform(0.5, 1.0)
+    return Backoff(low, high, 2.0, jitter=0.5).delay(max(attempt, 1), rng)
 
 
 def describe(exc: BaseException) -> str:

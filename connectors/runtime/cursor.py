@@ -18,6 +18,7 @@ from typing import Any
 
 import psycopg
 from bizbus.connectors.runtime.pgconn import connect
+from bizbus.connectors.runtime.statetables import ensure_tables
 from psycopg import sql
 
 Position = Mapping[str, Any]  # an opaque cursor map, e.g. {"id": 42}
@@ -71,10 +72,6 @@ class CursorTracker:
         return sum(1 for s in self._state.values() if s == "sent")
 
 
-class CursorFenced(Exception):
-    """The cursor was not stored because this task no longer holds its shard's lease."""
-
-
 class PgCursorStore:
     """Cursor maps in ``<schema>.source_cursors``; one connection per task (not thread-safe)."""
 
@@ -86,16 +83,13 @@ class PgCursorStore:
         """Connect (or share ``conn``, e.g. the lease's session, so a lost lease also fails writes)."""
         self._conn = conn or connect(self.dsn, "cursors")
         s = sql.Identifier(self.schema)
-        with self._conn.transaction(), self._conn.cursor() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(hashtext('bizbus_state ddl'))")
-            cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(s))
-            cur.execute(sql.SQL(
-                """CREATE TABLE IF NOT EXISTS {}.source_cursors (
-                    connector text NOT NULL, shard text NOT NULL, cursor jsonb NOT NULL,
-                    updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (connector, shard))"""
-            ).format(s))  # fmt: skip
+        ensure_tables(self._conn, self.schema, [
+            sql.SQL("""CREATE TABLE IF NOT EXISTS {}.source_cursors (
+                connector text NOT NULL, shard text NOT NULL, cursor jsonb NOT NULL,
+                updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (connector, shard))""").format(s),
             # the broker's log epoch (cluster id) that acknowledged what the cursor passed (added later: IF NOT EXISTS)
-            cur.execute(sql.SQL("ALTER TABLE {}.source_cursors ADD COLUMN IF NOT EXISTS log_epoch text NULL").format(s))
+            sql.SQL("ALTER TABLE {}.source_cursors ADD COLUMN IF NOT EXISTS log_epoch text NULL").format(s),
+        ])  # fmt: skip
 
     def load(self, connector: str, shard: str) -> dict[str, Any] | None:
         """The stored cursor map, or None when the shard never stored one (start from the beginning)."""

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from bizbus.connectors.runtime.pgconn import close_quietly, connect
+from bizbus.connectors.runtime.statetables import KeptConnection
 from psycopg import sql
 
 __all__ = ["BatchResult", "Effect", "PgLedger", "WriteFn", "int_array", "text_array"]
@@ -81,71 +81,51 @@ class PgLedger:
         self.dsn = dsn
         self.connector = connector
         self.schema = schema
-        self._conn: psycopg.Connection[Any] | None = None
+        s = sql.Identifier(schema)
+
+        def add_last_effect_id(cur: psycopg.Cursor[Any]) -> None:
+            """Ledgers from before last_effect_id: added once (checked first, so no ALTER's lock when present)."""
+            cur.execute("SELECT 1 FROM information_schema.columns WHERE table_schema = %s AND table_name = 'offsets'"
+                        " AND column_name = 'last_effect_id'", (schema,))  # fmt: skip
+            if cur.fetchone() is None:
+                cur.execute(sql.SQL("ALTER TABLE {}.offsets ADD COLUMN IF NOT EXISTS last_effect_id text NULL").format(s))
+
+        # DDL runs under a transaction-scoped advisory lock keyed on the schema name, so two processes creating
+        # the same ledger at once serialize instead of racing on pg_namespace / pg_type
+        self._kept = KeptConnection(dsn, f"ledger {connector}", schema, [
+            sql.SQL("""CREATE TABLE IF NOT EXISTS {}.applied_effects (
+                connector text NOT NULL,
+                effect_id text NOT NULL,
+                applied_at timestamptz NOT NULL DEFAULT now(),
+                source_topic text NOT NULL,
+                source_partition int NOT NULL,
+                source_offset bigint NOT NULL,
+                target_ref text NULL,
+                PRIMARY KEY (connector, effect_id))""").format(s),
+            sql.SQL("""CREATE TABLE IF NOT EXISTS {}.offsets (
+                connector text NOT NULL,
+                topic text NOT NULL,
+                partition int NOT NULL,
+                next_offset bigint NOT NULL,
+                updated_at timestamptz NOT NULL DEFAULT now(),
+                PRIMARY KEY (connector, topic, partition))""").format(s),
+            add_last_effect_id,
+        ], lock=zlib.crc32(f"bizbus_ledger:{schema}".encode()) - 2**31, autocommit=False)  # fmt: skip
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
     def setup(self) -> None:
-        """Connect (autocommit off) and create schema and tables idempotently, safe against concurrent setups.
-
-        DDL runs under a transaction-scoped advisory lock keyed on the schema name, so two processes
-        creating the same ledger at once serialize instead of racing on pg_namespace / pg_type.
-        """
-        conn = self._connection()
-        s = sql.Identifier(self.schema)
-        lock_key = zlib.crc32(f"bizbus_ledger:{self.schema}".encode()) - 2**31
-        with conn.transaction(), conn.cursor() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key,))
-            cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(s))
-            cur.execute(
-                sql.SQL(
-                    """CREATE TABLE IF NOT EXISTS {}.applied_effects (
-                        connector text NOT NULL,
-                        effect_id text NOT NULL,
-                        applied_at timestamptz NOT NULL DEFAULT now(),
-                        source_topic text NOT NULL,
-                        source_partition int NOT NULL,
-                        source_offset bigint NOT NULL,
-                        target_ref text NULL,
-                        PRIMARY KEY (connector, effect_id))"""
-                ).format(s)
-            )
-            cur.execute(
-                sql.SQL(
-                    """CREATE TABLE IF NOT EXISTS {}.offsets (
-                        connector text NOT NULL,
-                        topic text NOT NULL,
-                        partition int NOT NULL,
-                        next_offset bigint NOT NULL,
-                        updated_at timestamptz NOT NULL DEFAULT now(),
-                        PRIMARY KEY (connector, topic, partition))"""
-                ).format(s)
-            )
-            # ledgers from before last_effect_id: added once (checked first, so no ALTER's lock when present)
-            cur.execute(
-                "SELECT 1 FROM information_schema.columns WHERE table_schema = %s AND table_name = 'offsets'"
-                " AND column_name = 'last_effect_id'",
-                (self.schema,),
-            )
-            if cur.fetchone() is None:
-                cur.execute(
-                    sql.SQL(
-                        "ALTER TABLE {}.offsets ADD COLUMN IF NOT EXISTS last_effect_id text NULL"
-                    ).format(s)
-                )
+        """Connect (autocommit off) and create schema and tables idempotently, safe against concurrent setups
+        (``connectors/runtime/statetables.py``)."""
+        self._kept.make_tables()
 
     def close(self) -> None:
         """Close the connection (an open transaction is rolled back by the server)."""
-        if self._conn is not None:
-            close_quietly(self._conn)
-            self._conn = None
+        self._kept.close()
 
     def _connection(self) -> psycopg.Connection[Any]:
         """The live connection; reconnects if it was never opened, closed, or broken (e.g. terminated)."""
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            close_quietly(self._conn)
-            self._conn = connect(self.dsn, f"ledger {self.connector}", autocommit=False)
-        return self._conn
+        return self._kept.get()
 
     # -- writing -----------------------------------------------------------------------------------
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -28,13 +27,14 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from bizbus.connectors.runtime.sink import SinkConnector, SinkRecord, SinkWriter, WriteResult
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from bizbus.deadletters import DEAD_LETTER_TOPIC
 from bizbus.errors import BizbusError, BrokerError, RegistryError
 from bizbus.failures import ConnectorError, RetryPolicy, call_with_retry
 from bizbus.host.components import RuntimeContext
 from bizbus.host.pipeline import ConfiguredComponent, Pipeline
+from bizbus.kafka import read_until_quiet
 from bizbus.serde import AvroSerde, PoisonRecord
 
 log = logging.getLogger(__name__)
@@ -157,30 +157,10 @@ def _partitions(consumer: Consumer, topic: str, bootstrap: str) -> list[int]:
 
 
 def _drain(consumer: Consumer, idle: float, progress: Callable[[int], None] | None) -> Iterator[Message]:
-    """Messages until ``idle`` seconds pass without a new one (the end, as far as anyone can tell).
-
-    Progress is reported about once a second, only while records still arrive after the first second,
-    so a short read stays quiet and a long one shows it is moving.
-    """
-    start = last_new = last_report = time.monotonic()
-    seen = 0
-    while time.monotonic() - last_new < idle:
-        batch = consumer.consume(500, min(0.5, idle))
-        fresh = 0
-        for msg in batch:
-            err = msg.error()
-            if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:
-                    log.warning("reading dead letters: %s", err.str())
-                continue
-            fresh += 1
-            yield msg
-        now = time.monotonic()
-        if fresh:
-            seen, last_new = seen + fresh, now
-            if progress is not None and now - start >= 1.0 and now - last_report >= 1.0:
-                progress(seen)
-                last_report = now
+    """Messages until ``idle`` seconds pass without a new one (the end, as far as anyone can tell), with
+    progress about once a second on long reads (``bizbus.kafka.read_until_quiet``)."""
+    return read_until_quiet(consumer, idle, progress=progress,
+                            on_error=lambda err: log.warning("reading dead letters: %s", err.str()))  # fmt: skip
 
 
 def _view(msg: Message, serde: AvroSerde) -> DeadLetterView | None:

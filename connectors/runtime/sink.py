@@ -44,6 +44,7 @@ from bizbus.connectors.runtime.base import Connector, Task, TaskSpec
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from bizbus import logs, metrics
+from bizbus.checkpoint import Checkpoint, Outage
 from bizbus.deadletters import DeadLetterWriter, dead_letter
 from bizbus.failures import ConnectorError, Permanent, Poison, RetryPolicy, classify
 from bizbus.serde import AvroSerde, PoisonRecord
@@ -267,7 +268,7 @@ class SinkRunner(Task):
         self._verify: dict[tuple[str, int], _Verify] = {}
         self._pending: _Batch | None = None  # consumed while a slow write held the writer; not yet submitted
         self._holding = False  # partitions paused by the runner while the write in flight takes long
-        self._down: tuple[float, ConnectorError] | None = None  # since when, why the target is unreachable
+        self._outage = Outage(f"sink {name}", lambda v: metrics.SINK_PAUSED.labels(name).set(v))  # target down
 
     def setup(self) -> None:
         self.writer.setup()
@@ -278,16 +279,12 @@ class SinkRunner(Task):
         })  # fmt: skip
         self._consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
         metrics.init_component(self.name, metrics.RECORDS_IN, metrics.RECORDS_OUT, metrics.IDEMPOTENT_HITS)
-        metrics.SINK_PAUSED.labels(self.name).set(0)
+        self._outage.reset()
         for topic in self.topics:
             metrics.SINK_LOG_RESETS.labels(self.name, topic)
 
     def problem(self) -> str | None:
-        down = self._down
-        if down is None:
-            return None
-        since, err = down
-        return f"waiting for the target for {time.monotonic() - since:.0f} s ({err.reason}): {logs.redact(str(err))[:200]}"
+        return self._outage.problem()
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Partitions another member takes over: the batch in flight is finished and committed first (the
@@ -655,8 +652,8 @@ class SinkRunner(Task):
                     single = True
                 elif answered or (not raised and all(r.effect_id in singled for r in todo)):
                     # the target works: what fails is the record's own problem, retried within its budget
-                    if self._down is not None:
-                        self._clear_down()
+                    if self._outage.active:
+                        self._outage.end()
                     down_rounds, down_start = 0, now
                     singled.update(i for i, e in errors.items() if e.error_class == "retryable")
                     keep = []
@@ -680,7 +677,7 @@ class SinkRunner(Task):
                     within = (
                         down_rounds < policy.max_attempts and now - down_start + delay < policy.max_elapsed
                     )
-                    if within or self._down is not None:
+                    if within or self._outage.active:
                         self._backoff(batch, delay, err, on_retry)
                     elif not single and len(todo) > 1:
                         single = True  # past the budget: isolate per record at once, maybe only batches fail
@@ -689,14 +686,14 @@ class SinkRunner(Task):
                         self._backoff(batch, delay, err, on_retry)
                 done, errors = set(), {}
                 start = (
-                    down_rounds % len(todo) if self._down is not None else 0
+                    down_rounds % len(todo) if self._outage.active else 0
                 )  # probe another one each time
                 answered, raised = self._round(
                     todo[start:] + todo[:start], single, total, attempts, done, errors
                 )
         finally:
-            if self._down is not None:
-                self._clear_down(abandoned=batch.cancel.is_set())
+            if self._outage.active:
+                self._outage.end(abandoned=batch.cancel.is_set())
         total.failed = final
         if total.applied_ids:
             metrics.observe_end_to_end(
@@ -724,7 +721,7 @@ class SinkRunner(Task):
                 answered = True
             elif single and not answered:
                 failed += 1
-                if self._down is not None or failed >= ISOLATION_PROBES:
+                if self._outage.active or failed >= ISOLATION_PROBES:
                     break
         return answered, raised
 
@@ -760,22 +757,8 @@ class SinkRunner(Task):
             )
 
     def _set_down(self, err: ConnectorError, waiting: int) -> None:
-        self._down = (time.monotonic(), err)
+        self._outage.begin(err, waiting)
         self.stats.outages += 1
-        metrics.SINK_PAUSED.labels(self.name).set(1)
-        log.warning("sink %s: the target is unreachable (%s: %s): %d record(s) wait, partitions paused, retrying "
-                    "until it answers", self.name, err.reason, err, waiting)  # fmt: skip
-
-    def _clear_down(self, abandoned: bool = False) -> None:
-        down, self._down = self._down, None
-        metrics.SINK_PAUSED.labels(self.name).set(0)
-        if down is not None:
-            took = time.monotonic() - down[0]
-            if abandoned:
-                log.warning("sink %s: stopped waiting for the target after %.0f s: the batch is given up "
-                            "uncommitted (rebalance or stop)", self.name, took)  # fmt: skip
-            else:
-                log.warning("sink %s: the target answers again after %.0f s: resuming", self.name, took)
 
     def _finish(self, cancel: bool | Literal["if_down"] = False) -> None:
         """Wait for the write in flight, dead-letter its failures (acknowledged), then commit its offsets.
@@ -785,7 +768,7 @@ class SinkRunner(Task):
         inflight = self._inflight
         if cancel == "if_down" and inflight is not None and inflight.future is not None:
             while not inflight.future.done():
-                if self._down is not None:
+                if self._outage.active:
                     inflight.cancel.set()
                     break
                 inflight.cancel.wait(0.1)
@@ -802,7 +785,7 @@ class SinkRunner(Task):
             self._settle(batch)
         pending, self._pending = self._pending, None
         if pending is not None:
-            if cancel is True or pending.cancel.is_set() or (cancel and self._down is not None):
+            if cancel is True or pending.cancel.is_set() or (cancel and self._outage.active):
                 log.info("sink %s: %d consumed record(s) that waited are left uncommitted", self.name,
                          len(pending.msgs))  # fmt: skip
             else:
@@ -843,15 +826,18 @@ class SinkRunner(Task):
         return batch
 
     def _settle(self, batch: _Batch) -> None:
-        """A written batch made final: its failures dead-lettered (acknowledged), then its offsets committed."""
-        failures = batch.failures
+        """A written batch made final (its write returned: outputs and ledger state are durable, one
+        transaction of the writer): its failures dead-lettered (acknowledged), then its offsets committed."""
+        Checkpoint(dead_letters=lambda: self._flush_failures(batch.failures),
+                   position=lambda: self._commit(batch.msgs)).commit()  # fmt: skip
+        self.stats.batches += 1
+
+    def _flush_failures(self, failures: list[tuple[Any, ConnectorError, int]]) -> None:
         for item, err, n in failures:
             self.dlq.send(self._dead_letter(item, err, n))
         if failures:
             self.dlq.flush()  # acknowledged before the offsets move past them
             self.stats.dead_lettered += len(failures)
-        self._commit(batch.msgs)
-        self.stats.batches += 1
 
     def _timed_write(self, records: list[SinkRecord]) -> WriteResult:
         started = time.perf_counter()

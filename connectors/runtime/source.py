@@ -34,6 +34,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 
 from bizbus import lineage, metrics
 from bizbus.catalogue import Catalogue
+from bizbus.checkpoint import Checkpoint
 from bizbus.crashpoints import crashpoint
 from bizbus.deadletters import DeadLetterWriter, dead_letter
 from bizbus.failures import ConnectorError, Permanent
@@ -280,24 +281,9 @@ class SourceTask(Task):
                     continue
             self._dead_letter(item, err)
             dead.append(i)
-        self._producer.flush(self.flush_timeout)
-        for i, kafka_error in refused.items():
-            reason = "record_too_large" if kafka_error.code() in TOO_LARGE else "record_refused"
-            self._dead_letter(items[i], Permanent(f"the broker refused the record: {kafka_error.str()}", reason=reason))
-            dead.append(i)
-        if dead:
-            self.dlq.flush(self.flush_timeout)  # raises if not acknowledged: the cursor stays put
-            for i in dead:
-                tracker.ack(i)
-        crashpoint("source.after-send")
-        pos = tracker.committable()
-        if pos is not None:
-            try:
-                self.store.store(self.connector, self.shard, pos, self.epoch)
-            except psycopg.Error as exc:
-                self._lost_lease(exc)
-                return len(items)
-            self.stats.cursor_stores += 1
+        lost, pos = self._checkpoint(items, tracker, dead, refused)
+        if lost:
+            return len(items)
         produced = len(items) - len(dead) - skipped - tracker.failed - tracker.pending
         self.stats.produced += produced
         self.stats.dead_lettered += len(dead)
@@ -311,6 +297,42 @@ class SourceTask(Task):
                         self.connector, self.shard, tracker.failed + tracker.pending, pos or self.position)  # fmt: skip
         self.position = pos or self.position
         return len(items)
+
+    def _checkpoint(self, items: list[SourceItem], tracker: CursorTracker, dead: list[int],
+                    refused: dict[int, KafkaError]) -> tuple[bool, Position | None]:  # fmt: skip
+        """Make the batch durable in the one commit order (``bizbus.checkpoint``): every record's delivery
+        report in (a flush), the dead letters (``dead`` and what the broker refused) acknowledged, then the
+        cursor of the acknowledged prefix stored. (lost, cursor stored): ``lost`` when the lease session
+        went while storing it (the lease is given up)."""
+        stored: list[Position | None] = []
+
+        def dead_letters() -> None:
+            for i, kafka_error in refused.items():
+                reason = "record_too_large" if kafka_error.code() in TOO_LARGE else "record_refused"
+                self._dead_letter(items[i], Permanent(f"the broker refused the record: {kafka_error.str()}",
+                                                      reason=reason))  # fmt: skip
+                dead.append(i)
+            if dead:
+                self.dlq.flush(self.flush_timeout)  # raises if not acknowledged: the cursor stays put
+                for i in dead:
+                    tracker.ack(i)
+            crashpoint("source.after-send")
+
+        def position() -> None:
+            stored.append(tracker.committable())
+            if stored[0] is not None:
+                self.store.store(self.connector, self.shard, stored[0], self.epoch)
+                self.stats.cursor_stores += 1
+
+        try:
+            Checkpoint(outputs=lambda: self._producer.flush(self.flush_timeout), dead_letters=dead_letters,
+                       position=position).commit()  # fmt: skip
+        except psycopg.Error as exc:
+            if not stored:
+                raise
+            self._lost_lease(exc)
+            return True, None
+        return False, stored[0]
 
     def _send(self, item: SourceItem, i: int, tracker: CursorTracker,
               refused: dict[int, KafkaError]) -> ConnectorError | None:  # fmt: skip

@@ -147,18 +147,10 @@ def wait_for(cond: Callable[[], bool], timeout: float, what: str, workers: list[
 
 def count_topic(bootstrap: str, topic: str, partitions: int, idle: float = 3.0) -> int:
     """Records in ``topic`` (all partitions from offset 0, until ``idle`` seconds bring nothing new)."""
-    from confluent_kafka import Consumer, TopicPartition
+    from bizbus.kafka import read_topic
 
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "chaos-count", "enable.auto.commit": False})
-    c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
-    n, last = 0, time.monotonic()
-    while time.monotonic() - last < idle:
-        msgs = [m for m in c.consume(1000, 0.5) if m.error() is None]
-        if msgs:
-            n += len(msgs)
-            last = time.monotonic()
-    c.close()
-    return n
+    return len(read_topic({"bootstrap.servers": bootstrap}, topic, idle, partitions=list(range(partitions)),
+                          group_prefix="chaos-count", batch=1000))
 
 
 def timesheet_payload(n: int) -> dict:

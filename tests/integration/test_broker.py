@@ -24,6 +24,7 @@ from bizbus.catalogue import Catalogue, TopicSpec, apply, live_state
 from bizbus.devstack.broker import EmbeddedBroker, probe_capabilities, tansu_binary
 from bizbus.devstack.procs import free_port
 from bizbus.errors import PortInUse
+from bizbus.kafka import read_until_quiet
 from bizbus.serde import AvroSerde
 
 
@@ -100,12 +101,7 @@ def test_produce_consume_with_serde_and_a_standard_reader(broker, registry) -> N
     consumer = Consumer(broker.conf(**{"group.id": f"t-{uuid.uuid4().hex[:6]}", "auto.offset.reset": "earliest",
                                        "session.timeout.ms": 6000}))  # fmt: skip
     consumer.subscribe([topic])
-    msg = None
-    deadline = time.monotonic() + 30
-    while msg is None and time.monotonic() < deadline:
-        m = consumer.poll(0.5)
-        if m is not None and not m.error():
-            msg = m
+    msg = next(read_until_quiet(consumer, 0, limit=1, timeout=30), None)
     consumer.close()
     assert msg is not None, "record not consumed within 30 s"
     assert serde.decode(msg.value()) == record

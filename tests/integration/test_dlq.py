@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 
 from confluent_kafka import Consumer
@@ -10,6 +9,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from bizbus.deadletters import DeadLetterWriter, dead_letter
 from bizbus.failures import Permanent, Poison
+from bizbus.kafka import read_until_quiet
 from bizbus.serde import AvroSerde
 
 
@@ -18,11 +18,8 @@ def _consume_one(conf: dict, topic: str):
                          "session.timeout.ms": 6000})  # fmt: skip
     consumer.subscribe([topic])
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            m = consumer.poll(0.5)
-            if m is not None and not m.error():
-                return m
+        for m in read_until_quiet(consumer, 0, limit=1, timeout=30):
+            return m
     finally:
         consumer.close()
     raise AssertionError(f"nothing on {topic} within 30 s")

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 from bizbus.connectors.runtime.replay import read_dead_letters
 from bizbus.schemas import catalog
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from bizbus import lineage
 from bizbus.deadletters import DEAD_LETTER_TOPIC
+from bizbus.kafka import read_topic
 from bizbus.serde import AvroSerde
 from tests.bench.faust_profile import TIMESHEET_TOPIC, VOUCHER_TOPIC, prepare, timesheet_record
 from tests.chaos.harness import Worker, private_stack, wait_for
@@ -27,18 +28,10 @@ POISON = b"\x00\x00\x00\x00\x07not avro at all"
 
 def vouchers(bootstrap: str) -> dict[bytes, int]:
     """Voucher number (the key) -> how many records carry it."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "batch-test", "enable.auto.commit": False})
-    c.assign([TopicPartition(VOUCHER_TOPIC, p, 0) for p in range(6)])
     out: dict[bytes, int] = {}
-    quiet = time.monotonic()
-    try:
-        while time.monotonic() - quiet < 1.0:
-            for m in c.consume(500, 0.2):
-                if m.error() is None:
-                    out[m.key()] = out.get(m.key(), 0) + 1
-                    quiet = time.monotonic()
-    finally:
-        c.close()
+    for m in read_topic({"bootstrap.servers": bootstrap}, VOUCHER_TOPIC, 1.0, partitions=list(range(6)),
+                        group_prefix="batch-test", poll=0.2):  # fmt: skip
+        out[m.key()] = out.get(m.key(), 0) + 1
     return out
 
 

@@ -13,6 +13,8 @@ from bizbus.streams.runtime.delivery import ConfluentDelivery, OutRecord
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from bizbus.kafka import read_until_quiet
+
 
 def create(bootstrap: str, topic: str, partitions: int) -> None:
     admin = AdminClient({"bootstrap.servers": bootstrap})
@@ -22,14 +24,10 @@ def create(bootstrap: str, topic: str, partitions: int) -> None:
 def read_all(bootstrap: str, topic: str, partitions: int, expect: int, timeout: float = 30) -> list[Any]:
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"t-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False})
     c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
-    out: list[Any] = []
-    deadline = time.monotonic() + timeout
     try:
-        while len(out) < expect and time.monotonic() < deadline:
-            out += [m for m in c.consume(1000, 0.5) if m.error() is None]
+        return list(read_until_quiet(c, 0, limit=expect, timeout=timeout, batch=1000))
     finally:
         c.close()
-    return out
 
 
 def test_send_returns_once_every_record_is_on_the_broker(embedded_broker: Any) -> None:

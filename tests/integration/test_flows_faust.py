@@ -37,6 +37,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from bizbus import catalogue, lineage
 from bizbus.devstack.broker import EmbeddedBroker
 from bizbus.devstack.procs import free_port
+from bizbus.kafka import read_until_quiet
 from bizbus.serde import AvroSerde
 from bizbus.settings import PROJECT_ROOT
 
@@ -77,13 +78,7 @@ class Env:
             c.assign(
                 [TopicPartition(t, p, 0) for t in OUTPUT_TOPICS for p in range(self.cat.get(t).partitions)]
             )
-            out, quiet = [], time.monotonic()
-            while time.monotonic() - quiet < 1.0:
-                for m in c.consume(500, 0.2):
-                    if m.error() is None:
-                        out.append((m.topic(), m.key(), self.serde.decode(m.value())))
-                        quiet = time.monotonic()
-            return out
+            return [(m.topic(), m.key(), self.serde.decode(m.value())) for m in read_until_quiet(c, 1.0, poll=0.2)]
         finally:
             c.close()
 

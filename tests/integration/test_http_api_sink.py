@@ -34,6 +34,7 @@ from pydantic import ValidationError
 from bizbus import lineage
 from bizbus.deadletters import DeadLetterWriter
 from bizbus.failures import Fatal, RetryPolicy
+from bizbus.kafka import read_until_quiet
 from bizbus.serde import AvroSerde
 from tests.fakes.records_api import RecordsApi
 
@@ -123,13 +124,8 @@ class Kafka:
         consumer = Consumer({**self.conf, "group.id": f"t-{uuid.uuid4().hex[:6]}", "auto.offset.reset": "earliest",
                              "session.timeout.ms": 6000})  # fmt: skip
         consumer.subscribe([self.dlq_topic])
-        out: list[dict[str, Any]] = []
         try:
-            deadline = time.monotonic() + timeout
-            while len(out) < n and time.monotonic() < deadline:
-                m = consumer.poll(0.5)
-                if m is not None and not m.error():
-                    out.append(self.serde.decode(m.value()))
+            out = [self.serde.decode(m.value()) for m in read_until_quiet(consumer, 0, limit=n, timeout=timeout)]
         finally:
             consumer.close()
         assert len(out) == n, f"{len(out)} dead letter(s) of {n} within {timeout} s"

@@ -23,8 +23,8 @@ from bizbus.connectors.runtime.inbox import (
     InboxReader,
     InboxRow,
     PgInbox,
-    _Waiter,
 )
+from bizbus.connectors.runtime.inbox.store import _Waiter
 from psycopg import sql
 
 DSN = "postgresql://postgres@127.0.0.1:5432/postgres"

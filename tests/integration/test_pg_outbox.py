@@ -19,6 +19,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from bizbus import lineage
 from bizbus.catalogue import Catalogue, TopicSpec
 from bizbus.deadletters import DeadLetterWriter
+from bizbus.kafka import read_until_quiet
 from bizbus.serde import AvroSerde
 
 DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -65,10 +66,7 @@ def insert(conn, table: str, topic: str, n: int, **over) -> int:
 def consume(conf, topic: str, serde: AvroSerde, expect: int, timeout: float = 30) -> list:
     c = Consumer({**conf, "group.id": f"r-{uuid.uuid4().hex[:6]}", "enable.auto.commit": False})
     c.assign([TopicPartition(topic, 0, 0)])
-    out: list = []
-    deadline = time.monotonic() + timeout
-    while len(out) < expect and time.monotonic() < deadline:
-        out += [m for m in c.consume(100, 0.5) if m.error() is None]
+    out = list(read_until_quiet(c, 0, limit=expect, timeout=timeout, batch=100))
     time.sleep(0.5)
     out += [m for m in c.consume(100, 0.5) if m.error() is None]  # nothing extra may arrive
     c.close()

@@ -17,7 +17,6 @@ import pytest
 
 from bizbus.failures import (
     BackOff,
-    BatchErrors,
     ConnectorError,
     Fatal,
     NotConnected,
@@ -69,31 +68,6 @@ def test_backoff_rejects_negative_retry_after_and_poison_keeps_raw() -> None:
     with pytest.raises(ValueError):
         BackOff(retry_after=-1)
     assert Poison("bad avro", raw=b"\x00\xff").raw == b"\x00\xff"
-
-
-def test_batch_errors_holds_classified_per_index_errors() -> None:
-    batch = BatchErrors({3: Permanent("unbalanced voucher", reason="validation"), 0: TimeoutError("slow")})
-    assert list(batch.errors) == [0, 3]
-    assert isinstance(batch.errors[0], Retryable) and batch.errors[0].reason == "timeout"
-    assert isinstance(batch.errors[0].__cause__, TimeoutError)
-    assert batch.errors[3].reason == "validation"
-    assert batch.indices("retryable") == [0]
-    assert batch.indices("permanent") == [3]
-    assert batch.error_class == "permanent"
-    assert batch.reason == "batch"
-    assert BatchErrors({1: Retryable(), 2: NotConnected()}).error_class == "retryable"
-    assert BatchErrors({1: Retryable(), 2: Fatal()}).error_class == "fatal"
-    with pytest.raises(TypeError):
-        batch.errors[5] = Retryable()  # type: ignore[index]
-
-
-def test_batch_errors_rejects_empty_and_bad_indices() -> None:
-    with pytest.raises(ValueError, match="at least one"):
-        BatchErrors({})
-    with pytest.raises(ValueError, match="index"):
-        BatchErrors({-1: Retryable()})
-    with pytest.raises(ValueError, match="nest"):
-        BatchErrors({0: BatchErrors({0: Retryable()})})
 
 
 # --- classify -------------------------------------------------------------------------------------
@@ -292,7 +266,7 @@ def test_should_retry() -> None:
     assert p.should_retry(BackOff(), 2, 0.0) is True
     assert p.should_retry(Retryable(), 3, 0.0) is False
     assert p.should_retry(Retryable(), 1, 10.0) is False
-    for err in (Permanent(), Poison(), Fatal(), BatchErrors({0: Permanent()})):
+    for err in (Permanent(), Poison(), Fatal()):
         assert p.should_retry(err, 1, 0.0) is False
 
 
