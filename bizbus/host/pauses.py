@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from bizbus.connectors.runtime.statetables import KeptConnection
+from bizbus.statetables import KeptConnection
 
 log = logging.getLogger("bizbus.host.pauses")
 

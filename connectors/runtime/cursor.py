@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from bizbus.connectors.runtime.pgconn import connect
-from bizbus.connectors.runtime.statetables import ensure_tables
 from psycopg import sql
+
+from bizbus.pgconn import connect
+from bizbus.statetables import ensure_tables
 
 Position = Mapping[str, Any]  # an opaque cursor map, e.g. {"id": 42}
 

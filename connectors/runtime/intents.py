@@ -32,13 +32,13 @@ from typing import Any
 
 import psycopg
 from bizbus.connectors.runtime.ledger import Effect, PgLedger
-from bizbus.connectors.runtime.pgconn import close_quietly, connect
 from bizbus.connectors.runtime.sink import PlannedEffect, SinkRecord, SinkWriter, WriteResult
 from psycopg import sql
 
 from bizbus.crashpoints import crashpoint
 from bizbus.failures import ConnectorError, classify
 from bizbus.logs import bound, record_fields
+from bizbus.pgconn import close_quietly, connect
 
 log = logging.getLogger(__name__)
 

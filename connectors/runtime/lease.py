@@ -21,7 +21,8 @@ import zlib
 from typing import Any
 
 import psycopg
-from bizbus.connectors.runtime.pgconn import alive, close_quietly, connect
+
+from bizbus.pgconn import alive, close_quietly, connect
 
 
 def lease_key(connector: str, shard: str) -> int:

@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from bizbus.connectors.runtime.statetables import KeptConnection
 from psycopg import sql
+
+from bizbus.statetables import KeptConnection
 
 __all__ = ["BatchResult", "Effect", "PgLedger", "WriteFn", "int_array", "text_array"]
 
@@ -116,7 +117,7 @@ class PgLedger:
 
     def setup(self) -> None:
         """Connect (autocommit off) and create schema and tables idempotently, safe against concurrent setups
-        (``connectors/runtime/statetables.py``)."""
+        (``bizbus/statetables.py``)."""
         self._kept.make_tables()
 
     def close(self) -> None:

@@ -10,7 +10,8 @@ from urllib.parse import urlsplit
 
 import httpx
 import psycopg
-from bizbus.connectors.runtime.pgconn import connect
+
+from bizbus.pgconn import connect
 
 TIMEOUT = 2.0
 

@@ -1,4 +1,4 @@
-"""connectors/runtime/statetables.py against a real PostgreSQL: concurrent setups of the same tables queue on
+"""bizbus/statetables.py against a real PostgreSQL: concurrent setups of the same tables queue on
 the advisory lock instead of racing on the catalogue, and a kept connection whose backend was terminated is
 reopened by the next call (the failing statement's error goes to the caller)."""
 
@@ -9,10 +9,10 @@ import uuid
 
 import psycopg
 import pytest
-from bizbus.connectors.runtime.pgconn import connect
-from bizbus.connectors.runtime.statetables import KeptConnection, ensure_tables
 from psycopg import sql
 
+from bizbus.pgconn import connect
+from bizbus.statetables import KeptConnection, ensure_tables
 from tests.conftest import PG_DSN
 
 

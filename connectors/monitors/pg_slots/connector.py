@@ -22,10 +22,10 @@ from threading import Event
 
 import psycopg
 from bizbus.connectors.runtime import probes
-from bizbus.connectors.runtime.pgconn import alive, close_quietly, connect
 
 from bizbus import metrics
 from bizbus.host.components import Component
+from bizbus.pgconn import alive, close_quietly, connect
 
 from .config import PgSlotMonitorConfig
 

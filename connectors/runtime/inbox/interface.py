@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from bizbus.connectors.runtime.cursor import Position
+
 from bizbus.host.webhook import HttpRequest, HttpResponse  # the host's types, re-exported for vendors
 
 

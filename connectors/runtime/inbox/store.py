@@ -20,9 +20,10 @@ from bizbus.connectors.runtime.inbox.interface import (
     Delivery,
     InboxRow,
 )
-from bizbus.connectors.runtime.pgconn import alive, close_quietly, connect
-from bizbus.connectors.runtime.statetables import ensure_tables
 from psycopg import sql
+
+from bizbus.pgconn import alive, close_quietly, connect
+from bizbus.statetables import ensure_tables
 
 log = logging.getLogger(__name__)
 

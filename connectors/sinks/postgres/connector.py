@@ -14,7 +14,6 @@ from typing import Any
 import psycopg
 from bizbus.connectors.runtime import probes
 from bizbus.connectors.runtime.ledger import Effect, PgLedger
-from bizbus.connectors.runtime.pgconn import connect
 from bizbus.connectors.runtime.sink import (
     PlannedEffect,
     SinkConnector,
@@ -26,6 +25,7 @@ from psycopg import sql
 
 from bizbus.errors import ConfigError
 from bizbus.failures import classify
+from bizbus.pgconn import connect
 
 from .config import PgTableSinkConfig
 from .mapping import ColumnMapper, column_mapper

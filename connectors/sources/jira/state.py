@@ -19,8 +19,9 @@ from itertools import islice
 from typing import Any
 
 import psycopg
-from bizbus.connectors.runtime.pgconn import alive, close_quietly, connect
 from psycopg import sql
+
+from bizbus.pgconn import alive, close_quietly, connect
 
 from .mapping import WorklogFacts
 

@@ -30,7 +30,6 @@ import psycopg
 from bizbus.connectors.runtime import probes
 from bizbus.connectors.runtime.base import Connector, Task, TaskSpec
 from bizbus.connectors.runtime.cursor import GapGuard, Position, pg_ended, pg_in_progress
-from bizbus.connectors.runtime.pgconn import alive, close_quietly, connect
 from bizbus.connectors.runtime.source import SourceItem, SourceReader, SourceTask
 from bizbus.schemas import catalog
 from psycopg import sql
@@ -41,6 +40,7 @@ from bizbus.deadletters import DeadLetterWriter
 from bizbus.errors import ConfigError
 from bizbus.failures import Permanent
 from bizbus.jsonavro import from_json
+from bizbus.pgconn import alive, close_quietly, connect
 
 from .config import PgOutboxConfig
 

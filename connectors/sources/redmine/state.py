@@ -9,8 +9,9 @@ from datetime import date
 from typing import Any
 
 import psycopg
-from bizbus.connectors.runtime.pgconn import alive, close_quietly, connect
 from psycopg import sql
+
+from bizbus.pgconn import alive, close_quietly, connect
 
 
 @dataclass(frozen=True)

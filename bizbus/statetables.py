@@ -20,8 +20,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import psycopg
-from bizbus.connectors.runtime.pgconn import alive, close_quietly, connect
 from psycopg import sql
+
+from bizbus.pgconn import alive, close_quietly, connect
 
 STATE_LOCK = "bizbus_state ddl"
 """The advisory lock of the ``bizbus_state`` tables (cursors, pauses)."""
