@@ -56,10 +56,13 @@ from bizbus.streams.runtime.tables import StateTable
 from confluent_kafka import Consumer, TopicPartition
 
 from bizbus import lineage, logs, metrics
+from bizbus.backoff import Backoff
+from bizbus.checkpoint import Checkpoint, until_done
 from bizbus.crashpoints import crashpoint
 from bizbus.deadletters import DeadLetterWriter, dead_letter
 from bizbus.errors import RegistryError
 from bizbus.failures import ConnectorError, Permanent, Poison
+from bizbus.kafka import read_until_quiet
 from bizbus.serde import AvroSerde, PoisonRecord, SerdeError
 
 if TYPE_CHECKING:
@@ -109,23 +112,18 @@ def read_range(kafka_config: dict[str, Any], topic: str, partition: int, start: 
     consumer = Consumer({**kafka_config, "group.id": f"bizbus-gap-{uuid.uuid4().hex[:12]}",
                          "enable.auto.commit": False, "auto.offset.reset": "earliest"})  # fmt: skip
     out: list[RawMessage] = []
+    ends = {(topic, partition): end}
     try:
         consumer.assign([TopicPartition(topic, partition, start)])
-        quiet = time.monotonic()
-        while time.monotonic() - quiet < idle:
-            for m in consumer.consume(500, 0.2):
-                if m.error() is not None:
-                    continue
-                quiet = time.monotonic()
-                if m.offset() >= end:
-                    return out
-                ts = m.timestamp()[1]
-                out.append(RawMessage(m.topic(), m.partition(), m.offset(), m.key(), m.value(),
-                                      list(m.headers() or []), ts / 1000 if ts and ts > 0 else None))  # fmt: skip
+        for m in read_until_quiet(consumer, idle, ends=ends, poll=0.2):
+            ts = m.timestamp()[1]
+            out.append(RawMessage(m.topic(), m.partition(), m.offset(), m.key(), m.value(),
+                                  list(m.headers() or []), ts / 1000 if ts and ts > 0 else None))  # fmt: skip
     finally:
         consumer.close()
-    log.error("reading %s[%d] offsets %d..%d stopped after %.0f quiet seconds at %d record(s)",
-              topic, partition, start, end - 1, idle, len(out))  # fmt: skip
+    if ends:
+        log.error("reading %s[%d] offsets %d..%d stopped after %.0f quiet seconds at %d record(s)",
+                  topic, partition, start, end - 1, idle, len(out))  # fmt: skip
     return out
 
 
@@ -223,28 +221,37 @@ class Runtime:
             self.busy.discard(topic)
 
     async def _finish(self, spec: AgentSpec, batch: Batch, topic: str) -> None:
-        """Make the batch so far durable, in this order: dead letters flushed; states written (changelog
-        records) and outputs sent, both acknowledged; progress written. Then ``batch`` is empty again."""
-        if batch.dead_letters:
-            await self._flush_dead_letters(batch.dead_letters)
-        records: list[OutRecord] = []
-        changelog = records if self.delivery.changelog else None
-        for table in spec.tables or self.tables:
-            table.flush(changelog)
-        for _ in range(batch.stored):
-            crashpoint("flows.after-state")
-        records.extend(batch.outputs)
-        if records:
-            await self.delivery.send(records)
-        if batch.outputs:
-            metrics.RECORDS_OUT.labels(spec.flow).inc(len(batch.outputs))
-            metrics.observe_end_to_end(spec.flow, batch.records)
-            crashpoint("flows.after-send")
-        for partition, offset in batch.handled.items():
-            last = last_handled(spec.progress, partition)
-            if last is None or offset > last:
-                with handling(batch.events.get(partition)):
-                    spec.progress[str(partition).encode()] = str(offset).encode()
+        """Make the batch so far durable through the bus's one :class:`~bizbus.checkpoint.Checkpoint`: dead
+        letters acknowledged; states written (changelog records) and outputs sent in one delivery, both
+        acknowledged; the position (the ``progress`` table) written. Then ``batch`` is empty again."""
+
+        async def dead_letters() -> None:
+            if batch.dead_letters:
+                await self._flush_dead_letters(batch.dead_letters)
+
+        async def state_and_outputs() -> None:  # the changelog records travel with the outputs
+            records: list[OutRecord] = []
+            changelog = records if self.delivery.changelog else None
+            for table in spec.tables or self.tables:
+                table.flush(changelog)
+            for _ in range(batch.stored):
+                crashpoint("flows.after-state")
+            records.extend(batch.outputs)
+            if records:
+                await self.delivery.send(records)
+            if batch.outputs:
+                metrics.RECORDS_OUT.labels(spec.flow).inc(len(batch.outputs))
+                metrics.observe_end_to_end(spec.flow, batch.records)
+                crashpoint("flows.after-send")
+
+        def position() -> None:
+            for partition, offset in batch.handled.items():
+                last = last_handled(spec.progress, partition)
+                if last is None or offset > last:
+                    with handling(batch.events.get(partition)):
+                        spec.progress[str(partition).encode()] = str(offset).encode()
+
+        await Checkpoint(dead_letters=dead_letters, state=state_and_outputs, position=position).acommit()
         self._count(spec.flow, batch.outcomes)
         batch.outcomes.clear()
         batch.stored = 0
@@ -347,7 +354,7 @@ class Runtime:
             return Reject("unexpected", f"flow {flow} failed on this record: {type(exc).__name__}: {exc}")
 
     async def _decode(self, msg: Any) -> dict[str, Any] | ConnectorError:
-        backoff = 0.5
+        streak = Backoff(0.5, MAX_BACKOFF).streak()
         while True:
             try:
                 value = self.serde.decode(msg.value)
@@ -355,8 +362,7 @@ class Runtime:
                 return Poison(str(exc), raw=msg.value)
             except RegistryError as exc:  # the registry is down: wait, never dead-letter a good record
                 log.warning("cannot decode %s[%d]@%d yet: %s", msg.topic, msg.partition, msg.offset, exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
+                await streak.await_()
                 continue
             if not isinstance(value, dict) or not isinstance(value.get("meta"), dict):
                 return Poison("the value decodes but is not a bizbus event (no meta)", raw=msg.value)
@@ -376,21 +382,17 @@ class Runtime:
     async def _flush_dead_letters(self, records: list[dict[str, Any]]) -> None:
         """Send ``records`` to the dead-letter topic and wait until the broker has each; on a failure all
         of them again (a dead letter may then exist twice, never not at all)."""
-        backoff = 0.5
-        while True:
-            try:
-                for record in records:
-                    try:
-                        self.dlq.send(record)
-                    except BufferError:  # the local queue is full: deliver what is queued first
-                        await asyncio.to_thread(self.dlq.flush)
-                        self.dlq.send(record)
-                await asyncio.to_thread(self.dlq.flush)
-                return
-            except Exception as exc:
-                log.warning("%d dead letter(s) not delivered (%s); retrying in %.1f s", len(records), exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
+
+        async def flush() -> None:
+            for record in records:
+                try:
+                    self.dlq.send(record)
+                except BufferError:  # the local queue is full: deliver what is queued first
+                    await asyncio.to_thread(self.dlq.flush)
+                    self.dlq.send(record)
+            await asyncio.to_thread(self.dlq.flush)
+
+        await until_done(flush, f"{len(records)} dead letter(s) not delivered", Backoff(0.5, MAX_BACKOFF))
 
 
 def recorded_as_sent(state: dict[str, Any], outputs: tuple[Output, ...], sent: list[OutRecord]) -> dict[str, Any]:

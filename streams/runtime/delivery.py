@@ -31,6 +31,8 @@ from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, Producer
 
+from bizbus.backoff import Backoff
+
 log = logging.getLogger("bizbus.flows")
 
 MAX_BACKOFF = 30.0
@@ -71,7 +73,7 @@ class FaustDelivery:
         return None
 
     async def send(self, records: list[OutRecord]) -> None:
-        backoff = 0.5
+        streak = Backoff(0.5, MAX_BACKOFF).streak()
         while True:
             try:
                 futures = [await self.app.producer.send(r.topic, r.key, r.value, r.partition, None, r.headers)
@@ -79,10 +81,10 @@ class FaustDelivery:
                 await asyncio.gather(*futures)
                 return
             except Exception as exc:  # the broker refused or is unreachable: the batch is not done yet
+                delay = streak.next()
                 log.warning("sending %d record(s) failed (%s: %s); retrying in %.1f s",
-                            len(records), type(exc).__name__, exc, backoff)  # fmt: skip
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
+                            len(records), type(exc).__name__, exc, delay)  # fmt: skip
+                await asyncio.sleep(delay)
 
     def close(self) -> None:
         return None
@@ -135,19 +137,19 @@ class ConfluentDelivery:
             self._turn = asyncio.Lock()
         async with self._turn:
             pending: list[OutRecord] = list(records)
-            backoff = 0.5
+            streak = Backoff(0.5, MAX_BACKOFF).streak()
             while pending:
                 failed = await self._round(pending)
                 if not failed:
                     return
                 errors = [e for _, e in failed]
+                delay = streak.next()
                 log.warning("%d of %d record(s) not delivered (%s); producing them again in %.1f s",
-                            len(failed), len(pending), errors[0].str(), backoff)  # fmt: skip
+                            len(failed), len(pending), errors[0].str(), delay)  # fmt: skip
                 if any(e.fatal() for e in errors):
                     self._replace_producer()
                 pending = [_again(m) for m, _ in failed]
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
+                await asyncio.sleep(delay)
 
     async def _round(self, records: list[OutRecord]) -> list[tuple[Any, KafkaError]]:
         """Produce ``records`` and wait until none is in flight; the ones that failed."""

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 from typing import Any
 
@@ -50,6 +49,8 @@ def true_end_offsets(kafka_config: dict[str, Any], reported: dict[tuple[str, int
     until nothing new arrives for ``idle`` seconds (the broker's own figure may lag behind)."""
     from confluent_kafka import Consumer, TopicPartition
 
+    from bizbus.kafka import read_until_quiet
+
     if not reported:
         return {}
     consumer = Consumer({**kafka_config, "group.id": f"bizbus-probe-{uuid.uuid4().hex[:12]}",
@@ -57,14 +58,8 @@ def true_end_offsets(kafka_config: dict[str, Any], reported: dict[tuple[str, int
     last: dict[tuple[str, int], int] = {}
     try:
         consumer.assign([TopicPartition(t, p, max(end - 1, 0)) for (t, p), end in reported.items()])
-        quiet_since = time.monotonic()
-        while time.monotonic() - quiet_since < idle:
-            for m in consumer.consume(1000, 0.2):
-                if m.error() is None:
-                    last[(m.topic(), m.partition())] = max(
-                        m.offset(), last.get((m.topic(), m.partition()), -1)
-                    )
-                    quiet_since = time.monotonic()
+        for m in read_until_quiet(consumer, idle, poll=0.2, batch=1000):
+            last[(m.topic(), m.partition())] = max(m.offset(), last.get((m.topic(), m.partition()), -1))
     finally:
         consumer.close()
     return {tp: max(end, last.get(tp, -1) + 1) for tp, end in reported.items()}

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Consumer, TopicPartition
 
+from bizbus.kafka import read_until_quiet
+
 if TYPE_CHECKING:
     import faust
     from bizbus.streams.runtime.agents import AgentSpec, Runtime
@@ -58,12 +60,13 @@ def pending_partitions(kafka_config: dict[str, Any], group: str, starts: dict[tu
         begin = {
             tp: start if start is not None else max(committed.get(tp, 0), 0) for tp, start in starts.items()
         }
-        consumer.assign([TopicPartition(t, p, off) for (t, p), off in begin.items()])
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline and len(found) < len(begin):
-            for m in consumer.consume(100, 0.2):
-                if m.error() is None and m.offset() >= begin[(m.topic(), m.partition())]:
+        if begin:
+            consumer.assign([TopicPartition(t, p, off) for (t, p), off in begin.items()])
+            for m in read_until_quiet(consumer, 0, timeout=wait, poll=0.2, batch=100):
+                if m.offset() >= begin[(m.topic(), m.partition())]:
                     found.add((m.topic(), m.partition()))
+                    if len(found) == len(begin):
+                        break
     finally:
         consumer.close()
     return found
