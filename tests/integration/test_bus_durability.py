@@ -127,6 +127,9 @@ def test_a_restart_neither_loses_nor_skips_and_a_backlog_on_the_lost_log_is_sent
     # restart drops the memory-only log: they must come again from the inbox
     sink = [line for line in bus.pipeline.read_text().splitlines() if "name: rows-" in line][0].split()[-1]
     assert bus.admin_post(f"/connectors/{sink}/pause").status_code == 202
+    # 202: accepted; each task applies the pause when its current step (a batch already fetched) is done
+    wait_until(lambda: set(bus.admin_get("/connectors").json()[sink]["tasks"].values()) == {"paused"}, 30,
+               "the sink's tasks paused", lambda: bus.admin_get("/connectors").text)  # fmt: skip
     story.worklogs(25)
     time.sleep(4)  # the source sends them; the paused sink does not apply them
     assert rows() == (35, 35)

@@ -54,7 +54,7 @@ def test_version_and_shell_completion() -> None:
 def test_components_show_real_defaults_and_nested_settings() -> None:
     out = run("components").stdout
     assert "PydanticUndefined" not in out
-    assert "    retry: backoff for retryable errors (see retry.*)" in out
+    assert "    retry: backoff for retryable errors and 429s (see retry.*)" in out
     assert "    retry.max_attempts: Total calls including the first one. (default 8)" in out
     assert "    table: schema-qualified target table (e.g. `public.timesheet_entries`) (required)" in out
 
