@@ -51,14 +51,16 @@ def ensure_tables(conn: psycopg.Connection[Any], schema: str, statements: Iterab
 class KeptConnection:
     """One autocommit connection named ``bizbus <purpose>``, reopened when closed or broken; the tables
     (``schema``, ``statements``, ``lock`` as in :func:`ensure_tables`) are made on the first connect of the
-    process's store. ``execute`` runs one statement under a lock (thread-safe) and drops the connection
-    when the statement failed, so the next call reconnects."""
+    process's store. Without ``schema`` nothing is made: a kept connection to a database that bizbus only
+    reads (an outbox it does not create, a server's replication slots). ``execute`` runs one statement
+    under a lock (thread-safe) and drops the connection when the statement failed, so the next call
+    reconnects."""
 
-    def __init__(self, dsn: str, purpose: str, schema: str, statements: Iterable[Statement],
+    def __init__(self, dsn: str, purpose: str, schema: str | None = None, statements: Iterable[Statement] = (),
                  lock: str | int = STATE_LOCK, **connect_kwargs: Any) -> None:  # fmt: skip
         self.dsn, self.purpose, self.schema = dsn, purpose, schema
         self.statements, self.lock, self.connect_kwargs = tuple(statements), lock, connect_kwargs
-        self.ready = False  # the tables were made (once per store, not per reconnect)
+        self.ready = schema is None  # the tables were made (once per store, not per reconnect); none to make
         self._conn: psycopg.Connection[Any] | None = None
         self._lock = threading.RLock()
 
@@ -72,6 +74,7 @@ class KeptConnection:
             self._conn = None
             conn = connect(self.dsn, self.purpose, **self.connect_kwargs)
             if not self.ready:
+                assert self.schema is not None
                 try:
                     ensure_tables(conn, self.schema, self.statements, self.lock)
                 except BaseException:
@@ -83,11 +86,11 @@ class KeptConnection:
 
     def make_tables(self) -> psycopg.Connection[Any]:
         """Make the tables now (again, if they were made before: a store set up a second time); the
-        connection."""
+        connection. Without ``schema``: only the connection."""
         with self._lock:
             fresh = not self.ready
             conn = self.get()  # a first connect makes them
-            if not fresh:
+            if not fresh and self.schema is not None:
                 ensure_tables(conn, self.schema, self.statements, self.lock)
             return conn
 

@@ -25,20 +25,19 @@ from __future__ import annotations
 
 import json
 import logging
-import zlib
 from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
 import psycopg
-from bizbus.connectors.runtime.ledger import Effect, PgLedger
+from bizbus.connectors.runtime.ledger import Effect, PgLedger, ledger_lock
 from bizbus.connectors.runtime.sink import PlannedEffect, SinkRecord, SinkWriter, WriteResult
 from psycopg import sql
 
 from bizbus.crashpoints import crashpoint
 from bizbus.failures import ConnectorError, classify
 from bizbus.logs import bound, record_fields
-from bizbus.pgconn import close_quietly, connect
+from bizbus.statetables import KeptConnection
 
 log = logging.getLogger(__name__)
 
@@ -52,29 +51,23 @@ class IntentStore:
     def __init__(self, dsn: str, schema: str, connector: str, table: str = INTENT_TABLE) -> None:
         self.dsn, self.schema, self.connector = dsn, schema, connector
         self.table = sql.Identifier(schema, table)
-        self._conn: psycopg.Connection[Any] | None = None
+        self._kept = KeptConnection(dsn, f"intents {connector}", schema, [
+            sql.SQL(
+                """CREATE TABLE IF NOT EXISTS {} (
+                    connector text NOT NULL,
+                    effect_id text NOT NULL,
+                    started_at timestamptz NOT NULL DEFAULT now(),
+                    PRIMARY KEY (connector, effect_id))"""
+            ).format(self.table),
+        ], lock=ledger_lock(schema))  # fmt: skip
 
     def setup(self) -> None:
         """Create the table if missing, under the ledger's DDL lock (concurrent setups serialize)."""
-        conn = self._connection()
-        lock_key = zlib.crc32(f"bizbus_ledger:{self.schema}".encode()) - 2**31
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key,))
-            conn.execute(
-                sql.SQL(
-                    """CREATE TABLE IF NOT EXISTS {} (
-                        connector text NOT NULL,
-                        effect_id text NOT NULL,
-                        started_at timestamptz NOT NULL DEFAULT now(),
-                        PRIMARY KEY (connector, effect_id))"""
-                ).format(self.table)
-            )
+        self._kept.make_tables()
 
     def _connection(self) -> psycopg.Connection[Any]:
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            close_quietly(self._conn)
-            self._conn = connect(self.dsn, f"intents {self.connector}")
-        return self._conn
+        """The intents connection, reopened when it was closed or broke (``bizbus/statetables.py``)."""
+        return self._kept.get()
 
     def insert(self, ids: Sequence[str]) -> set[str]:
         """Record intents for ``ids``; returns the ids that had none (all others are in doubt)."""
@@ -110,8 +103,7 @@ class IntentStore:
             log.warning("sink %s: could not delete %d settled intent(s): %s", self.connector, len(ids), exc)
 
     def close(self) -> None:
-        close_quietly(self._conn)
-        self._conn = None
+        self._kept.close()
 
 
 class IntentSinkWriter(SinkWriter):

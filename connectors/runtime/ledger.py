@@ -28,7 +28,7 @@ from psycopg import sql
 
 from bizbus.statetables import KeptConnection
 
-__all__ = ["BatchResult", "Effect", "PgLedger", "WriteFn", "int_array", "text_array"]
+__all__ = ["BatchResult", "Effect", "PgLedger", "WriteFn", "int_array", "ledger_lock", "text_array"]
 
 
 @dataclass(slots=True)
@@ -70,6 +70,13 @@ def int_array(values: Sequence[int]) -> str:
     return "{" + ",".join(map(str, map(int, values))) + "}"
 
 
+def ledger_lock(schema: str) -> int:
+    """The advisory-lock key under which the tables of the ledger schema ``schema`` are made (the ledger's
+    and the intent table of ``connectors/runtime/intents.py``): two processes setting up the same ledger
+    at once queue instead of racing on pg_namespace / pg_type."""
+    return zlib.crc32(f"bizbus_ledger:{schema}".encode()) - 2**31
+
+
 WriteFn = Callable[[psycopg.Cursor[Any], Effect], "str | None"]
 """Performs the target write on the given cursor (same transaction); returns an optional target_ref."""
 
@@ -91,8 +98,7 @@ class PgLedger:
             if cur.fetchone() is None:
                 cur.execute(sql.SQL("ALTER TABLE {}.offsets ADD COLUMN IF NOT EXISTS last_effect_id text NULL").format(s))
 
-        # DDL runs under a transaction-scoped advisory lock keyed on the schema name, so two processes creating
-        # the same ledger at once serialize instead of racing on pg_namespace / pg_type
+        # DDL runs under a transaction-scoped advisory lock keyed on the schema name (ledger_lock)
         self._kept = KeptConnection(dsn, f"ledger {connector}", schema, [
             sql.SQL("""CREATE TABLE IF NOT EXISTS {}.applied_effects (
                 connector text NOT NULL,
@@ -111,7 +117,7 @@ class PgLedger:
                 updated_at timestamptz NOT NULL DEFAULT now(),
                 PRIMARY KEY (connector, topic, partition))""").format(s),
             add_last_effect_id,
-        ], lock=zlib.crc32(f"bizbus_ledger:{schema}".encode()) - 2**31, autocommit=False)  # fmt: skip
+        ], lock=ledger_lock(schema), autocommit=False)  # fmt: skip
 
     # -- lifecycle ---------------------------------------------------------------------------------
 

@@ -61,8 +61,7 @@ def test_a_failed_flush_keeps_its_rows_for_the_next(postgres, connector) -> None
     state = PgState(DSN, SCHEMA, connector)
     state.setup()
     state.remember_worklog("20002", facts("3.00"))
-    assert state._conn is not None
-    postgres.execute("SELECT pg_terminate_backend(%s)", (state._conn.info.backend_pid,))
+    postgres.execute("SELECT pg_terminate_backend(%s)", (state._db().info.backend_pid,))
     with pytest.raises(psycopg.OperationalError):
         state.flush()
     state.remember_worklog("20002", facts("3.00"))  # converted again: already in memory, still to write

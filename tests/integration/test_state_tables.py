@@ -67,3 +67,20 @@ def test_a_kept_connection_is_reopened_after_its_backend_was_terminated(postgres
     finally:
         kept.close()
         postgres.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+def test_a_kept_connection_without_a_schema_makes_nothing_and_is_reopened(postgres: psycopg.Connection) -> None:
+    purpose = f"test plain {uuid.uuid4().hex[:8]}"
+    kept = KeptConnection(PG_DSN, purpose)  # e.g. an outbox that bizbus only reads
+    try:
+        assert kept.ready  # no tables to make
+        assert kept.make_tables().execute("SELECT current_setting('application_name')").fetchone() == (
+            f"bizbus {purpose}",
+        )
+        postgres.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+                         (f"bizbus {purpose}",))  # fmt: skip
+        with pytest.raises(psycopg.OperationalError):
+            kept.execute("SELECT 1")
+        assert kept.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        kept.close()

@@ -25,7 +25,7 @@ from bizbus.connectors.runtime import probes
 
 from bizbus import metrics
 from bizbus.host.components import Component
-from bizbus.pgconn import alive, close_quietly, connect
+from bizbus.statetables import KeptConnection
 
 from .config import PgSlotMonitorConfig
 
@@ -69,15 +69,12 @@ class PgSlotMonitor(Component):
             self.database = (
                 f"{info.get('host') or 'local'}/{info.get('dbname') or info.get('user') or 'postgres'}"
             )
-        self._conn: psycopg.Connection | None = None
+        self._conn = KeptConnection(c.dsn, f"slot monitor {self.name}")  # reopened when closed or broken
         self._seen: set[str] = set()
 
     def poll(self) -> list[SlotState]:
         """Read the slots once and update the gauges; raises psycopg errors (``run`` logs them)."""
-        if not alive(self._conn):
-            close_quietly(self._conn)
-            self._conn = connect(self.config.dsn, f"slot monitor {self.name}")
-        states = read_slots(self._conn, self.config.slots)
+        states = read_slots(self._conn.get(), self.config.slots)
         now = set()
         for s in states:
             now.add(s.slot)
@@ -103,14 +100,13 @@ class PgSlotMonitor(Component):
                     log.warning("slot monitor %s: cannot read replication slots of %s: %s",
                                 self.name, self.database, exc)  # fmt: skip
                 failing = True
-                if self._conn is not None:
-                    self._conn.close()
-                    self._conn = None
+                self._conn.close()
             stop.wait(self.config.interval_seconds)
 
     def probe(self) -> str | None:
         return probes.pg(self.config.dsn)
 
     def close(self) -> None:
-        if getattr(self, "_conn", None) is not None:
-            self._conn.close()  # type: ignore[union-attr]
+        kept: KeptConnection | None = getattr(self, "_conn", None)
+        if kept is not None:
+            kept.close()

@@ -21,7 +21,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from bizbus.pgconn import alive, close_quietly, connect
+from bizbus.statetables import KeptConnection
 
 from .mapping import WorklogFacts
 
@@ -91,33 +91,29 @@ class PgState(MemoryState):
         self.cache_max = cache_max
         issues, worklogs = state_tables(connector)
         self._t_issues, self._t_worklogs = sql.Identifier(schema, issues), sql.Identifier(schema, worklogs)
-        self._conn: psycopg.Connection[Any] | None = None
+        self._kept = KeptConnection(dsn, f"jira state {connector}", schema, [
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (issue_id text PRIMARY KEY, issue_key text NOT NULL,"
+                " project_key text NOT NULL, updated_at timestamptz NOT NULL DEFAULT now())"
+            ).format(self._t_issues),
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (worklog_id text PRIMARY KEY, project_key text NOT NULL,"
+                " issue_key text NULL, employee text NOT NULL, work_date date NOT NULL, hours numeric(9,2) NOT NULL,"
+                " updated_at timestamptz NOT NULL DEFAULT now())"
+            ).format(self._t_worklogs),
+        ], lock="bizbus jira state ddl")  # fmt: skip
         self._lock = threading.Lock()
         # remembered, not yet written (kept until a flush succeeds, so a failed flush is retried by the next)
         self._dirty_issues: dict[str, IssueRef] = {}
         self._dirty_worklogs: dict[str, WorklogFacts] = {}
 
     def _db(self) -> psycopg.Connection[Any]:
-        if not alive(self._conn):
-            close_quietly(self._conn)
-            self._conn = connect(self.dsn, f"jira state {self.connector}")
-        return self._conn
+        """The state connection, reopened when it was closed or broke (``bizbus/statetables.py``)."""
+        return self._kept.get()
 
     def setup(self) -> None:
-        conn = self._db()
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext('bizbus jira state ddl'))")
-            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema)))
-            conn.execute(
-                sql.SQL(
-                    "CREATE TABLE IF NOT EXISTS {} (issue_id text PRIMARY KEY, issue_key text NOT NULL,"
-                    " project_key text NOT NULL, updated_at timestamptz NOT NULL DEFAULT now())"
-                ).format(self._t_issues)
-            )
-            conn.execute(sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {} (worklog_id text PRIMARY KEY, project_key text NOT NULL,"
-                " issue_key text NULL, employee text NOT NULL, work_date date NOT NULL, hours numeric(9,2) NOT NULL,"
-                " updated_at timestamptz NOT NULL DEFAULT now())").format(self._t_worklogs))  # fmt: skip
+        """Create the schema and both tables if missing (under the advisory lock ``bizbus jira state ddl``)."""
+        self._kept.make_tables()
 
     def issue(self, issue_id: str) -> IssueRef | None:
         ref = super().issue(issue_id)
@@ -212,6 +208,4 @@ class PgState(MemoryState):
                 self.flush()
             except psycopg.Error as exc:  # the rows are re-read and converted again after a restart
                 log.warning("jira %s: state not written at close (%s)", self.connector, exc)
-        if self._conn is not None:
-            close_quietly(self._conn)
-            self._conn = None
+        self._kept.close()

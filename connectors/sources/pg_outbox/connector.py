@@ -40,9 +40,12 @@ from bizbus.deadletters import DeadLetterWriter
 from bizbus.errors import ConfigError
 from bizbus.failures import Permanent
 from bizbus.jsonavro import from_json
-from bizbus.pgconn import alive, close_quietly, connect
+from bizbus.statetables import KeptConnection, Statement, ensure_tables
 
 from .config import PgOutboxConfig
+
+OUTBOX_LOCK = "bizbus outbox ddl"
+"""The advisory lock under which outbox tables are made (several workers may start at once)."""
 
 
 class PgOutboxReader(SourceReader):
@@ -52,18 +55,20 @@ class PgOutboxReader(SourceReader):
         self.connector, self.config, self.catalogue = connector, config, catalogue
         self.guard = GapGuard(config.gap_grace_seconds)
         self._schemas: dict[str, Any] = {}
+        purpose = f"outbox {connector}"
+        if config.create_table:  # made at setup; otherwise the application's table is only read
+            schema = config.table.split(".")[0]
+            self._kept = KeptConnection(config.dsn, purpose, schema, outbox_ddl(config.table), lock=OUTBOX_LOCK)
+        else:
+            self._kept = KeptConnection(config.dsn, purpose)
 
     def setup(self) -> None:
-        self._conn: psycopg.Connection[Any] | None = None
         if self.config.create_table:
-            create_outbox(self._db(), self.config.table)
+            self._kept.make_tables()
 
     def _db(self) -> psycopg.Connection[Any]:
         """The outbox connection, reopened when it was closed or broke (a terminated backend, a restart)."""
-        if not alive(self._conn):
-            close_quietly(self._conn)
-            self._conn = connect(self.config.dsn, f"outbox {self.connector}")
-        return self._conn
+        return self._kept.get()
 
     def read(self, position: Position | None, limit: int) -> list[SourceItem]:
         after = int(position["id"]) if position else 0
@@ -123,21 +128,22 @@ class PgOutboxReader(SourceReader):
         return SourceItem(**common, topic=topic, value=value)
 
     def close(self) -> None:
-        close_quietly(getattr(self, "_conn", None))
-        self._conn = None
+        self._kept.close()
+
+
+def outbox_ddl(table: str) -> list[Statement]:
+    """The statement that makes the outbox table ``schema.name`` if missing."""
+    schema, name = table.split(".")
+    return [sql.SQL(
+        """CREATE TABLE IF NOT EXISTS {} (
+            id bigserial PRIMARY KEY, topic text NOT NULL, entity_key text NOT NULL, version bigint NULL,
+            payload jsonb NOT NULL, correlation_id text NULL, created_at timestamptz NOT NULL DEFAULT now())"""
+    ).format(sql.Identifier(schema, name))]  # fmt: skip
 
 
 def create_outbox(conn: psycopg.Connection[Any], table: str) -> None:
     """Create the outbox table if missing (safe when several workers start at once)."""
-    schema, name = table.split(".")
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext('bizbus outbox ddl'))")
-        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-        conn.execute(sql.SQL(
-            """CREATE TABLE IF NOT EXISTS {} (
-                id bigserial PRIMARY KEY, topic text NOT NULL, entity_key text NOT NULL, version bigint NULL,
-                payload jsonb NOT NULL, correlation_id text NULL, created_at timestamptz NOT NULL DEFAULT now())"""
-        ).format(sql.Identifier(schema, name)))  # fmt: skip
+    ensure_tables(conn, table.split(".")[0], outbox_ddl(table), lock=OUTBOX_LOCK)
 
 
 class PgOutboxSource(Connector):

@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from bizbus.pgconn import alive, close_quietly, connect
+from bizbus.statetables import KeptConnection
 
 
 @dataclass(frozen=True)
@@ -37,27 +37,24 @@ class RedmineState:
         self.dsn, self.schema, self.connector = dsn, schema, connector
         self.name = "redmine_entries_" + connector.replace("-", "_")
         self.table = sql.Identifier(schema, self.name)
-        self._conn: psycopg.Connection[Any] | None = None
-
-    def setup(self) -> None:
-        conn = self.conn()
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext('bizbus redmine ddl'))")
-            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema)))
-            conn.execute(sql.SQL(
+        note = f"bizbus redmine connector {connector}: ids seen, for CREATED/UPDATED and deletions"
+        self._kept = KeptConnection(dsn, f"redmine {connector}", schema, [
+            sql.SQL(
                 """CREATE TABLE IF NOT EXISTS {} (kind text NOT NULL, id bigint NOT NULL,
                    first_key text NOT NULL, last_version text NOT NULL, status int NULL, identifier text NULL,
                    spent_on date NULL, last jsonb NULL, status_changed_ms bigint NULL, deleted_ms bigint NULL,
                    seen_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (kind, id))"""
-            ).format(self.table))  # fmt: skip
-            note = f"bizbus redmine connector {self.connector}: ids seen, for CREATED/UPDATED and deletions"
-            conn.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(self.table, sql.Literal(note)))
+            ).format(self.table),
+            sql.SQL("COMMENT ON TABLE {} IS {}").format(self.table, sql.Literal(note)),
+        ], lock="bizbus redmine ddl")  # fmt: skip
+
+    def setup(self) -> None:
+        """Create the schema and the table if missing (under the advisory lock ``bizbus redmine ddl``)."""
+        self._kept.make_tables()
 
     def conn(self) -> psycopg.Connection[Any]:
-        if not alive(self._conn):
-            close_quietly(self._conn)
-            self._conn = connect(self.dsn, f"redmine {self.connector}")
-        return self._conn
+        """The state connection, reopened when it was closed or broke (``bizbus/statetables.py``)."""
+        return self._kept.get()
 
     def transaction(self) -> AbstractContextManager[Any]:
         return self.conn().transaction()
@@ -96,6 +93,4 @@ class RedmineState:
                                     "AND spent_on < %s").format(self.table), (before,))  # fmt: skip
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self._kept.close()
