@@ -31,7 +31,7 @@ from typing import Any
 
 import psycopg
 from bizbus.connectors.runtime.ledger import Effect, PgLedger, ledger_lock
-from bizbus.connectors.runtime.sink import PlannedEffect, SinkRecord, SinkWriter, WriteResult
+from bizbus.connectors.runtime.sink import LedgerSinkWriter, PlannedEffect, SinkRecord, WriteResult
 from psycopg import sql
 
 from bizbus.crashpoints import crashpoint
@@ -106,7 +106,7 @@ class IntentStore:
         self._kept.close()
 
 
-class IntentSinkWriter(SinkWriter):
+class IntentSinkWriter(LedgerSinkWriter):
     """Applies each record as one create at a target outside our database, exactly once (ledger + intents).
 
     Subclasses open their client in ``setup`` (then call ``super().setup()``), close it in ``close`` and
@@ -150,16 +150,6 @@ class IntentSinkWriter(SinkWriter):
         self.intents.close()
         self.ledger.close()
 
-    def safe_offsets(self) -> dict[tuple[str, int], int]:
-        """The ledger's next offsets: what the target has durably received and we recorded."""
-        return self.ledger.committed_offsets()
-
-    def safe_positions(self) -> dict[tuple[str, int], tuple[int, str | None]]:
-        """The ledger's next offsets with the effect id of the record before each (checked before a seek)."""
-        return self.ledger.positions()
-
-    def forget_offsets(self, partitions: list[tuple[str, int]]) -> None:
-        self.ledger.forget_offsets(partitions)
 
     # -- the protocol ------------------------------------------------------------------------------------
 

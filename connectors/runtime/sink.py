@@ -192,6 +192,24 @@ class SinkWriter(ABC):
         """Release connections."""
 
 
+class LedgerSinkWriter(SinkWriter):
+    """A writer whose applied effects and offsets live in a ledger (``self.ledger``, a
+    :class:`~bizbus.connectors.runtime.ledger.PgLedger`): where it stands is what the ledger recorded."""
+
+    ledger: Any  # PgLedger
+
+    def safe_offsets(self) -> dict[tuple[str, int], int]:
+        """The ledger's next offsets: what the target has durably received and was recorded."""
+        return self.ledger.committed_offsets()
+
+    def safe_positions(self) -> dict[tuple[str, int], tuple[int, str | None]]:
+        """The ledger's next offsets with the effect id of the record before each (checked before a seek)."""
+        return self.ledger.positions()
+
+    def forget_offsets(self, partitions: list[tuple[str, int]]) -> None:
+        self.ledger.forget_offsets(partitions)
+
+
 @dataclass
 class _Batch:
     """A consumed batch on its way: its messages, decoded records, failures so far, the write in flight."""

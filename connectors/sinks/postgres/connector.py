@@ -15,10 +15,10 @@ import psycopg
 from bizbus.connectors.runtime import probes
 from bizbus.connectors.runtime.ledger import Effect, PgLedger
 from bizbus.connectors.runtime.sink import (
+    LedgerSinkWriter,
     PlannedEffect,
     SinkConnector,
     SinkRecord,
-    SinkWriter,
     WriteResult,
 )
 from psycopg import sql
@@ -33,7 +33,7 @@ from .mapping import ColumnMapper, column_mapper
 RowFn = Callable[[SinkRecord], dict[str, Any]]
 
 
-class PgTableWriter(SinkWriter):
+class PgTableWriter(LedgerSinkWriter):
     """Inserts ``row(record)`` into ``schema.table``; the ledger makes a replay a no-op."""
 
     def __init__(self, dsn: str, connector: str, table: str, row: RowFn, schema: str = "public",
@@ -109,14 +109,6 @@ class PgTableWriter(SinkWriter):
             )
         return out
 
-    def safe_offsets(self) -> dict[tuple[str, int], int]:
-        return self.ledger.committed_offsets()
-
-    def safe_positions(self) -> dict[tuple[str, int], tuple[int, str | None]]:
-        return self.ledger.positions()
-
-    def forget_offsets(self, partitions: list[tuple[str, int]]) -> None:
-        self.ledger.forget_offsets(partitions)
 
     def close(self) -> None:
         self.ledger.close()
