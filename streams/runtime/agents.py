@@ -354,7 +354,7 @@ class Runtime:
             return Reject("unexpected", f"flow {flow} failed on this record: {type(exc).__name__}: {exc}")
 
     async def _decode(self, msg: Any) -> dict[str, Any] | ConnectorError:
-        streak = Backoff(0.5, MAX_BACKOFF).streak()
+        streak = None  # made on the first registry error only: this runs for every record
         while True:
             try:
                 value = self.serde.decode(msg.value)
@@ -362,6 +362,7 @@ class Runtime:
                 return Poison(str(exc), raw=msg.value)
             except RegistryError as exc:  # the registry is down: wait, never dead-letter a good record
                 log.warning("cannot decode %s[%d]@%d yet: %s", msg.topic, msg.partition, msg.offset, exc)
+                streak = streak or Backoff(0.5, MAX_BACKOFF).streak()
                 await streak.await_()
                 continue
             if not isinstance(value, dict) or not isinstance(value.get("meta"), dict):
