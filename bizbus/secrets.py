@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,25 @@ from bizbus.logs import register_secret
 
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _ENV_NAME = re.compile(ENV_NAME)
+
+
+def file_var(name: str) -> str:
+    """The variable that may name a file holding the secret of variable ``name`` (``<name>_FILE``)."""
+    return f"{name}_FILE"
+
+
+def offline_problem(name: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """Why the secret variable ``name`` would give no value, as far as can be told without reading it (None:
+    the variable is set, or its ``_FILE`` variable names a file): what ``bizbus check`` reports."""
+    env = os.environ if environ is None else environ
+    if env.get(name):
+        return None
+    path = env.get(file_var(name))
+    if not path:
+        return f"needs the secret variable {name} (or {file_var(name)}); it is not set"
+    if not Path(path).is_file():
+        return f"{file_var(name)}={path} is not a readable file"
+    return None
 
 
 class SecretNotSet(ConfigError):
@@ -56,7 +76,7 @@ class EnvSecret(str):
 
     @property
     def file_var(self) -> str:
-        return f"{self}_FILE"
+        return file_var(self)
 
     def is_set(self) -> bool:
         """Is a value there (the variable, or the ``_FILE`` variable naming a file)? Reads no file."""

@@ -24,6 +24,22 @@ import yaml
 from bizbus.devstack.procs import free_port
 
 BIZBUS = [sys.executable, "-m", "bizbus"]
+BANNER_END = "Ctrl-C stops everything"  # the last line of `bizbus up`'s banner: the bus is up
+
+
+def read_banner(proc: subprocess.Popen, timeout: float) -> list[str]:
+    """The lines ``proc`` (``bizbus up`` with its stdout piped as text) prints up to its banner's last line,
+    within ``timeout`` seconds or until its output ends (the caller asserts on what came)."""
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if BANNER_END in line:
+            break
+    return lines
 
 
 def children(pid: int) -> list[int]:
@@ -87,7 +103,7 @@ class BusProcess:
         log = open(self.tmp / f"up-{self.runs}.log", "w")  # noqa: SIM115 - the child writes it
         self.proc = subprocess.Popen([*BIZBUS, "up"], stdout=log, stderr=subprocess.STDOUT, text=True, env=self.env)
         self._log_path = self.tmp / f"up-{self.runs}.log"
-        self.wait_output("Ctrl-C stops everything", timeout)
+        self.wait_output(BANNER_END, timeout)
 
     def log(self) -> str:
         return "".join(p.read_text(errors="replace") for p in sorted(self.tmp.glob("up-*.log")))

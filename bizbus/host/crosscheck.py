@@ -8,12 +8,11 @@ from the catalogue, or a secret variable that is not set (neither ``NAME`` nor `
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from pathlib import Path
 
 from bizbus.catalogue import Catalogue
 from bizbus.host.pipeline import Pipeline
+from bizbus.secrets import offline_problem
 
 
 def topic_problems(pipeline: Pipeline, catalogue: Catalogue) -> list[str]:
@@ -27,17 +26,13 @@ def topic_problems(pipeline: Pipeline, catalogue: Catalogue) -> list[str]:
 
 
 def secret_problems(pipeline: Pipeline, environ: Mapping[str, str] | None = None) -> list[str]:
-    env = os.environ if environ is None else environ
     out = []
     for c in pipeline.enabled():
         for var in c.type.secrets(c.config):
-            file = env.get(f"{var}_FILE")
-            if env.get(var):
-                continue
-            if not file:
-                out.append(f"{c.name} ({c.type.name}) needs the secret variable {var} (or {var}_FILE); it is not set")
-            elif not Path(file).is_file():
-                out.append(f"{c.name} ({c.type.name}): {var}_FILE={file} is not a readable file")
+            problem = offline_problem(var, environ)
+            if problem is not None:
+                sep = " " if problem.startswith("needs") else ": "
+                out.append(f"{c.name} ({c.type.name}){sep}{problem}")
     return out
 
 

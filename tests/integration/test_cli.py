@@ -9,7 +9,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,8 +18,7 @@ import pytest
 from bizbus.schemas import catalog
 
 from bizbus.devstack.procs import free_port
-
-BIZBUS = [sys.executable, "-m", "bizbus"]
+from tests.bus_harness import BIZBUS, read_banner
 
 
 def run(*args: str, env: dict[str, str] | None = None, stdin: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -129,15 +127,7 @@ def bus(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[subpro
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
     env.pop("SCHEMA_REGISTRY_URL", None)
     proc = subprocess.Popen([*BIZBUS, "up"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    lines: list[str] = []
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if "Ctrl-C stops everything" in line:
-            break
+    lines = read_banner(proc, 90)
     try:
         yield proc, env, lines
     finally:

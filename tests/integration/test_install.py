@@ -16,13 +16,13 @@ import signal
 import subprocess
 import sys
 import sysconfig
-import time
 from pathlib import Path
 
 import pytest
 
 from bizbus.devstack.procs import free_port
 from bizbus.settings import PROJECT_ROOT
+from tests.bus_harness import read_banner
 
 SOURCES = ("bizbus", "connectors", "streams", "schemas", "pyproject.toml", "setup.py", "README.md")
 
@@ -105,14 +105,7 @@ def test_installed_bizbus_runs_from_another_folder(installed: tuple[Path, Path],
                             text=True)  # fmt: skip
     lines: list[str] = []
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if "Ctrl-C stops everything" in line:
-                break
+        lines = read_banner(proc, 60)
         assert "bizbus is up — pipeline 'default' from " + str(site / "bizbus" / "defaults" / "pipeline.yaml") in "".join(
             lines), "".join(lines)  # fmt: skip
         proc.send_signal(signal.SIGTERM)
