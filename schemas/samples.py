@@ -346,6 +346,39 @@ def _sales_order() -> Record:
     }
 
 
+@_sample("bizbus.sales.OrderDecision")
+def _order_decision() -> Record:
+    order = _sales_order()
+    return {
+        "meta": _meta("bizbus", "order_decision", "SO-2025-0019", 1, "SO-2025-0019", _at(2025, 4, 2, 2, 31),
+                      causation_id=order["meta"]["event_id"]),
+        "order_no": "SO-2025-0019",
+        "company": "SH01",
+        "order_version": 1,
+        "decision": "REFUSED",
+        "reason": "M-AHU-01 in WH-SH00: 2.0000 set ordered, 1.0000 available to promise (short by 1.0000)",
+        "warehouse": "WH-SH00",
+        "lines": order["lines"],
+        "shortfalls": {"M-AHU-01": "1.0000"},
+        "decided_at": _at(2025, 4, 2, 2, 31),
+    }
+
+
+@_sample("bizbus.inventory.ReplenishmentAlert")
+def _replenishment_alert() -> Record:
+    return {
+        "meta": _meta("bizbus", "replenishment_alert", "WH-PD01/M-STEEL-HRB400-20", 1, "WH-PD01/M-STEEL-HRB400-20",
+                      _at(2025, 3, 28, 0, 16)),
+        "warehouse": "WH-PD01",
+        "material": "M-STEEL-HRB400-20",
+        "state": "BELOW",
+        "available": Decimal("5.2500"),
+        "safety_stock": Decimal("6.0000"),
+        "unit": "t",
+        "crossing": 1,
+    }
+
+
 # ------------------------------------------------------------------------------------------ hr
 @_sample("bizbus.hr.Attendance")
 def _attendance() -> Record:
@@ -564,4 +597,39 @@ def _dead_letter() -> Record:
         "error_message": "cost center CC-P2025-001 is not open in Kingdee book SH01 on 2025-03-14",
         "attempts": 1,
         "failed_at": _at(2025, 3, 14, 10, 12, 9, 876000),
+    }
+
+
+# ------------------------------------------------------------------------------------------ budget control (F7)
+@_sample("bizbus.finance.BudgetAlert")
+def _budget_alert() -> Record:
+    return {
+        "meta": _meta("bizbus", "budget_alert", "P2025-001", 1, "P2025-001", _at(2025, 4, 10, 8, 0)),
+        "project": "P2025-001",
+        "company": "SH01",
+        "state": "OVER",
+        "budget_amount": Decimal("1000000.00"),
+        "threshold_percent": Decimal("10.0000"),
+        "labor_amount": Decimal("320000.00"),
+        "material_amount": Decimal("650000.00"),
+        "committed_amount": Decimal("140000.00"),
+        "running_amount": Decimal("1110000.00"),
+        "currency": "CNY",
+        "crossing": 1,
+    }
+
+
+@_sample("bizbus.oa.PaymentFreezeCommand")
+def _payment_freeze_command() -> Record:
+    alert = _budget_alert()
+    return {
+        "meta": _meta("bizbus", "payment_freeze", "P2025-001/1/FREEZE", 1, "P2025-001", _at(2025, 4, 10, 8, 0),
+                      causation_id=alert["meta"]["event_id"]),
+        "command_id": "P2025-001/1/FREEZE",
+        "project": "P2025-001",
+        "company": "SH01",
+        "action": "FREEZE",
+        "reason": "running cost 1110000.00 CNY is 11.00 % over the budget of 1000000.00 CNY (alert line 10.00 %)",
+        "alert_id": alert["meta"]["event_id"],
+        "crossing": 1,
     }

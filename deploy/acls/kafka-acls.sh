@@ -35,10 +35,20 @@ kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add
 kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:supply-chain --operation Read --operation Describe --topic bizbus.sales.order.v1
 kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:finance --operation Read --operation Describe --topic bizbus.sales.order.v1
 kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:bi --operation Read --operation Describe --topic bizbus.sales.order.v1
+kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:sales --operation Read --operation Describe --topic bizbus.sales.order-decision.v1
+kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:supply-chain --operation Read --operation Describe --topic bizbus.sales.order-decision.v1
+kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:bi --operation Read --operation Describe --topic bizbus.sales.order-decision.v1
+kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:supply-chain --operation Read --operation Describe --topic bizbus.inventory.replenishment-alert.v1
+kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:bi --operation Read --operation Describe --topic bizbus.inventory.replenishment-alert.v1
 kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:finance --operation Read --operation Describe --topic bizbus.hr.attendance.v1
 kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:pm-integration --operation Read --operation Describe --topic bizbus.finance.cost-entry.v1
 kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:bi --operation Read --operation Describe --topic bizbus.finance.cost-entry.v1
 kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:bi --operation Read --operation Describe --topic bizbus.finance.voucher.v1
+kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:pm-integration --operation Read --operation Describe --topic bizbus.finance.budget-alert.v1
+kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:oa-integration --operation Read --operation Describe --topic bizbus.finance.budget-alert.v1
+kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:bi --operation Read --operation Describe --topic bizbus.finance.budget-alert.v1
+kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:oa-integration --operation Read --operation Describe --topic bizbus.oa.payment-freeze.v1
+kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:bi --operation Read --operation Describe --topic bizbus.oa.payment-freeze.v1
 kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:pm-integration --operation Read --operation Describe --topic bizbus.md.cost-center.v1
 kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:bi --operation Read --operation Describe --topic bizbus.md.cost-center.v1
 kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:finance --operation Read --operation Describe --topic bizbus.md.supplier.v1
@@ -78,9 +88,13 @@ kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add
 kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:bizbus --operation Write --operation Describe --operation Read --topic bizbus.inventory.goods-issue.v1
 kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:bizbus --operation Write --operation Describe --operation Read --topic bizbus.inventory.level.v1
 kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:bizbus --operation Write --operation Describe --operation Read --topic bizbus.sales.order.v1
+kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:bizbus --operation Write --operation Describe --operation Read --topic bizbus.sales.order-decision.v1
+kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:bizbus --operation Write --operation Describe --operation Read --topic bizbus.inventory.replenishment-alert.v1
 kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:bizbus --operation Write --operation Describe --operation Read --topic bizbus.hr.attendance.v1
 kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:bizbus --operation Write --operation Describe --operation Read --topic bizbus.finance.cost-entry.v1
 kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:bizbus --operation Write --operation Describe --operation Read --topic bizbus.finance.voucher.v1
+kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:bizbus --operation Write --operation Describe --operation Read --topic bizbus.finance.budget-alert.v1
+kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:bizbus --operation Write --operation Describe --operation Read --topic bizbus.oa.payment-freeze.v1
 kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:bizbus --operation Write --operation Describe --operation Read --topic bizbus.md.cost-center.v1
 kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:bizbus --operation Write --operation Describe --operation Read --topic bizbus.md.supplier.v1
 kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:bizbus --operation Write --operation Describe --operation Read --topic bizbus.md.employee.v1
