@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 import pytest
 import yaml
+from bizbus.connectors.runtime.base import TaskRuntime, TaskSpec
 from bizbus.connectors.runtime.sink import HoldBatch, SinkRunner
 from bizbus.connectors.sinks.reporting import convert, mapping
 from bizbus.connectors.sinks.reporting.connector import ReportingWriter
@@ -293,7 +294,7 @@ def test_an_incompatible_change_holds_the_batch_instead_of_dead_letters(embedded
 def test_terminated_connections_lose_nothing_and_write_nothing_twice(embedded_broker, registry) -> None:
     entries = [e for e in CATALOGUE if e["name"] in ("bizbus.sales.order.v1", "bizbus.inventory.level.v1")]
     bus = Bus(embedded_broker.bootstrap_servers, registry.url, entries, partitions=3)
-    orders, levels = 40, 30
+    orders, levels = 120, 80
     last: dict[str, dict[str, Any]] = {}
     n = 0
     for version in range(1, 6):
@@ -316,25 +317,26 @@ def test_terminated_connections_lose_nothing_and_write_nothing_twice(embedded_br
     bus.flush()
     with private_postgres() as server:
         dsn = server.dsn()
-        runner = bus.runner(dsn, "rep-chaos", "reporting", "bizbus_ledger", batch_size=20)
-        stop = threading.Event()
-        t = threading.Thread(target=runner.run, args=(stop,), daemon=True)
-        t.start()
+        runner = bus.runner(dsn, "rep-chaos", "reporting", "bizbus_ledger", batch_size=5)
+        task = TaskRuntime("rep-chaos", TaskSpec(0), runner, retry_min=0.05, retry_max=1.0)  # as a worker runs it
+        task.start()
         kills = []
         try:
             deadline = time.monotonic() + 150
-            while runner.stats.consumed < n and time.monotonic() < deadline:
-                time.sleep(0.4)
-                kills.append(server.terminate("bizbus%"))
+            while runner.stats.applied == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
             while time.monotonic() < deadline:
                 with server.connect() as c:
                     if c.execute("SELECT count(*) FROM bizbus_ledger.applied_effects").fetchone()[0] >= n:
                         break
-                time.sleep(0.5)
+                if len(kills) < 12:
+                    kills.append(server.terminate("bizbus%"))  # mid-stream: every connection of the sink
+                time.sleep(0.1)
         finally:
-            stop.set()
-            t.join(30)
+            task.stop()
+            task.join(30)
             runner.close()
+        assert task.error is None
         with server.connect() as conn:
             assert conn.execute("SELECT count(*) FROM bizbus_ledger.applied_effects").fetchone()[0] == n
             assert conn.execute("SELECT count(*), count(DISTINCT event_id) FROM reporting.sales_order_history"
@@ -346,5 +348,6 @@ def test_terminated_connections_lose_nothing_and_write_nothing_twice(embedded_br
                 assert_landed(conn, "reporting", "bizbus.inventory.level.v1", last[f"M-{i}"])
             lines = conn.execute("SELECT count(*) FROM reporting.sales_order_line").fetchone()[0]
         assert lines == sum(len(last[f"SO-{i}"]["lines"]) for i in range(orders))
-        print(f"\nreporting chaos: {n} records, terminations {kills}, outages {runner.stats.outages}")
+        print(f"\nreporting chaos: {n} records, terminations {kills}, task restarts {task.failures}, "
+              f"outages {runner.stats.outages}, duplicates absorbed {runner.stats.duplicates}")
         assert sum(1 for k in kills if k) >= 3, kills
