@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -32,7 +33,7 @@ from bizbus.serde import AvroSerde
 from tests.pg_private import private_postgres
 
 DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
-CATALOGUE = [t for t in yaml.safe_load(open(catalog.AVRO_DIR.parent.parent / "deploy" / "topics.yaml"))["topics"]
+CATALOGUE = [t for t in yaml.safe_load((Path(__file__).resolve().parents[2] / "deploy" / "topics.yaml").read_text())["topics"]
              if t["name"] != "bizbus.ops.dead-letter.v1"]  # fmt: skip
 
 

@@ -87,4 +87,7 @@ def test_example_pipelines_are_valid() -> None:
     for path in examples:
         pl = load_pipeline(path)
         kinds = {c.type.kind for c in pl.components}
+        if path.name == "reporting.yaml":  # the reporting sink's worker: it reads what other pipelines produce
+            assert kinds == {"sink"}, path
+            continue
         assert {"source", "sink"} <= kinds, path

@@ -6,6 +6,7 @@ import copy
 import json
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 import yaml
@@ -14,7 +15,7 @@ from bizbus.schemas import catalog
 
 from bizbus.failures import Permanent
 
-TOPICS = yaml.safe_load(open(catalog.AVRO_DIR.parent.parent / "deploy" / "topics.yaml"))["topics"]
+TOPICS = yaml.safe_load((Path(__file__).resolve().parents[2] / "deploy" / "topics.yaml").read_text())["topics"]
 
 
 def _layout(topic: str, schema: str) -> mapping.Layout:
