@@ -19,7 +19,7 @@ import psycopg
 import pytest
 import yaml
 from bizbus.connectors.runtime.base import TaskRuntime, TaskSpec
-from bizbus.connectors.runtime.sink import HoldBatch, SinkRunner
+from bizbus.connectors.runtime.sink import SinkRunner
 from bizbus.connectors.sinks.reporting import convert, mapping
 from bizbus.connectors.sinks.reporting.connector import ReportingWriter
 from bizbus.schemas import catalog
@@ -212,29 +212,31 @@ def test_every_catalogue_sample_lands_exactly_and_a_replay_writes_nothing(embedd
     assert_landed(conn, schema, "bizbus.sales.order.v1", newer)
 
 
+def wait_for(what, timeout: float = 60, why=lambda: "") -> None:
+    deadline = time.monotonic() + timeout
+    while not what():
+        assert time.monotonic() < deadline, f"timed out {why()}"
+        time.sleep(0.1)
+
+
 def test_a_new_nullable_field_adds_a_column_while_running(embedded_broker, registry, pg) -> None:
+    """The ALTER waits at most ddl_lock_timeout for a report's open transaction (readers queue behind it no
+    longer than that), gives up, and is tried again until it gets the lock; then old rows read NULL."""
     conn, schema, ledger = pg
     entry = next(e for e in CATALOGUE if e["name"] == "bizbus.md.material.v1")
     bus = Bus(embedded_broker.bootstrap_servers, registry.url, [entry])
     old = catalog.sample("bizbus.md.Material")
     bus.send(entry["name"], old)
     bus.flush()
-    name = f"rep-{uuid.uuid4().hex[:6]}"
-    runner = bus.runner(DSN, name, schema, ledger)
-    stop = threading.Event()
-    t = threading.Thread(target=runner.run, args=(stop,), daemon=True)
-    t.start()
+    runner = bus.runner(DSN, f"rep-{uuid.uuid4().hex[:6]}", schema, ledger)
+    runner.writer.lock_timeout_ms = 300
+    task = TaskRuntime(runner.name, TaskSpec(0), runner, retry_min=0.2, retry_max=0.5)
+    task.start()
+    reader = psycopg.connect(DSN, autocommit=False)
     try:
-        deadline = time.monotonic() + 60
-        while runner.stats.applied < 1 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert runner.stats.applied == 1
-        node = conn.execute(f"SELECT '{schema}.md_material'::regclass::oid, pg_relation_filenode('{schema}.md_material')"
-                            ).fetchone()  # fmt: skip
-        # a reader in an open transaction keeps reading while the column comes
-        reader = psycopg.connect(DSN, autocommit=False)
-        assert len(fetch(reader, schema, "md_material")) == 1
-        reader.commit()
+        wait_for(lambda: runner.stats.applied == 1)
+        node = conn.execute(f"SELECT pg_relation_filenode('{schema}.md_material')").fetchone()
+        assert len(fetch(reader, schema, "md_material")) == 1  # a long report: its transaction stays open
 
         v2 = catalog.load("bizbus.md.Material")
         v2["fields"].append({"name": "color", "type": ["null", "string"], "default": None})
@@ -244,52 +246,81 @@ def test_a_new_nullable_field_adds_a_column_while_running(embedded_broker, regis
         new["meta"]["event_id"] = str(uuid.uuid4())
         bus.producer.produce(bus.topic[entry["name"]], key=b"M-NEW", value=encode(new))
         bus.flush()
-        deadline = time.monotonic() + 60
-        while runner.stats.applied < 2 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert runner.stats.applied == 2
+        wait_for(lambda: task.retrying is not None)  # the ALTER gave up: the report's lock is still there
+        assert "readers' locks" in task.retrying
+        other = psycopg.connect(DSN, autocommit=True)
+        started = time.monotonic()
+        assert len(fetch(other, schema, "md_material")) == 1  # other readers are not stuck behind the ALTER
+        assert time.monotonic() - started < 1.0
+        other.close()
+        assert runner.stats.applied == 1
+        reader.commit()  # the report ends
+        wait_for(lambda: runner.stats.applied == 2)
     finally:
-        stop.set()
-        t.join(20)
+        task.stop()
+        task.join(20)
         runner.close()
+        reader.close()
+    assert task.error is None
     rows = {r["code"]: r for r in fetch(conn, schema, "md_material")}
     assert rows[old["code"]]["color"] is None and rows["M-NEW"]["color"] == "红"
     assert fetch(conn, schema, "md_material_history", "WHERE code = 'M-NEW'")[0]["color"] == "红"
-    assert conn.execute(f"SELECT '{schema}.md_material'::regclass::oid, pg_relation_filenode('{schema}.md_material')"
-                        ).fetchone() == node  # fmt: skip  # same relation file: no rewrite
+    assert conn.execute(f"SELECT pg_relation_filenode('{schema}.md_material')").fetchone() == node  # no rewrite
     assert runner.writer.ddl_statements == 3 + 2  # two tables and an index at first, then the two ALTERs
-    reader.close()
 
 
-def test_an_incompatible_change_holds_the_batch_instead_of_dead_letters(embedded_broker, registry, pg) -> None:
+def test_an_incompatible_change_parks_its_topic_and_the_others_go_on(embedded_broker, registry, pg,
+                                                                     monkeypatch) -> None:  # fmt: skip
+    from bizbus.connectors.sinks.reporting import connector
+
+    monkeypatch.setattr(connector, "UNPARK_EVERY", 0.2)
     conn, schema, ledger = pg
-    entry = next(e for e in CATALOGUE if e["name"] == "bizbus.md.material.v1")
-    bus = Bus(embedded_broker.bootstrap_servers, registry.url, [entry])
-    writer = bus.writer(DSN, "rep-hold", schema, ledger)
-    writer.setup()
-    try:
+    entries = [e for e in CATALOGUE if e["name"] in ("bizbus.md.material.v1", "bizbus.inventory.level.v1")]
+    bus = Bus(embedded_broker.bootstrap_servers, registry.url, entries)
+    conn.execute(f'CREATE SCHEMA "{schema}"')  # a table someone made by hand: standard_cost is no bigint
+    conn.execute(f'CREATE TABLE "{schema}".md_material (code text PRIMARY KEY, standard_cost bigint)')
+    materials = []
+    for i in range(3):
         rec = catalog.sample("bizbus.md.Material")
-        bus.send(entry["name"], rec)
-        bus.flush()
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-        conn.execute(f'CREATE TABLE "{schema}".md_material (code text PRIMARY KEY, standard_cost bigint)')
-        c = Consumer({**bus.conf, "group.id": f"g-{uuid.uuid4().hex[:6]}", "auto.offset.reset": "earliest"})
-        c.assign([TopicPartition(bus.topic[entry["name"]], 0, 0)])
-        m = None
-        while m is None or m.error() is not None:
-            m = c.poll(1)
-        c.close()
-        from bizbus.connectors.runtime.sink import SinkRecord
+        rec.update(code=f"M-{i}", version=1)
+        rec["meta"]["event_id"] = f"m-{i}"
+        materials.append(rec)
+        bus.send("bizbus.md.material.v1", rec, key=rec["code"])
+        level = catalog.sample("bizbus.inventory.InventoryLevel")
+        level.update(material=f"M-{i}")
+        level["meta"]["event_id"] = f"l-{i}"
+        bus.send("bizbus.inventory.level.v1", level, key=f"W/M-{i}")
+    bus.flush()
+    runner = bus.runner(DSN, f"rep-{uuid.uuid4().hex[:6]}", schema, ledger)
+    task = TaskRuntime(runner.name, TaskSpec(0), runner, retry_min=0.2, retry_max=0.5)
+    task.start()
+    try:
+        wait_for(lambda: runner.stats.applied == 6)
+        assert runner.stats.dead_lettered == 0 and runner.writer.parked == 3
+        assert len(fetch(conn, schema, "inventory_level")) == 3  # the other topic went on
+        parked = fetch(conn, schema, "_parked_events", "ORDER BY kafka_offset")
+        assert [p["event_id"] for p in parked] == ["m-0", "m-1", "m-2"]
+        assert "standard_cost is bigint" in parked[0]["reason"] and "numeric(18,6)" in parked[0]["reason"]
+        assert fetch(conn, schema, "md_material") == []
 
-        sr = SinkRecord(m.topic(), 0, m.offset(), m.key(), bus.serde.decode(m.value()), m.value(), [], None)
-        with pytest.raises(HoldBatch, match=r"standard_cost is bigint, the schema of .* needs numeric\(18,6\)"):
-            writer.write([sr])
-        assert writer.ledger.applied_count() == 0
-        conn.execute(f'DROP TABLE "{schema}".md_material')  # the operator's fix: the sink goes on by itself
-        assert writer.write([sr]).applied == 1
-        assert fetch(conn, schema, "md_material")[0]["standard_cost"] == rec["standard_cost"]
+        conn.execute(f'ALTER TABLE "{schema}".md_material ALTER COLUMN standard_cost TYPE numeric(18,6)')  # the fix
+        newer = copy.deepcopy(materials[0])
+        newer.update(version=2, name="newer")
+        newer["meta"]["event_id"] = "m-0-v2"
+        bus.send("bizbus.md.material.v1", newer, key="M-0")  # the next batch writes the parked ones first
+        bus.flush()
+        wait_for(lambda: len(fetch(conn, schema, "md_material")) == 3 and runner.stats.applied == 7, 30,
+                 lambda: (runner.stats, task.retrying, task.error, fetch(conn, schema, "_parked_events")))
     finally:
-        writer.close()
+        task.stop()
+        task.join(20)
+        runner.close()
+    assert task.error is None
+    assert fetch(conn, schema, "_parked_events") == []
+    for rec in [newer, *materials[1:]]:
+        assert_landed(conn, schema, "bizbus.md.material.v1", rec)
+    assert len(fetch(conn, schema, "md_material_history")) == 4
+    assert bus.dead_letters(0) == []
 
 
 def test_terminated_connections_lose_nothing_and_write_nothing_twice(embedded_broker, registry) -> None:

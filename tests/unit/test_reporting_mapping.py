@@ -123,7 +123,9 @@ def _with_field(schema: dict, name: str, kind) -> dict:
 
 
 def _existing(lay: mapping.Layout) -> dict[str, dict[str, str]]:
-    return {t: {n: k for n, k, _ in cols} for t, cols in mapping.wanted(lay).items()}
+    stamps = {lay.table: "updated_at"}
+    return {t: {n: k for n, k, _ in cols} | {stamps.get(t, "landed_at"): "timestamp with time zone"}
+            for t, cols in mapping.wanted(lay).items()}  # fmt: skip
 
 
 def test_a_new_nullable_field_is_an_add_column_and_a_type_change_is_refused() -> None:

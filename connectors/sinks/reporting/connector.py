@@ -8,15 +8,19 @@ again instead of queueing every other reader behind it. Then the rows and the le
 transaction (``PgLedger.apply_batch``): a replay, a crash or a terminated connection writes nothing twice.
 
 Failures: a record without its business key or with repeated line numbers is a dead letter (``Permanent``);
-a schema the tables cannot take (a column would change its type) raises ``HoldBatch``: nothing of the batch
-is written, the task retries with back-off and names the problem until someone fixes the table; a database
-that is down is waited for by the sink runtime (paused partitions, ``bizbus_sink_paused``).
+a schema the tables cannot take (a column would change its type) **parks its topic** (state.py): its records
+go into ``<schema>._parked_events`` with their ledger rows, in order, the other topics go on, and once the
+tables fit again (checked every ``UNPARK_EVERY`` seconds while batches come) they are written before any newer
+record of that topic. An ALTER that waited too long for readers' locks raises ``HoldBatch``: nothing of the
+batch is written and the task tries again after a back-off. A database that is down is waited for by the
+sink runtime (paused partitions, ``bizbus_sink_paused``).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 import zlib
 from typing import Any
 
@@ -37,11 +41,13 @@ from bizbus.failures import Permanent, classify
 from bizbus.pgconn import close_quietly, connect
 from bizbus.serde import AvroSerde
 
+from . import state
 from .config import ReportingSinkConfig
 from .convert import Rows, Statements, build, params, statements
 from .mapping import Layout, SchemaMismatch, create_statements, ident, layout, reconcile
 
 log = logging.getLogger(__name__)
+UNPARK_EVERY = 5.0  # seconds between attempts to write a parked topic again
 _DDL_LOCK = threading.Lock()  # tasks of one process make DDL one at a time (other processes: advisory lock)
 
 
@@ -59,30 +65,38 @@ class ReportingWriter(LedgerSinkWriter):
         self._ready: set[tuple[str, int | None]] = set()  # layouts whose tables were checked
         self._ddl: psycopg.Connection[Any] | None = None
         self.ddl_statements = 0  # ALTER / CREATE statements this writer ran (tests, logs)
+        self.parked = 0  # records this writer parked
+        self._unpark_at = 0.0
 
     def setup(self) -> None:
         self.ledger.setup()
+        with _DDL_LOCK:
+            conn = self._ddl_conn()
+            with conn.transaction(), conn.cursor() as cur:
+                cur.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key(),))
+                cur.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(self.schema)}")
+                cur.execute(state.create_sql(self.schema))
 
     def close(self) -> None:
         close_quietly(self._ddl)
         self._ddl = None
         self.ledger.close()
 
+    def _lock_key(self, what: str = "") -> int:
+        return zlib.crc32(f"bizbus_reporting:{self.schema}{what}".encode()) - 2**31
+
     # -- layouts and DDL -----------------------------------------------------------------------------
 
     def _layout(self, r: SinkRecord) -> tuple[Layout, Statements]:
-        """The layout of the record's writer schema, its tables made / extended first (cached per schema id)."""
+        """The layout of the record's writer schema, its tables made / extended first (cached per schema id);
+        ``SchemaMismatch`` when the tables cannot take it."""
         schema_id = AvroSerde.schema_id_of(r.raw)
         k = (r.topic, schema_id)
         hit = self._layouts.get(k)
         if hit is None:
             if schema_id is None:
                 raise Permanent("the record is not in the Confluent wire format", reason="decode")
-            try:
-                lay = layout(r.topic, self.serde.parsed(schema_id), self.keys.get(r.topic), self.tables.get(r.topic))
-            except SchemaMismatch as exc:
-                raise HoldBatch(f"reporting sink {self.connector}: {r.topic} (schema id {schema_id}): {exc}",
-                                reason="schema_mismatch") from None  # fmt: skip
+            lay = layout(r.topic, self.serde.parsed(schema_id), self.keys.get(r.topic), self.tables.get(r.topic))
             hit = self._layouts[k] = (lay, statements(self.schema, lay))
         if k not in self._ready:
             self._ensure(hit[0])
@@ -97,24 +111,19 @@ class ReportingWriter(LedgerSinkWriter):
 
     def _ensure(self, lay: Layout) -> None:
         """Create the layout's tables if missing and add the columns it has and they do not, in one short
-        transaction under ``lock_timeout``; a column that would change type holds the batch (``HoldBatch``)."""
+        transaction under ``lock_timeout`` (``SchemaMismatch``: a column would change its type; ``HoldBatch``:
+        readers held the table longer than the timeout)."""
         with _DDL_LOCK:
             conn = self._ddl_conn()
             try:
                 with conn.transaction(), conn.cursor() as cur:
                     cur.execute(f"SET LOCAL lock_timeout = {int(self.lock_timeout_ms)}")
-                    cur.execute("SELECT pg_advisory_xact_lock(%s)",
-                                (zlib.crc32(f"bizbus_reporting:{self.schema}".encode()) - 2**31,))  # fmt: skip
-                    cur.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(self.schema)}")
+                    cur.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key(),))
                     existing = self._columns(cur, lay)
                     todo = [stmt for table, stmt in create_statements(self.schema, lay) if table not in existing]
                     todo += reconcile(self.schema, lay, existing)
                     for stmt in todo:
                         cur.execute(stmt)
-            except SchemaMismatch as exc:
-                raise HoldBatch(f"reporting sink {self.connector}: {lay.topic}: {exc}; fix the table (or route the "
-                                f"topic to a new table with 'tables:'), the sink retries until then",
-                                reason="schema_mismatch") from None  # fmt: skip
             except psycopg.errors.LockNotAvailable as exc:
                 raise HoldBatch(f"reporting sink {self.connector}: changing the tables of {lay.topic} waited "
                                 f"{self.lock_timeout_ms} ms for readers' locks; tried again later ({exc})",
@@ -136,21 +145,42 @@ class ReportingWriter(LedgerSinkWriter):
 
     # -- writing -------------------------------------------------------------------------------------
 
-    def _prepare(self, records: list[SinkRecord]) -> tuple[list[Effect], dict[str, Exception]]:
+    def _prepare(self, records: list[SinkRecord], parked: dict[str, str]) -> tuple[list[Effect], dict[str, Exception]]:
+        """The effects of a batch: rows, or a parked record for a topic whose tables cannot take its schema
+        (``parked`` grows when a record shows one); per-record failures (dead letters)."""
         effects, failed = [], {}
         for r in records:
             try:
-                lay, st = self._layout(r)
+                if r.topic not in parked:
+                    try:
+                        lay, st = self._layout(r)
+                    except SchemaMismatch as exc:
+                        parked[r.topic] = f"schema id {AvroSerde.schema_id_of(r.raw)}: {exc}"
+                        log.error("reporting sink %s: topic %s is parked: %s. Its records wait in %s.%s and are "
+                                  "written in order once the tables fit (alter the column, or route the topic to a "
+                                  "new table with 'tables:'); the other topics go on", self.connector, r.topic,
+                                  parked[r.topic], self.schema, state.PARKED)  # fmt: skip
+                if r.topic in parked:
+                    effects.append(Effect(r.effect_id, r.topic, r.partition, r.offset, ("park", r, parked[r.topic])))
+                    continue
                 rows = build(lay, r.value, r.partition, r.offset)
             except Permanent as exc:
                 failed[r.effect_id] = exc
                 continue
-            effects.append(Effect(r.effect_id, r.topic, r.partition, r.offset, (lay, st, rows)))
+            effects.append(Effect(r.effect_id, r.topic, r.partition, r.offset, ("row", lay, st, rows)))
         return effects, failed
 
+    def _apply(self, cur: Any, effect: Effect) -> None:
+        kind, *rest = effect.payload
+        if kind == "park":
+            r, reason = rest
+            cur.execute(state.park_sql(self.schema), (r.topic, r.partition, r.offset, r.effect_id, r.key, r.raw, reason))
+            self.parked += 1
+            return
+        self._write_rows(cur, *rest)
+
     @staticmethod
-    def _apply(cur: Any, effect: Effect) -> None:
-        lay, st, rows = effect.payload
+    def _write_rows(cur: Any, lay: Layout, st: Statements, rows: Rows) -> None:
         row, hist, key, lines = params(lay, rows)
         cur.execute(st.history, hist)
         cur.execute(st.upsert, row)
@@ -159,8 +189,65 @@ class ReportingWriter(LedgerSinkWriter):
             for item in items:
                 cur.execute(st.insert_line[table], item)
 
+    def _unpark(self) -> dict[str, str]:
+        """Write the parked records of each topic whose tables fit again (in order, each chunk with the deletion
+        of its parked rows in one transaction; at most every ``UNPARK_EVERY`` seconds); the topics still parked."""
+        conn = self._ddl_conn()
+        with conn.cursor() as cur:
+            parked = state.parked_topics(cur, self.schema)
+        if not parked or time.monotonic() < self._unpark_at:
+            return parked
+        self._unpark_at = time.monotonic() + UNPARK_EVERY
+        for topic in list(parked):
+            while True:
+                with conn.cursor() as cur:
+                    chunk = state.parked_chunk(cur, self.schema, topic)
+                if not chunk:
+                    del parked[topic]
+                    log.info("reporting sink %s: topic %s is written again (its parked records are in)", self.connector,
+                             topic)  # fmt: skip
+                    break
+                try:  # layouts (and their DDL) first, outside the transaction that writes the rows
+                    records = [SinkRecord(topic, p, o, k, self.serde.decode(raw), raw, [], None) for p, o, k, raw in chunk]
+                    prepared = [(r, *self._layout(r)) for r in records]
+                except SchemaMismatch as exc:
+                    with conn.cursor() as cur:
+                        state.set_reason(cur, self.schema, topic, str(exc))
+                    break
+                try:
+                    if not self._unpark_chunk(conn, topic, chunk, prepared):
+                        continue  # another task wrote these meanwhile: look again
+                except psycopg.Error as exc:
+                    if conn.broken or isinstance(exc, psycopg.OperationalError):
+                        raise
+                    log.error("reporting sink %s: the parked records of %s cannot be written yet: %s", self.connector,
+                              topic, exc)  # fmt: skip
+                    with conn.cursor() as cur:
+                        state.set_reason(cur, self.schema, topic, str(exc))
+                    break
+        return parked
+
+    def _unpark_chunk(self, conn: Any, topic: str, chunk: list[Any], prepared: list[Any]) -> bool:
+        """Write one chunk of parked records and delete them, in one transaction; False if it changed meanwhile."""
+        with conn.transaction(), conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key(topic),))
+            if state.parked_chunk(cur, self.schema, topic) != chunk:
+                return False
+            for r, lay, st in prepared:
+                try:
+                    rows = build(lay, r.value, r.partition, r.offset)
+                except Permanent as exc:
+                    log.error("reporting sink %s: parked record %s[%d]@%d (key %r) does not fit: %s; kept in "
+                              "%s.%s with failed set", self.connector, topic, r.partition, r.offset, r.key, exc,
+                              self.schema, state.PARKED)  # fmt: skip
+                    state.set_failed(cur, self.schema, topic, r.partition, r.offset, str(exc))
+                    continue
+                self._write_rows(cur, lay, st, rows)
+                state.unpark(cur, self.schema, topic, r.partition, r.offset)
+        return True
+
     def write(self, records: list[SinkRecord]) -> WriteResult:
-        effects, failed = self._prepare(records)
+        effects, failed = self._prepare(records, self._unpark())
         res = self.ledger.apply_batch(effects, self._apply, transactional_write=True) if effects else None
         errors = {k: classify(v) for k, v in failed.items()}
         if res is None:

@@ -310,6 +310,10 @@ def reconcile(schema: str, lay: Layout, existing: dict[str, dict[str, str]]) -> 
         have = existing.get(table)
         if have is None:
             continue  # created by create_statements
+        stamp = "updated_at" if table == lay.table else "landed_at"
+        if stamp not in have:  # a table made by hand
+            out.append(f"ALTER TABLE {ident(schema)}.{ident(table)} ADD COLUMN IF NOT EXISTS {stamp} "
+                       "timestamp with time zone NOT NULL DEFAULT now()")  # fmt: skip
         for name, kind, _null in cols:
             if name not in have:
                 out.append(f"ALTER TABLE {ident(schema)}.{ident(table)} ADD COLUMN IF NOT EXISTS {ident(name)} {kind}")
