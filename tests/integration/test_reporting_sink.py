@@ -323,63 +323,77 @@ def test_an_incompatible_change_parks_its_topic_and_the_others_go_on(embedded_br
     assert bus.dead_letters(0) == []
 
 
-def test_terminated_connections_lose_nothing_and_write_nothing_twice(embedded_broker, registry) -> None:
+def test_terminated_and_stopped_database_loses_nothing_and_writes_nothing_twice(embedded_broker, registry) -> None:
+    """Versions 1-5 of 120 orders and 80 stock levels while every connection of the sink is terminated again
+    and again, then versions 6-7 while the server is stopped for 4 s: all there once, the newest current."""
     entries = [e for e in CATALOGUE if e["name"] in ("bizbus.sales.order.v1", "bizbus.inventory.level.v1")]
     bus = Bus(embedded_broker.bootstrap_servers, registry.url, entries, partitions=3)
     orders, levels = 120, 80
     last: dict[str, dict[str, Any]] = {}
-    n = 0
-    for version in range(1, 6):
-        for i in range(orders):
-            rec = catalog.sample("bizbus.sales.SalesOrder")
-            rec.update(order_no=f"SO-{i}", version=version)
-            rec["meta"]["event_id"] = f"so-{i}-{version}"
-            rec["lines"] = [dict(rec["lines"][0], line_no=j + 1) for j in range(1 + (i + version) % 4)]
-            bus.send("bizbus.sales.order.v1", rec, key=f"SO-{i}")
-            last[f"SO-{i}"] = rec
-            n += 1
-        for i in range(levels):
-            rec = catalog.sample("bizbus.inventory.InventoryLevel")
-            rec.update(material=f"M-{i}")
-            rec["on_hand"] = rec["on_hand"] + version
-            rec["meta"]["event_id"] = f"lv-{i}-{version}"
-            bus.send("bizbus.inventory.level.v1", rec, key=f"{rec['warehouse']}/M-{i}")
-            last[f"M-{i}"] = rec
-            n += 1
-    bus.flush()
+
+    def produce(versions: range) -> int:
+        n = 0
+        for version in versions:
+            for i in range(orders):
+                rec = catalog.sample("bizbus.sales.SalesOrder")
+                rec.update(order_no=f"SO-{i}", version=version)
+                rec["meta"]["event_id"] = f"so-{i}-{version}"
+                rec["lines"] = [dict(rec["lines"][0], line_no=j + 1) for j in range(1 + (i + version) % 4)]
+                bus.send("bizbus.sales.order.v1", rec, key=f"SO-{i}")
+                last[f"SO-{i}"] = rec
+                n += 1
+            for i in range(levels):
+                rec = catalog.sample("bizbus.inventory.InventoryLevel")
+                rec.update(material=f"M-{i}")
+                rec["on_hand"] = rec["on_hand"] + version
+                rec["meta"]["event_id"] = f"lv-{i}-{version}"
+                bus.send("bizbus.inventory.level.v1", rec, key=f"{rec['warehouse']}/M-{i}")
+                last[f"M-{i}"] = rec
+                n += 1
+        bus.flush()
+        return n
+
+    n = produce(range(1, 6))
     with private_postgres() as server:
-        dsn = server.dsn()
-        runner = bus.runner(dsn, "rep-chaos", "reporting", "bizbus_ledger", batch_size=5)
+
+        def applied() -> int:
+            try:
+                with server.connect() as c:
+                    return int(c.execute("SELECT count(*) FROM bizbus_ledger.applied_effects").fetchone()[0])
+            except psycopg.Error:
+                return -1
+
+        runner = bus.runner(server.dsn(), "rep-chaos", "reporting", "bizbus_ledger", batch_size=5)
         task = TaskRuntime("rep-chaos", TaskSpec(0), runner, retry_min=0.05, retry_max=1.0)  # as a worker runs it
         task.start()
         kills = []
         try:
-            deadline = time.monotonic() + 150
-            while runner.stats.applied == 0 and time.monotonic() < deadline:
-                time.sleep(0.05)
-            while time.monotonic() < deadline:
-                with server.connect() as c:
-                    if c.execute("SELECT count(*) FROM bizbus_ledger.applied_effects").fetchone()[0] >= n:
-                        break
-                if len(kills) < 12:
-                    kills.append(server.terminate("bizbus%"))  # mid-stream: every connection of the sink
+            wait_for(lambda: runner.stats.applied > 0)
+            while applied() < n and len(kills) < 12:
+                kills.append(server.terminate("bizbus%"))  # mid-stream: every connection of the sink
                 time.sleep(0.1)
+            wait_for(lambda: applied() >= n, 120)
+            with server.down(seconds=4):
+                n += produce(range(6, 8))
+                wait_for(lambda: runner.stats.outages > 0 or task.retrying is not None, 30)
+                assert runner.stats.dead_lettered == 0
+            wait_for(lambda: applied() >= n, 120)
         finally:
             task.stop()
             task.join(30)
             runner.close()
-        assert task.error is None
+        assert task.error is None and runner.stats.dead_lettered == 0
         with server.connect() as conn:
             assert conn.execute("SELECT count(*) FROM bizbus_ledger.applied_effects").fetchone()[0] == n
             assert conn.execute("SELECT count(*), count(DISTINCT event_id) FROM reporting.sales_order_history"
-                                ).fetchone() == (orders * 5, orders * 5)  # fmt: skip
-            assert conn.execute("SELECT count(*) FROM reporting.inventory_level_history").fetchone()[0] == levels * 5
+                                ).fetchone() == (orders * 7, orders * 7)  # fmt: skip
+            assert conn.execute("SELECT count(*) FROM reporting.inventory_level_history").fetchone()[0] == levels * 7
             for i in range(orders):
                 assert_landed(conn, "reporting", "bizbus.sales.order.v1", last[f"SO-{i}"])
             for i in range(levels):
                 assert_landed(conn, "reporting", "bizbus.inventory.level.v1", last[f"M-{i}"])
             lines = conn.execute("SELECT count(*) FROM reporting.sales_order_line").fetchone()[0]
         assert lines == sum(len(last[f"SO-{i}"]["lines"]) for i in range(orders))
-        print(f"\nreporting chaos: {n} records, terminations {kills}, task restarts {task.failures}, "
-              f"outages {runner.stats.outages}, duplicates absorbed {runner.stats.duplicates}")
+        print(f"\nreporting chaos: {n} records, terminations {kills}, outages {runner.stats.outages}, "
+              f"duplicates absorbed {runner.stats.duplicates}, dead letters {runner.stats.dead_lettered}")
         assert sum(1 for k in kills if k) >= 3, kills
