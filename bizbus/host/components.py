@@ -158,6 +158,7 @@ BUILTIN: tuple[str | ComponentSpec, ...] = (
     "bizbus.connectors.sinks.postgres.spec:SPEC",
     "bizbus.connectors.sinks.http_api.spec:SPEC",
     "bizbus.connectors.sinks.tryton.spec:SPEC",
+    "bizbus.connectors.sinks.reporting.spec:SPEC",
     "bizbus.streams.cost_centers.spec:SPEC",
     "bizbus.streams.labor_cost.spec:SPEC",
     "bizbus.streams.approvals.spec:SPEC",
