@@ -55,9 +55,9 @@ class CdcConverter(Converter):
         return [o for o in out if isinstance(o, Event)]
 
     def convert_rows(self, row: InboxRow) -> list[Out]:
-        if row.kind == HANDOVER:
-            return []
         p = row.payload
+        if row.kind == HANDOVER and (self.docs is None or not p.get("chunk")):
+            return []
         snapshot = row.kind != "cdc:tx"
         position = f"snapshot@{p['position']}" if snapshot else str(p["position"])
         when = dt.datetime.fromisoformat(p["commit_time"])
@@ -73,11 +73,11 @@ class CdcConverter(Converter):
             if c.table in self._headers or c.table in self._lines:
                 self._apply_doc(c, row.id, touched, out)
         if self.docs is not None:
-            if p.get("last", True):
-                first = row.id - int(p.get("chunk", 0)) if not snapshot else row.id
+            if p.get("last", True):  # the transaction's last chunk, or the snapshot's handover
+                first = row.id - int(p.get("chunk", 0))
                 for name, key in self.docs.touched_between(first, row.id) - set(touched):
                     touched[(name, key)] = self.docs.before(name, key, row.id + 1)
-                done = Change("update", row.id * VERSION_SLOTS + VERSION_SLOTS - 1, when, position,
+                done = Change("read" if snapshot else "update", row.id * VERSION_SLOTS + VERSION_SLOTS - 1, when, position,
                               self.mapping.source_system, self.mapping.constants, self.mapping.units)  # fmt: skip
                 for (name, key), img in sorted(touched.items()):
                     out.extend(self._document(self._doc(name), key, img, done))
@@ -132,7 +132,7 @@ class CdcConverter(Converter):
         header = img.header if img.header is not None else img.deleted
         if header is None:  # lines whose header the log has not shown yet: emitted with the header
             return []
-        op = img.header_op or "update"
+        op = img.header_op or done.op
         change = Change(op, done.version, done.commit_time, done.position, done.source_system, done.constants,
                         done.units)  # fmt: skip
         key = ""
