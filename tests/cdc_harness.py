@@ -19,8 +19,8 @@ from bizbus.connectors.runtime.cdc import CaptureTask, CdcConverter, CdcReader, 
 from bizbus.connectors.runtime.cdc.docstate import DocState
 from bizbus.connectors.runtime.inbox import PgInbox
 from bizbus.connectors.runtime.source import SourceTask
+from bizbus.connectors.sources.postgres_cdc.api import PgLogReader
 from bizbus.connectors.sources.postgres_cdc.config import PostgresCdcConfig
-from bizbus.connectors.sources.postgres_cdc.reader import PgLogReader
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 from bizbus.connectors.runtime import probes
 from bizbus.connectors.runtime.cdc import CdcConnector, LogReader
 
+from .api import PgLogReader
 from .config import PostgresCdcConfig
-from .reader import PgLogReader
 
 
 class PostgresCdcSource(CdcConnector):

@@ -1,5 +1,5 @@
-"""The PostgreSQL ``LogReader``: a pgoutput logical replication slot (psycopg2's replication protocol)
-plus a publication of the mapped tables, both managed here."""
+"""The PostgreSQL ``LogReader`` (api.py: the client of the replication protocol): a pgoutput logical replication
+slot (psycopg2's replication protocol) plus a publication of the mapped tables, both managed here."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from bizbus.failures import Fatal
 from bizbus.pgconn import close_quietly, connect
 
 from .config import PostgresCdcConfig
-from .pgoutput import Begin, Change, Commit, Decoder, Relation, family, lsn_int, lsn_text
+from .convert import Begin, Change, Commit, Decoder, Relation, family, lsn_int, lsn_text
 
 log = logging.getLogger(__name__)
 
