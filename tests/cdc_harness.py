@@ -159,3 +159,14 @@ def wait_for(cond: Any, timeout: float = 60.0, every: float = 0.2) -> Any:
             return v
         time.sleep(every)
     raise AssertionError(f"not within {timeout} s")
+
+
+def drop_state(name: str) -> None:
+    """Remove a test connector's journal, document images, cursors and column baselines from the state DB."""
+    import psycopg
+
+    table = name.replace("-", "_")
+    with psycopg.connect(STATE_DSN, autocommit=True) as c:
+        c.execute(f"DROP TABLE IF EXISTS bizbus_state.inbox_{table}, bizbus_state.cdc_docs_{table}")
+        c.execute("DELETE FROM bizbus_state.source_cursors WHERE connector = %s", (name,))
+        c.execute("DELETE FROM bizbus_state.cdc_columns WHERE connector = %s", (name,))

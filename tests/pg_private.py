@@ -37,8 +37,10 @@ PG_BIN = Path(os.environ.get("BIZBUS_PG_BIN", "/usr/lib/postgresql/15/bin"))
 # a test server: no durability work, small, quick to start and stop
 SERVER_OPTIONS = ("-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c shared_buffers=32MB"
                   " -c max_connections=60 -c listen_addresses=127.0.0.1")  # fmt: skip
-# logical decoding (CDC tests): slots and WAL senders for the connector, the benchmark's bare loop and a spare
-LOGICAL_OPTIONS = " -c wal_level=logical -c max_replication_slots=10 -c max_wal_senders=10"
+# logical decoding (CDC tests): slots and WAL senders for the connector, the benchmark's bare loop and a spare;
+# synchronous_commit on, so that a commit the application saw survives ``stop -m immediate`` (the CDC tests
+# compare what was committed with what reached Kafka)
+LOGICAL_OPTIONS = " -c wal_level=logical -c max_replication_slots=10 -c max_wal_senders=10 -c synchronous_commit=on"
 
 
 def _as_server_user(argv: list[str]) -> list[str]:

@@ -17,6 +17,7 @@ from bizbus.deadletters import DEAD_LETTER_TOPIC
 from tests.cdc_harness import (
     Runner,
     config,
+    drop_state,
     ensure_topics,
     load_schema,
     mapping_file,
@@ -49,6 +50,7 @@ def rig(embedded_broker, registry, tmp_path):
         cfg = config(pg.dsn(), mapping_file(tmp_path, name))
         yield {"pg": pg, "name": name, "cfg": cfg, "bootstrap": embedded_broker.bootstrap_servers,
                "registry": registry.url}  # fmt: skip
+    drop_state(name)
 
 
 def records(r, topics, expect=0, timeout=60.0):
