@@ -79,6 +79,8 @@ class ComponentSpec:
     writes: Callable[[BaseModel], tuple[str, ...]] = _nothing
     secrets: Callable[[BaseModel], tuple[str, ...]] = _nothing
     docs: str = ""  # the page that explains how to connect the real system, relative to the repository root
+    guarantee: str = ""  # the delivery promise in one line (README table), e.g. "exactly once (ledger)"
+    example: str = ""  # a file holding a pipeline that uses the type: a pipeline YAML, or a page with a yaml block
 
     def load(self) -> type[Component]:
         module, _, attr = self.target.partition(":")

@@ -21,4 +21,7 @@ SPEC = ComponentSpec(
     " DB, mapped to canonical topics by YAML.",
     writes=_writes,
     docs="docs/connectors/postgres_cdc.md",
+    guarantee="each committed row change once per event id, in commit order per key: journaled in the state DB before"
+    " it is sent, the slot confirmed only after the broker's ack; the journal is re-sent after a lost broker",
+    example="deploy/examples/jxc-postgres-cdc.yaml",
 )
