@@ -10,6 +10,7 @@ partitions: exactly one is ACCEPTED.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -68,7 +69,7 @@ class Env:
 
     def of(self, topic: str) -> dict[str, list[dict[str, Any]]]:
         out: dict[str, list[dict[str, Any]]] = {}
-        for t, key, value in self.read((topic,)):
+        for _t, key, value in self.read((topic,)):
             out.setdefault(key, []).append(value)
         return out
 
@@ -189,8 +190,6 @@ def test_stock_atp_and_material_need_end_to_end_with_crashes(env: Env) -> None:
         wait_for(lambda: {("SO-A", 1), ("SO-B", 1), ("SO-C", 1), ("SO-D", 1)} <= set(decisions(env))
                  and {"SO-X", "PRJ-9"} <= set(dead_letter_keys(env)) and "PR-N1" in env.of(REQUISITION),
                  120, "phase A outputs", worker)  # fmt: skip
-        import time
-
         time.sleep(4)  # let Faust commit: the next run relies on its recovered tables
         worker.kill()
 
