@@ -43,7 +43,7 @@ number; its event id is derived from (key, state, crossing), so a repeat is the 
 Decided here: the level's own ``reserved`` is not subtracted (F5 is the reservation authority; the sales
 system's own reservations would count twice); the safety stock is the level's when it is positive, else the
 material master's, else 0; a key whose level was never seen has nothing on hand (orders are refused, not
-left waiting); a line unit that differs from the level's unit refuses the order; warehouse codes contain no
+left waiting, but an order waits for the level of each of its keys in the ``stock-levels`` table first); a line unit that differs from the level's unit refuses the order; warehouse codes contain no
 ``/``. Reservations are given back by cancellation/closing; consumption by a goods issue is not modelled.
 """
 
@@ -55,6 +55,7 @@ from typing import Any
 
 from bizbus.streams.runtime.applied import remember
 from bizbus.streams.runtime.results import (
+    Missing,
     Output,
     Reject,
     Result,
@@ -171,10 +172,13 @@ def _decision(src_meta: dict[str, Any], role: str, order_no: str, company: str, 
     return Output(DECISION_TOPIC, order_no, value)
 
 
-def handle_order(order: dict[str, Any], state: dict[str, Any] | None, m: StockAtpMapping, emit: bool = True) -> Verdict:
+def handle_order(order: dict[str, Any], state: dict[str, Any] | None, m: StockAtpMapping, emit: bool = True,
+                 levels: Lookup | None = None) -> Verdict:  # fmt: skip
     """A SalesOrder version against the order's last ``state`` (the keys of its last checked version): the
     first RESERVE step of its chain (and RELEASE for keys it no longer has), or RELEASE to every key and the
-    RELEASED decision when it is cancelled / closed / deleted."""
+    RELEASED decision when it is cancelled / closed / deleted. ``levels`` reads the ``stock-levels`` table:
+    a key no level was ever seen for is missing master data (the order waits for it, then goes to the
+    dead-letter topic), so no order is refused only because its level is late."""
     gate = version_gate(state, order["version"])
     if gate is not None:
         return gate
@@ -195,6 +199,10 @@ def handle_order(order: dict[str, Any], state: dict[str, Any] | None, m: StockAt
         if isinstance(chain, Reject):
             return chain
         keys = [c["stock_key"] for c in chain]
+        unknown = [k for k in keys if levels is not None and emit and levels(k) is None]
+        if unknown:
+            return Missing(f"level:{unknown[0]}", f"sales order {no}: no stock level of {', '.join(unknown)} is known "
+                                                  f"(no InventoryLevel seen)")  # fmt: skip
         outputs += [_step(meta, f"release:{k}", no, "RELEASE", k, **common) for k in prev_keys if k not in keys]
         warehouse = order.get("warehouse") or m.default_warehouse
         outputs.append(_step(meta, f"reserve:{keys[0]}", no, "RESERVE", keys[0], **common, warehouse=warehouse,
@@ -304,8 +312,11 @@ def _close(state: dict[str, Any], order_no: str, record: list[Any]) -> None:
     state["closed"] = closed
 
 
-def handle_step(step: dict[str, Any], stored: dict[str, Any] | None, materials: Lookup, limit: int = 256) -> Verdict:
-    """One AtpStep against its key's ``atp-stock`` state (see the module doc)."""
+def handle_step(step: dict[str, Any], stored: dict[str, Any] | None, materials: Lookup, limit: int = 256,
+                levels: Lookup | None = None) -> Verdict:  # fmt: skip
+    """One AtpStep against its key's ``atp-stock`` state (see the module doc). ``levels`` reads the
+    ``stock-levels`` table: a RESERVE that reaches a key before its first LEVEL step (the level agent and the
+    order agent send concurrently) takes the figures from there; the LEVEL step that follows sets the same."""
     key = step["stock_key"]
     ids, fresh = remember((stored or {}).get("applied"), step["meta"]["event_id"], limit)
     if not fresh:
@@ -329,6 +340,11 @@ def handle_step(step: dict[str, Any], stored: dict[str, Any] | None, materials: 
         if closed is None or closed[0] < version:
             _close(state, no, [version, None, None])
     else:  # RESERVE
+        if state.get("on_hand") is None and levels is not None:
+            known = levels(key)
+            if known is not None:
+                state.update(on_hand=known["on_hand"], safety=known["safety_stock"], unit=known["unit"],
+                             as_of=int(known["as_of"]))  # fmt: skip
         here = step["chain"][step["position"]]
         closed = (state.get("closed") or {}).get(no)
         hold = state["holds"].get(no)

@@ -50,17 +50,17 @@ def _levels(ctx: FlowContext) -> Handler:
 
 
 def _orders(ctx: FlowContext) -> Handler:
-    orders, m, emit = ctx.table(ATP_ORDERS), ctx.mapping, ctx.emit
-    return Handler(lambda r: handle_order(r, orders.get(r["order_no"]), m, emit),
+    orders, levels, m, emit = ctx.table(ATP_ORDERS), ctx.table(STOCK_LEVELS), ctx.mapping, ctx.emit
+    return Handler(lambda r: handle_order(r, orders.get(r["order_no"]), m, emit, levels.get),
                    lambda r, s: orders.set(r["order_no"], s), (ATP_ORDERS,))  # fmt: skip
 
 
 def _steps(ctx: FlowContext) -> Handler:
-    stock, materials = ctx.table(ATP_STOCK), ctx.table(MATERIALS)
+    stock, materials, levels = ctx.table(ATP_STOCK), ctx.table(MATERIALS), ctx.table(STOCK_LEVELS)
     config = ctx.config
     assert isinstance(config, StockAtpConfig)
     limit = config.applied_limit
-    return Handler(lambda r: handle_step(r, stock.get(r["stock_key"]), materials.get, limit),
+    return Handler(lambda r: handle_step(r, stock.get(r["stock_key"]), materials.get, limit, levels.get),
                    lambda r, s: stock.set(r["stock_key"], s), (ATP_STOCK,))  # fmt: skip
 
 

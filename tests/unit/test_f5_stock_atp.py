@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from bizbus.schemas import catalog
-from bizbus.streams.runtime.results import Reject, Result
+from bizbus.streams.runtime.results import Missing, Reject, Result
 from bizbus.streams.stock_atp.config import StockAtpConfig, StockAtpMapping
 from bizbus.streams.stock_atp.logic import (
     ALERT_TOPIC,
@@ -81,7 +81,7 @@ class Bus:
                 self.alerts.append(out.value)
 
     def order(self, rec: dict[str, Any]) -> Any:
-        res = handle_order(rec, self.orders.get(rec["order_no"]), M)
+        res = handle_order(rec, self.orders.get(rec["order_no"]), M, levels=self.levels.get)
         if isinstance(res, Result) and res.state is not None:
             self.orders[rec["order_no"]] = res.state
         if isinstance(res, Result):
@@ -97,7 +97,7 @@ class Bus:
 
     def step(self, key: str) -> Result:
         value = self.queues[key].popleft()
-        res = handle_step(value, self.stock.get(key), self.materials.get)
+        res = handle_step(value, self.stock.get(key), self.materials.get, levels=self.levels.get)
         assert isinstance(res, Result)
         if res.state is not None:
             self.stock[key] = res.state
@@ -285,11 +285,18 @@ def test_redelivered_step_counts_once_and_resends_the_same_outputs() -> None:
     assert first.outputs[-1].value["decision"] == "REFUSED"
 
 
-def test_level_of_a_key_never_seen_refuses_and_stale_levels_are_skipped() -> None:
+def test_an_order_waits_for_unknown_levels_and_a_late_level_step_is_not_a_refusal() -> None:
     bus = Bus()
-    bus.order(order("SO-1", [line(1, "M9", "1")]))
+    res = bus.order(order("SO-1", [line(1, "M9", "1")]))
+    assert isinstance(res, Missing) and res.key == "level:WH1/M9"  # waits, then unknown_master_data
+    bus.level(level("M9", "3"))
+    bus.queues["WH1/M9"].clear()  # the LEVEL step is still on its way when the order's RESERVE arrives
+    bus.order(order("SO-1", [line(1, "M9", "2")]))
     bus.drain()
-    assert "no stock level known" in bus.decision_of("SO-1")["reason"]
+    assert bus.decision_of("SO-1")["decision"] == "ACCEPTED" and bus.stock["WH1/M9"]["on_hand"] == "3"
+    # without the levels table (another worker's not replicated yet) the key has nothing: refused
+    res = handle_step({**bus.log[-1][1], "meta": {**bus.log[-1][1]["meta"], "event_id": "other"}}, None, {}.get)
+    assert isinstance(res, Result) and "no stock level known" in res.outputs[-1].value["reason"]
     st = handle_level(level("M1", "5", n=2), None)
     assert isinstance(st, Result) and st.state is not None
     assert handle_level(level("M1", "7", n=1), st.state).outcome == "skipped_stale"  # type: ignore[union-attr]
