@@ -22,18 +22,25 @@ from bizbus.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 CATALOGUE = load_catalogue(ROOT / "deploy" / "topics.yaml")
-TYPES = {"cc": "cost-centers", "lab": "labor-cost", "oa": "approvals-to-erp"}
+TYPES = {"cc": "cost-centers", "lab": "labor-cost", "oa": "approvals-to-erp", "atp": "stock-atp", "need": "material-need"}
 
 PROJECT, EMPLOYEE, TIMESHEET = "bizbus.pm.project.v1", "bizbus.md.employee.v1", "bizbus.pm.timesheet.v1"
 SUPPLIER, APPROVAL = "bizbus.md.supplier.v1", "bizbus.oa.approval.v1"
 COST_CENTER, CROSSWALK = "bizbus.md.cost-center.v1", "bizbus.md.id-crosswalk.v1"
 VOUCHER, ORDER = "bizbus.finance.voucher.v1", "bizbus.purchase.order.v1"
+MATERIAL, LEVEL, SALES, STEP = "bizbus.md.material.v1", "bizbus.inventory.level.v1", "bizbus.sales.order.v1", "bizbus.sales.atp-step.v1"
+NEED, REQUISITION = "bizbus.pm.material-need.v1", "bizbus.purchase.requisition.v1"
+DECISION, ALERT = "bizbus.sales.order-decision.v1", "bizbus.inventory.replenishment-alert.v1"
 
 # table -> GlobalTable?
 F1_TABLES = {"projects": True, "progress-project": False}
 F2_TABLES = {"employees": True, "worklogs": False, "project-costs": False, "progress-employee": False,
              "progress-timesheet": False}  # fmt: skip
 F4_TABLES = {"suppliers": True, "approvals": False, "progress-supplier": False, "progress-approval": False}
+F5_TABLES = {"materials": True, "stock-levels": True, "atp-orders": False, "atp-stock": False, "progress-material": False,
+             "progress-level": False, "progress-order": False, "progress-atp-step": False}  # fmt: skip
+F5_AGENTS = {"bizbus-material", "bizbus-level", "bizbus-order", "bizbus-atp-step"}
+F3_TABLES = {"needs": False, "progress-material-need": False}
 
 CASES = {
     # flows of the pipeline: (tables, agents, {source topic: (metric label, tables its batches write)}, outputs)
@@ -51,6 +58,17 @@ CASES = {
          TIMESHEET: ("lab", ["worklogs", "project-costs"]), SUPPLIER: ("master-data", ["suppliers"]),
          APPROVAL: ("oa", ["approvals"])},
         [COST_CENTER, CROSSWALK, VOUCHER, ORDER]),
+    ("atp",): (F5_TABLES, F5_AGENTS,
+               {MATERIAL: ("master-data", ["materials"]), LEVEL: ("atp", ["stock-levels"]),
+                SALES: ("atp", ["atp-orders"]), STEP: ("atp", ["atp-stock"])}, [STEP, DECISION, ALERT]),
+    ("need",): ({**F5_TABLES, **F3_TABLES}, {*F5_AGENTS, "bizbus-material-need"},
+                {MATERIAL: ("master-data", ["materials"]), LEVEL: ("master-data", ["stock-levels"]),
+                 SALES: ("master-data", ["atp-orders"]), STEP: ("master-data", ["atp-stock"]),
+                 NEED: ("need", ["needs"])}, [REQUISITION]),
+    ("atp", "need"): ({**F5_TABLES, **F3_TABLES}, {*F5_AGENTS, "bizbus-material-need"},
+                      {MATERIAL: ("master-data", ["materials"]), LEVEL: ("atp", ["stock-levels"]),
+                       SALES: ("atp", ["atp-orders"]), STEP: ("atp", ["atp-stock"]), NEED: ("need", ["needs"])},
+                      [STEP, DECISION, ALERT, REQUISITION]),
 }  # fmt: skip
 
 
@@ -101,4 +119,6 @@ def test_the_component_specs_name_the_topics_a_flow_worker_reads_and_writes() ->
     assert topics("cost-centers") == ({PROJECT}, {COST_CENTER, CROSSWALK})
     assert topics("labor-cost") == ({PROJECT, EMPLOYEE, TIMESHEET}, {VOUCHER})  # the projects are kept too
     assert topics("approvals-to-erp") == ({PROJECT, SUPPLIER, APPROVAL}, {ORDER})
+    assert topics("stock-atp") == ({MATERIAL, LEVEL, SALES, STEP}, {STEP, DECISION, ALERT})
+    assert topics("material-need") == ({MATERIAL, LEVEL, SALES, STEP, NEED}, {REQUISITION})  # F5's tables are kept
 
