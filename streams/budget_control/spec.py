@@ -26,7 +26,14 @@ from bizbus.streams.budget_control.logic import (
 )
 from bizbus.streams.cost_centers.spec import FLOW as COST_CENTERS
 from bizbus.streams.cost_centers.spec import PROJECTS
-from bizbus.streams.runtime.spec import AgentDecl, FlowContext, FlowSpec, Handler, TableSpec, flow_component_spec
+from bizbus.streams.runtime.spec import (
+    AgentDecl,
+    FlowContext,
+    FlowSpec,
+    Handler,
+    TableSpec,
+    flow_component_spec,
+)
 
 BUDGETS, REQUISITIONS, ORDERS = "budget-projects", "budget-requisitions", "budget-orders"
 

@@ -24,7 +24,14 @@ from bizbus.streams.material_cost.logic import (
     handle_issue,
     handle_receipt,
 )
-from bizbus.streams.runtime.spec import AgentDecl, FlowContext, FlowSpec, Handler, TableSpec, flow_component_spec
+from bizbus.streams.runtime.spec import (
+    AgentDecl,
+    FlowContext,
+    FlowSpec,
+    Handler,
+    TableSpec,
+    flow_component_spec,
+)
 
 MATERIAL_COSTS, RECEIPTS, ISSUES = "material-costs", "material-receipts", "material-issues"
 
