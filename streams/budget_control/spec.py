@@ -11,6 +11,7 @@ order topic's would be ``bizbus-order`` too).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from bizbus.streams.budget_control.config import BudgetControlConfig
@@ -35,13 +36,30 @@ from bizbus.streams.runtime.spec import (
     flow_component_spec,
 )
 
+from bizbus import metrics
+
+log = logging.getLogger("bizbus.flows")
+
 BUDGETS, REQUISITIONS, ORDERS = "budget-projects", "budget-requisitions", "budget-orders"
+
+
+def _put(ctx: FlowContext, budgets: Any, code: str, state: dict[str, Any]) -> None:
+    """Store a project state; a crossing up counts in bizbus_budget_alerts_total and both ways are logged."""
+    before = budgets.get(code) or {}
+    budgets.set(code, state)
+    if bool(before.get("over")) != bool(state.get("over")):
+        kind = "OVER" if state.get("over") else "BACK_UNDER"
+        if kind == "OVER":
+            metrics.BUDGET_ALERTS.labels(ctx.name).inc()
+        log.warning("budget %s: project %s, crossing %s", kind, code, state.get("crossing"),
+                    extra={"component": ctx.name, "correlation_id": code})  # fmt: skip
 
 
 def _cost_entries(ctx: FlowContext) -> Handler:
     budgets, projects, m = ctx.table(BUDGETS), ctx.table(PROJECTS), ctx.mapping
+    metrics.init_component(ctx.name, metrics.BUDGET_ALERTS)
     return Handler(lambda r: apply_cost_entry(r, budgets.get(r["project"]), projects.get, m),
-                   lambda r, s: budgets.set(r["project"], s), (BUDGETS,))  # fmt: skip
+                   lambda r, s: _put(ctx, budgets, r["project"], s), (BUDGETS,))  # fmt: skip
 
 
 def _documents(table_name: str, kind: str, number: str) -> Any:
@@ -52,7 +70,7 @@ def _documents(table_name: str, kind: str, number: str) -> Any:
             changed = s.pop(PROJECTS_OUT, None) or {}
             docs.set(r[number], s)
             for code, state in changed.items():
-                budgets.set(code, state)
+                _put(ctx, budgets, code, state)
 
         return Handler(lambda r: apply_document(r, kind, docs.get(r[number]), budgets.get, projects.get, m), store,
                        (table_name, BUDGETS))  # fmt: skip
