@@ -28,7 +28,9 @@ master data (the flow's ``master_data_grace_seconds``), then goes to the dead le
 (``unknown_master_data``) with its key. No fallback to a standard cost: an invented cost would be booked
 to the project and the ERP and would have to be reversed by hand once the real receipt comes.
 An unknown project or one without a cost center on the posting date waits and dead-letters the same way;
-a currency other than the valuation's is refused (``currency_mismatch``).
+an issue that happened after its project was completed / closed (F8) is refused (``cost_center_closed``,
+as F2's labor; a change after the close is refused as a whole, a deletion is still reversed); a currency
+other than the valuation's is refused (``currency_mismatch``).
 
 **Exactly once.** The moving-average states are additive and written by receipts and issues (events of
 several partitions): each keeps the ids of the input events it applied (streams/runtime/applied.py), so
@@ -281,6 +283,9 @@ def handle_issue(r: dict[str, Any], state: dict[str, Any] | None, materials: Loo
             project = projects(code)
             if project is None:
                 return Missing(f"project:{code}", f"project {code} is unknown (no ProjectChanged seen)")
+            if project.closed_at is not None and r["meta"]["occurred_at"] > project.closed_at:
+                return Reject("cost_center_closed", f"project {code} was closed on {project.closed_on}; issue "
+                                                    f"{r['issue_no']} version {r['version']} came after that")  # fmt: skip
             cc = crosswalk.cost_center_on(list(project.intervals), r["posting_date"])
             if cc is None:
                 return Missing(f"cost-center:{code}", f"project {code} has no cost center on {r['posting_date']}")

@@ -231,3 +231,16 @@ def test_lines_for_several_projects_one_balanced_voucher() -> None:
         ("PRJ-1", "CC-PRJ-1", Decimal("100.00")), ("PRJ-2", "CC-PRJ-2", Decimal("3.33"))]
     voucher = res.outputs[-1].value
     assert voucher["lines"][-1]["credit"] == Decimal("103.33") and len(voucher["lines"]) == 3
+
+
+def test_an_issue_after_the_project_closed_is_refused() -> None:
+    from dataclasses import replace
+
+    w = World()
+    w.receive(receipt("R1", [line(1, "10", "1000.00")]))
+    w.projects["PRJ-1"] = replace(PROJECT, closed_at=datetime(2026, 3, 14, 1, 0, tzinfo=UTC), closed_on=date(2026, 3, 14),
+                                  closed_op="COMPLETED")  # fmt: skip
+    late = w.issue(issue("I1", [line(1, "1")]))
+    assert isinstance(late, Reject) and late.reason == "cost_center_closed"
+    early = w.issue(issue("I2", [line(1, "1")], at=datetime(2026, 3, 14, 0, 30, tzinfo=UTC)))
+    assert early.outcome == "emitted"
