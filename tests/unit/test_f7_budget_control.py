@@ -218,3 +218,12 @@ def test_unknown_project_waits_other_currency_and_cost_types() -> None:
     no_budget = World(project=ProjectState("PRJ-1", 1, "CREATED", "x", "SH01"))
     no_budget.cost(cost("A", "99999.00"))
     assert no_budget.commands() == [] and no_budget.totals()[0] == Decimal("99999.00")
+
+
+def test_a_document_moved_to_another_project_leaves_the_first() -> None:
+    w = World()
+    w.projects["PRJ-2"] = ProjectState("PRJ-2", 1, "CREATED", "x", "SH01", budget=Decimal("100.00"), currency="CNY")
+    w.doc(requisition("PR-1", "500.00"), "REQ")
+    moved = w.doc(requisition("PR-1", "500.00", version=2, project="PRJ-2"), "REQ")
+    assert w.totals()[2] == Decimal("0.00") and running(w.budgets["PRJ-2"])[2] == Decimal("500.00")
+    assert [o.value["command_id"] for o in moved.outputs if o.topic == FREEZE_TOPIC] == ["PRJ-2/1/FREEZE"]
