@@ -22,7 +22,6 @@ import yaml
 from bizbus.streams.material_cost.logic import is_balanced
 from confluent_kafka import Consumer, TopicPartition
 
-from bizbus import lineage
 from bizbus.kafka import read_until_quiet
 from tests.integration.test_flows_faust import (
     Env,
@@ -159,6 +158,3 @@ def test_material_cost_labor_and_committed_cross_the_budget_once_each_way(env: E
     assert [(d["connector"], d["key"], d["error_type"]) for d in dls] == [
         ("material-cost", b"I9", "Permanent/unknown_master_data")]
     assert "SH01/WH1/M-NONE" in dls[0]["error_message"]
-
-
-_ = lineage  # re-exported helpers use it
