@@ -93,6 +93,13 @@ def make_sale(server: TrytonServer, reference: str, quantity: float = 5) -> int:
     return int(sale_id)
 
 
+def _documents(document: str) -> float:
+    from prometheus_client import REGISTRY
+
+    labels = {"component": "tryton-test", "document": document}
+    return REGISTRY.get_sample_value("bizbus_documents_total", labels) or 0.0
+
+
 def sales(server: TrytonServer, *refs: str) -> dict[str, dict[str, Any]]:
     rows = server.rpc.call(SALE, "search_read", [("reference", "in", list(refs))], 0, None, None,
                            ["reference", "state", "bizbus_version", "bizbus_decision", "bizbus_reason",
@@ -279,7 +286,9 @@ def test_order_decisions_confirm_or_cancel_the_tryton_sale_once(tryton: TrytonSe
     refused = decision("SO-2", "REFUSED", reason="MAT-STEEL-10 lacks 4 u in WH")
     accepted3, released3 = decision("SO-3", "ACCEPTED"), decision("SO-3", "RELEASED", version=2)
     unknown = decision("SO-404", "ACCEPTED")
+    before = {d: _documents(d) for d in ("sale_confirmed", "sale_cancelled")}
     result = w.write(records(accepted, refused, accepted3, released3, unknown))
+    assert {d: _documents(d) - n for d, n in before.items()} == {"sale_confirmed": 1, "sale_cancelled": 2}
     assert (result.applied, result.duplicates) == (3, 1)  # SO-3's accept is superseded by its release
     assert {k: e.reason for k, e in result.failed.items()} == {eid(unknown): "unknown_sale"}
     got = sales(tryton, "SO-1", "SO-2", "SO-3", "SO-4")

@@ -42,6 +42,7 @@ from bizbus.connectors.sinks.tryton.purchases import apply_purchases, prepare_pu
 from bizbus.connectors.sinks.tryton.requests import apply_requisitions, prepare_requisitions
 from bizbus.connectors.sinks.tryton.sales import apply_decisions, prepare_decisions
 
+from bizbus import metrics
 from bizbus.crashpoints import crashpoint
 from bizbus.errors import ConfigError
 from bizbus.failures import ConnectorError, Fatal, Retryable
@@ -114,6 +115,7 @@ class TrytonWriter(SinkWriter):
         # re-delivery must find every effect in Tryton by bizbus_ref and write nothing twice)
         crashpoint("tryton.after-write")
         count_documents(self.connector, records, out.applied)
+        _count_stock_documents(self.connector, records, out.applied)
         if out.waiting:
             first = next(iter(out.waiting.values()))
             raise Retryable(
@@ -307,6 +309,29 @@ class TrytonWriter(SinkWriter):
         return _all_or_each(lambda: rpc.call(model, method, [record_id for _, record_id in items]),
                             [(ids, lambda r=record_id: rpc.call(model, method, [r])) for ids, record_id in items],
                             out)  # fmt: skip
+
+
+def _count_stock_documents(connector: str, records: list[SinkRecord], applied: set[str]) -> None:
+    """``bizbus_documents_total`` for the kinds only this sink writes: purchase_request(_cancelled),
+    material_cost(_reversal) (any cost type: the label is the type), sale_confirmed / sale_cancelled."""
+    for r in records:
+        if r.effect_id not in applied:
+            continue
+        v = r.value
+        try:
+            kind = m.record_kind(v)
+        except ConnectorError:
+            continue
+        if kind == "requisition":
+            cancelled = m.requisition_action(v, ("APPROVED",)) == "cancel"
+            doc = "purchase_request_cancelled" if cancelled else "purchase_request"
+        elif kind == "cost_entry":
+            doc = f"{str(v['cost_type']).lower()}_cost" + ("_reversal" if v.get("reversal_of") else "")
+        elif kind == "order_decision":
+            doc = "sale_confirmed" if v["decision"] == "ACCEPTED" else "sale_cancelled"
+        else:
+            continue
+        metrics.DOCUMENTS.labels(connector, doc).inc()
 
 
 def _all_or_each(call_all: Callable[[], Any], each: list[tuple[list[str], Callable[[], Any]]],
