@@ -66,7 +66,7 @@ def tryton_env(folder: Path, **extra: str) -> dict[str, str]:
 
 
 def build_template(folder: Path, name: str = TEMPLATE_DB, log: Any = print, password: str = ADMIN_PASSWORD) -> Path:
-    """Create and seed ``<folder>/<name>.sqlite``; returns its path. Takes ~40 s on 2 cores."""
+    """Create and seed ``<folder>/<name>.sqlite``; returns its path. Takes ~20 s on 2 cores."""
     folder.mkdir(parents=True, exist_ok=True)
     db = folder / f"{name}.sqlite"
     db.unlink(missing_ok=True)
