@@ -15,7 +15,7 @@ again would define a fixture of its own, and its session-scoped template would b
 * :func:`start_tryton_server` does the same outside fixtures.
 
 The seed (company "Bizbus Demo Co" in CNY, chart of accounts, fiscal year 2026 with monthly periods, accounts
-6601 / 2211 / 1403 / 6602 (material cost) / 1411 (raw materials), the analytic root ``CC``, suppliers SUP-001 /
+6601 / 2211 / 1403 / 5401.01 (material cost, F6's default), the analytic root ``CC``, suppliers SUP-001 /
 SUP-002, customer CUST-001, products MAT-STEEL-10 / MAT-CABLE-4 (goods, salable) / SVC-INSTALL; the stock
 module's warehouse ``WH``) runs through trytond's own API in a child process (``python -m tests.tryton_env seed DB``), so trytond's
 global configuration never leaks into the test process.

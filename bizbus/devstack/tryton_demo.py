@@ -3,8 +3,9 @@
 ``build_template(folder)`` creates ``<folder>/<name>.sqlite`` with the modules bizbus writes to (including our
 own ``bizbus_ref``) and seeds it in a child process through trytond's API (``python -m
 bizbus.devstack.tryton_demo seed DB``, so trytond's global configuration stays out of the caller):
-company "Bizbus Demo Co" in CNY, a chart of accounts, fiscal year 2026 by month, accounts 6601 / 2211 / 1403 / 6602 / 1411,
-the analytic root ``CC``, suppliers SUP-001 / SUP-002, customer CUST-001 and products MAT-STEEL-10 / MAT-CABLE-4 / SVC-INSTALL.
+company "Bizbus Demo Co" in CNY, a chart of accounts, fiscal year 2026 by month, accounts 6601 / 2211 / 1403 /
+5401.01, the analytic root ``CC``, suppliers SUP-001 / SUP-002, customer CUST-001 and products MAT-STEEL-10 /
+MAT-CABLE-4 / SVC-INSTALL.
 ``TrytonServer`` runs ``trytond`` for one database; ``run_demo`` and ``show_project`` back the CLI.
 """
 
@@ -40,8 +41,7 @@ ACCOUNTS = {  # code -> (name, parent code in the universal chart, account type 
     "6601": ("Labor cost", "5.0.0", "account_type_template_expenses_en"),
     "1403": ("Purchased services", "5.0.0", "account_type_template_expenses_en"),
     "2211": ("Accrued payroll", "2.0.0", "account_type_template_current_liabilities_en"),
-    "6602": ("Material cost", "5.0.0", "account_type_template_expenses_en"),
-    "1411": ("Raw materials", "1.0.0", "account_type_template_inventories_en"),
+    "5401.01": ("Material cost (contract performance)", "5.0.0", "account_type_template_expenses_en"),
 }
 
 

@@ -34,7 +34,7 @@ def _meta(value: dict[str, Any], *parts: object) -> dict[str, Any]:
     return value
 
 
-def requisition(no: str, version: int = 1, status: str = "APPROVED", op: str = "CREATED",
+def requisition(no: str, version: int = 1, status: str = "SUBMITTED", op: str = "CREATED",
                 lines: list[tuple[int, str, str, str]] | None = None, project: str | None = "P-ZJ") -> dict[str, Any]:  # fmt: skip
     """``lines``: (line_no, material, quantity, unit)."""
     v = catalog.sample("bizbus.purchase.PurchaseRequisition")
@@ -113,8 +113,8 @@ def sales(server: TrytonServer, *refs: str) -> dict[str, dict[str, Any]]:
 def test_requisitions_become_purchase_requests_updated_and_cancelled_once(tryton: TrytonServer) -> None:
     w = make_writer(tryton)
     pr1 = requisition("PR-1", lines=[(1, "MAT-STEEL-10", "10", "u"), (2, "MAT-CABLE-4", "25", "u")])
-    pr2 = requisition("PR-2", lines=[(1, "SVC-INSTALL", "3", "u")])
-    submitted = requisition("PR-3", status="SUBMITTED")
+    pr2 = requisition("PR-2", status="APPROVED", lines=[(1, "SVC-INSTALL", "3", "u")])
+    submitted = requisition("PR-3", status="DRAFT")
     res = w.write(records(pr1, pr2, submitted))
     assert counts(res) == (2, 1, 0), res.failed
     assert summary(tryton, "PR-1") == {
@@ -122,7 +122,7 @@ def test_requisitions_become_purchase_requests_updated_and_cancelled_once(tryton
         "PR-1/2": ("MAT-CABLE-4", 25.0, "u", "WH", "draft", 1),
     }
     assert summary(tryton, "PR-2") == {"PR-2/1": ("SVC-INSTALL", 3.0, "u", "WH", "draft", 1)}
-    assert summary(tryton, "PR-3") == {}  # not approved yet: no request
+    assert summary(tryton, "PR-3") == {}  # a draft: no request yet
     one = requests(tryton, "PR-1")["PR-1/1"]
     assert (one["supply_date"], one["purchase_date"]) == (date(2026, 4, 1), MARCH)
     assert "requisition PR-1 line 1" in one["description"] and "P-ZJ" in one["description"]
@@ -218,12 +218,12 @@ def test_material_cost_entries_post_moves_on_the_project_analytic_account(tryton
                                  [("move.bizbus_ref", "like", "CE/%")], 0, None, None,
                                  ["move.bizbus_ref", "account.code", "debit", "credit"]))  # fmt: skip
     assert sorted((x["move.bizbus_ref"], x["account.code"], x["debit"], x["credit"]) for x in lines) == [
-        ("CE/GI-100/1", "1411", Decimal("0"), Decimal("455.00")),
-        ("CE/GI-100/1", "6602", Decimal("455.00"), Decimal("0")),
-        ("CE/GI-100/1-R", "1411", Decimal("455.00"), Decimal("0")),
-        ("CE/GI-100/1-R", "6602", Decimal("0"), Decimal("455.00")),
-        ("CE/GI-101/1", "1411", Decimal("0"), Decimal("12.34")),
-        ("CE/GI-101/1", "6602", Decimal("12.34"), Decimal("0")),
+        ("CE/GI-100/1", "1403", Decimal("0"), Decimal("455.00")),
+        ("CE/GI-100/1", "5401.01", Decimal("455.00"), Decimal("0")),
+        ("CE/GI-100/1-R", "1403", Decimal("455.00"), Decimal("0")),
+        ("CE/GI-100/1-R", "5401.01", Decimal("0"), Decimal("455.00")),
+        ("CE/GI-101/1", "1403", Decimal("0"), Decimal("12.34")),
+        ("CE/GI-101/1", "5401.01", Decimal("12.34"), Decimal("0")),
     ]
     alines = flat(tryton.rpc.call("model.analytic_account.line", "search_read",
                                   [("move_line.move.bizbus_ref", "like", "CE/%")], 0, None, None,
@@ -231,9 +231,9 @@ def test_material_cost_entries_post_moves_on_the_project_analytic_account(tryton
                                    "credit"]))  # fmt: skip
     assert sorted((a["move_line.move.bizbus_ref"], a["move_line.account.code"], a["account.code"], a["debit"],
                    a["credit"]) for a in alines) == [
-        ("CE/GI-100/1", "6602", "CC-P1", Decimal("455.00"), Decimal("0")),
-        ("CE/GI-100/1-R", "6602", "CC-P1", Decimal("0"), Decimal("455.00")),
-        ("CE/GI-101/1", "6602", "CC-P1", Decimal("12.34"), Decimal("0")),
+        ("CE/GI-100/1", "5401.01", "CC-P1", Decimal("455.00"), Decimal("0")),
+        ("CE/GI-100/1-R", "5401.01", "CC-P1", Decimal("0"), Decimal("455.00")),
+        ("CE/GI-101/1", "5401.01", "CC-P1", Decimal("12.34"), Decimal("0")),
     ]  # fmt: skip
     # the analytic account's balance is the material cost of the project: 12.34 after the reversal (Tryton
     # reports an analytic balance as credit - debit, so a cost shows negative)
@@ -245,7 +245,7 @@ def test_material_cost_entries_post_moves_on_the_project_analytic_account(tryton
     assert tryton.rpc.call(MOVE, "search_count", [("bizbus_ref", "like", "CE/%")]) == 3
 
     # the F6 voucher shape on the voucher topic goes the same way (for pipelines that post vouchers instead)
-    f6 = voucher("F6-GI-102", [("6602", "CC-P1", "30.00", "0.00"), ("1411", None, "0.00", "30.00")])
+    f6 = voucher("F6-GI-102", [("5401.01", "CC-P1", "30.00", "0.00"), ("1403", None, "0.00", "30.00")])
     assert counts(w.write(records(f6, f6))) == (1, 1, 0)
 
     # an unknown project analytic account waits (it may come on the cost-center topic), then dead-letters;
@@ -344,9 +344,9 @@ def test_a_crash_between_tryton_and_the_offset_commit_is_resolved_by_lookup(tryt
     entry = cost_entry("GI-E/1", "1.50")
     journal = tryton.rpc.call("model.account.journal", "search", [("code", "=", "MISC")])[0]
     accounts = {a["code"]: a["id"] for a in tryton.rpc.call("model.account.account", "search_read",
-                [("code", "in", ["6602", "1411"])], 0, None, None, ["code"])}  # fmt: skip
+                [("code", "in", ["5401.01", "1403"])], 0, None, None, ["code"])}  # fmt: skip
     cc = tryton.rpc.call("model.analytic_account.account", "search", [("code", "=", "CC-P1")])[0]
-    tryton.rpc.call(MOVE, "create", [m.move_values(m.cost_entry_voucher(entry, "6602", "1411", "CC-P1"), journal,
+    tryton.rpc.call(MOVE, "create", [m.move_values(m.cost_entry_voucher(entry, "5401.01", "1403", "CC-P1"), journal,
                                                    accounts, {"CC-P1": cc})])  # fmt: skip
     assert counts(w.write(records(entry))) == (1, 0, 0)
     moves = tryton.rpc.call(MOVE, "search_read", [("bizbus_ref", "=", "CE/GI-E/1")], 0, None, None, ["state"])

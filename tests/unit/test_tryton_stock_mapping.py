@@ -74,17 +74,17 @@ def cost_entry(amount: str, **changes: Any) -> dict[str, Any]:
 
 
 def test_a_cost_entry_is_a_balanced_two_line_voucher_and_a_reversal_swaps_sides() -> None:
-    v = m.cost_entry_voucher(cost_entry("120.50"), "6602", "1411", "CC-P1")
+    v = m.cost_entry_voucher(cost_entry("120.50"), "5401.01", "1403", "CC-P1")
     assert v["voucher_no"] == "CE/GI-1/1" and v["reversal_of"] is None
     assert [(x["account_code"], x["cost_center"], x["debit"], x["credit"]) for x in v["lines"]] == [
-        ("6602", "CC-P1", Decimal("120.50"), Decimal(0)), ("1411", None, Decimal(0), Decimal("120.50"))]  # fmt: skip
+        ("5401.01", "CC-P1", Decimal("120.50"), Decimal(0)), ("1403", None, Decimal(0), Decimal("120.50"))]  # fmt: skip
     assert v["lines"][0]["description"] == "MAT-A 4 t material cost GI-1/1"
     m.check_voucher(v, "CNY")  # balanced, one side per line
-    r = m.cost_entry_voucher(cost_entry("-120.50", entry_id="GI-1/1-R", reversal_of="GI-1/1"), "6602", "1411", "X")
+    r = m.cost_entry_voucher(cost_entry("-120.50", entry_id="GI-1/1-R", reversal_of="GI-1/1"), "5401.01", "1403", "X")
     assert r["reversal_of"] == "CE/GI-1/1"
     assert [(x["debit"], x["credit"]) for x in r["lines"]] == [(0, Decimal("120.50")), (Decimal("120.50"), 0)]
     with pytest.raises(Permanent, match="amount 0"):
-        m.cost_entry_voucher(cost_entry("0.00"), "6602", "1411", "CC-P1")
+        m.cost_entry_voucher(cost_entry("0.00"), "5401.01", "1403", "CC-P1")
 
 
 @pytest.mark.parametrize(("state", "decision", "steps"), [

@@ -25,9 +25,9 @@ class CostAccounts(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     debit_account: str = Field(min_length=1, description="Code of the expense account debited (carries the "
-                               "analytic line of the project's analytic account).", examples=["6602"])  # fmt: skip
+                               "analytic line of the project's analytic account).", examples=["5401.01"])  # fmt: skip
     credit_account: str = Field(min_length=1, description="Code of the account credited (inventory, payable ...).",
-                                examples=["1411"])  # fmt: skip
+                                examples=["1403"])  # fmt: skip
 
 
 class TrytonSinkConfig(SinkRuntimeConfig):
@@ -70,14 +70,15 @@ class TrytonSinkConfig(SinkRuntimeConfig):
         description="Code of the Tryton warehouse (stock.location) purchase requests from requisitions are for.",
     )
     requisition_statuses: tuple[str, ...] = Field(
-        ("APPROVED",),
+        ("SUBMITTED", "APPROVED"),
         min_length=1,
-        description="Requisition statuses that create or update purchase requests; CANCELLED, REJECTED and "
-        "DELETED cancel the open requests; any other status is skipped.",
+        description="Requisition statuses that create or update purchase requests (F3 publishes SUBMITTED); "
+        "CANCELLED, REJECTED and DELETED cancel the open requests; any other status (DRAFT, CLOSED) is skipped.",
     )
     cost_accounts: dict[str, CostAccounts] = Field(
-        default_factory=lambda: {"MATERIAL": CostAccounts(debit_account="6602", credit_account="1411")},
-        description="Cost entries posted as account moves, by cost type (LABOR, MATERIAL ...); entries of other "
+        default_factory=lambda: {"MATERIAL": CostAccounts(debit_account="5401.01", credit_account="1403")},
+        description="Cost entries posted as account moves, by cost type (LABOR, MATERIAL ...; the default: the "
+        "accounts of F6's own vouchers, f6_material_cost.yaml); entries of other "
         "types are skipped (labor is posted from F2's vouchers). Do not also consume the vouchers that the "
         "same flow makes of these entries (F6), or the cost is booked twice.",
     )

@@ -96,7 +96,9 @@ def _decide(w: TrytonWriter, r: SinkRecord, group: list[str], rows: dict[int, di
             out: Outcomes) -> None:  # fmt: skip
     v = r.value
     no, version = v["requisition_no"], int(v["version"])
-    known = max((int(row["bizbus_version"] or 0) for row in rows.values()), default=None)
+    # every write stamps the version on all of the requisition's requests; the lowest one tells what is
+    # applied everywhere (a version that failed half way is applied again, not taken as done)
+    known = min((int(row["bizbus_version"] or 0) for row in rows.values()), default=None)
     if known is not None and version <= known:
         for e in group:
             out.duplicate(e, f"the purchase requests of requisition {no} already have version {known} (this is {version})")
