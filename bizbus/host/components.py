@@ -162,6 +162,8 @@ BUILTIN: tuple[str | ComponentSpec, ...] = (
     "bizbus.streams.cost_centers.spec:SPEC",
     "bizbus.streams.labor_cost.spec:SPEC",
     "bizbus.streams.approvals.spec:SPEC",
+    "bizbus.streams.material_cost.spec:SPEC",
+    "bizbus.streams.budget_control.spec:SPEC",
 )
 
 COMPONENT_TYPES = _Registry(BUILTIN)
