@@ -241,3 +241,24 @@ def check(env: Env, worker: FlowsWorker, winner: str) -> None:
     assert dls["SO-X"]["error_type"] == "Permanent/unknown_unit" and "barrel" in dls["SO-X"]["error_message"]
     assert dls["SO-X"]["connector"] == "atp" and dls["SO-X"]["source_topic"] == ORDER
     assert dls["PRJ-9"]["error_type"] == "Permanent/unknown_master_data" and "NOPE" in dls["PRJ-9"]["error_message"]
+
+
+def test_material_need_alone_keeps_the_stock_tables_and_sends_only_requisitions(env: Env) -> None:
+    """A worker of F3 alone keeps F5's materials and stock levels (F5 kept for its tables, sending nothing)."""
+    maps = mappings(env)
+    path = env.tmp / "need-only.yaml"
+    path.write_text(yaml.safe_dump({"version": 1, "name": "need-only", "flows": [
+        {"name": "need", "type": "material-need", "config": {**FLOW_CONFIG, "mapping": str(maps["need"])}}]}))  # fmt: skip
+    worker = FlowsWorker(env, path)
+    worker.start()
+    try:
+        env.send(MATERIAL, material("STEEL", "t", "steel"), "STEEL")
+        env.send(LEVEL, level("STEEL", "4", unit="t"), "WH1/STEEL")
+        env.send(ORDER, order("SO-1", [line(1, "STEEL", "1", "t")]), "SO-1")  # F5 is not run: no decision
+        env.send(NEED, need("N1", "STEEL", "10"), "PRJ-1")
+        wait_for(lambda: "PR-N1" in env.of(REQUISITION), 90, "the requisition", worker)
+        time.sleep(2)
+    finally:
+        worker.stop()
+    assert [v["lines"][0]["quantity"] for v in env.of(REQUISITION)["PR-N1"]] == [Decimal("6.0000")]
+    assert env.of(DECISION) == {} and env.read(("bizbus.sales.atp-step.v1",)) == []
