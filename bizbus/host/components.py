@@ -163,10 +163,10 @@ BUILTIN: tuple[str | ComponentSpec, ...] = (
     "bizbus.streams.cost_centers.spec:SPEC",
     "bizbus.streams.labor_cost.spec:SPEC",
     "bizbus.streams.approvals.spec:SPEC",
-    "bizbus.streams.material_need.spec:SPEC",
-    "bizbus.streams.stock_atp.spec:SPEC",
     "bizbus.streams.material_cost.spec:SPEC",
     "bizbus.streams.budget_control.spec:SPEC",
+    "bizbus.streams.material_need.spec:SPEC",
+    "bizbus.streams.stock_atp.spec:SPEC",
 )
 
 COMPONENT_TYPES = _Registry(BUILTIN)

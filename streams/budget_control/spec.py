@@ -93,5 +93,5 @@ Flow = FLOW.component
 SPEC = flow_component_spec(
     FLOW, __name__,
     "F7: running cost per project (labor + material cost entries + committed requisitions and orders) vs its "
-    "budget → budget alert OVER / BACK_UNDER and one FREEZE / UNFREEZE command per crossing.",
+    "budget → budget alert OVER / BACK_UNDER and one FREEZE / UNFREEZE command per crossing.", example="deploy/examples/material-cost-and-budget.yaml",
 )  # fmt: skip

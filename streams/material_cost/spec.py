@@ -69,5 +69,5 @@ Flow = FLOW.component
 SPEC = flow_component_spec(
     FLOW, __name__,
     "F6: goods receipts keep a moving average cost per material; a goods issue to a project → MATERIAL cost "
-    "entry on its cost center + balanced voucher; a changed or deleted issue is reversed (红字) first.",
+    "entry on its cost center + balanced voucher; a changed or deleted issue is reversed (红字) first.", example="deploy/examples/material-cost-and-budget.yaml",
 )  # fmt: skip

@@ -41,5 +41,5 @@ Flow = FLOW.component
 SPEC = flow_component_spec(
     FLOW, __name__,
     "F3: a project's material need × free stock → a purchase requisition for the shortfall only; a changed "
-    "need adjusts it (new version), a cancelled one cancels it.",
+    "need adjusts it (new version), a cancelled one cancels it.", example="deploy/examples/jxc-atp-writeback.yaml",
 )  # fmt: skip

@@ -42,9 +42,14 @@ number; its event id is derived from (key, state, crossing), so a repeat is the 
 
 Decided here: the level's own ``reserved`` is not subtracted (F5 is the reservation authority; the sales
 system's own reservations would count twice); the safety stock is the level's when it is positive, else the
-material master's, else 0; a key whose level was never seen has nothing on hand (orders are refused, not
-left waiting, but an order waits for the level of each of its keys in the ``stock-levels`` table first); a line unit that differs from the level's unit refuses the order; warehouse codes contain no
-``/``. Reservations are given back by cancellation/closing; consumption by a goods issue is not modelled.
+material master's, else 0; an order for a key no InventoryLevel was ever seen for (in the
+``stock-levels`` table) is missing master data: it waits ``master_data_grace_seconds`` and then goes to the
+dead-letter topic with its key, to be replayed once the level exists (a 进销存 source publishes a zero level
+for a stocked material with no stock); a step that still finds no level at its key (another worker's table
+not yet replicated) refuses the order rather than wait inside a chain; a line unit that differs from the
+level's unit refuses the order; warehouse codes contain no ``/``. Reservations are given back by
+cancellation / closing (``releasing_statuses``); until then an order delivered by a goods issue counts
+twice (its hold and the lower on-hand): ATP errs on the side of refusing, never of overselling.
 """
 
 from __future__ import annotations

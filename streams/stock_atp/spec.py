@@ -78,5 +78,5 @@ SPEC = flow_component_spec(
     FLOW, __name__,
     "F5: sales order → available to promise per warehouse and material (on hand − reserved − safety stock); "
     "an oversell is refused, an accepted order reserves, a cancelled one releases; one replenishment alert per "
-    "crossing of the safety stock.",
+    "crossing of the safety stock.", example="deploy/examples/jxc-atp-writeback.yaml",
 )  # fmt: skip

@@ -180,6 +180,7 @@ def test_stock_atp_and_material_need_end_to_end_with_crashes(env: Env) -> None:
         env.send(ORDER, order("SO-C", [line(1, "M3", "1", "box")]), "SO-C", partition=2)  # 10 pcs of ATP 20-4=16
         env.send(ORDER, order("SO-D", [line(1, "M3", "6")]), "SO-D", partition=2)
         env.send(ORDER, order("SO-X", [line(1, "M3", "1", "barrel")]), "SO-X", partition=0)  # unknown unit
+        env.send(ORDER, order("SO-Z", [line(1, "NOLEVEL", "1")]), "SO-Z", partition=1)  # no level: waits, dead letter
         env.send(NEED, need("N1", "STEEL", "10"), "PRJ-1")  # free 8 - 1 = 7: short 3
         env.send(NEED, need("N9", "NOPE", "1"), "PRJ-9")  # unknown material
         assert worker.proc is not None
@@ -188,7 +189,7 @@ def test_stock_atp_and_material_need_end_to_end_with_crashes(env: Env) -> None:
 
         worker.start()
         wait_for(lambda: {("SO-A", 1), ("SO-B", 1), ("SO-C", 1), ("SO-D", 1)} <= set(decisions(env))
-                 and {"SO-X", "PRJ-9"} <= set(dead_letter_keys(env)) and "PR-N1" in env.of(REQUISITION),
+                 and {"SO-X", "SO-Z", "PRJ-9"} <= set(dead_letter_keys(env)) and "PR-N1" in env.of(REQUISITION),
                  120, "phase A outputs", worker)  # fmt: skip
         time.sleep(4)  # let Faust commit: the next run relies on its recovered tables
         worker.kill()
@@ -237,7 +238,29 @@ def check(env: Env, worker: FlowsWorker, winner: str) -> None:
         ("SUBMITTED", Decimal("3.0000")), ("SUBMITTED", Decimal("5.0000")), ("CANCELLED", Decimal("5.0000"))]  # fmt: skip
     assert reqs[1]["lines"][0]["description"] == "supplier:SUP-3" and reqs[1]["company"] == "SH01"
     dls = dead_letter_keys(env)
-    assert set(dls) == {"SO-X", "PRJ-9"}
+    assert set(dls) == {"SO-X", "SO-Z", "PRJ-9"}
+    assert dls["SO-Z"]["error_type"] == "Permanent/unknown_master_data" and "WH1/NOLEVEL" in dls["SO-Z"]["error_message"]
     assert dls["SO-X"]["error_type"] == "Permanent/unknown_unit" and "barrel" in dls["SO-X"]["error_message"]
     assert dls["SO-X"]["connector"] == "atp" and dls["SO-X"]["source_topic"] == ORDER
     assert dls["PRJ-9"]["error_type"] == "Permanent/unknown_master_data" and "NOPE" in dls["PRJ-9"]["error_message"]
+
+
+def test_material_need_alone_keeps_the_stock_tables_and_sends_only_requisitions(env: Env) -> None:
+    """A worker of F3 alone keeps F5's materials and stock levels (F5 kept for its tables, sending nothing)."""
+    maps = mappings(env)
+    path = env.tmp / "need-only.yaml"
+    path.write_text(yaml.safe_dump({"version": 1, "name": "need-only", "flows": [
+        {"name": "need", "type": "material-need", "config": {**FLOW_CONFIG, "mapping": str(maps["need"])}}]}))  # fmt: skip
+    worker = FlowsWorker(env, path)
+    worker.start()
+    try:
+        env.send(MATERIAL, material("STEEL", "t", "steel"), "STEEL")
+        env.send(LEVEL, level("STEEL", "4", unit="t"), "WH1/STEEL")
+        env.send(ORDER, order("SO-1", [line(1, "STEEL", "1", "t")]), "SO-1")  # F5 is not run: no decision
+        env.send(NEED, need("N1", "STEEL", "10"), "PRJ-1")
+        wait_for(lambda: "PR-N1" in env.of(REQUISITION), 90, "the requisition", worker)
+        time.sleep(2)
+    finally:
+        worker.stop()
+    assert [v["lines"][0]["quantity"] for v in env.of(REQUISITION)["PR-N1"]] == [Decimal("6.0000")]
+    assert env.of(DECISION) == {} and env.read(("bizbus.sales.atp-step.v1",)) == []
