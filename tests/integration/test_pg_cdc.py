@@ -151,3 +151,33 @@ def test_new_nullable_column_flows_and_a_dropped_mapped_column_stops_the_connect
         row = c2.execute("SELECT count(*) FROM pg_logical_slot_peek_binary_changes(%s, NULL, NULL,"
                          " 'proto_version', '1', 'publication_names', %s)", (capture.reader.slot, capture.reader.publication)).fetchone()  # fmt: skip
         assert row[0] > 0
+
+
+def test_a_snapshot_cut_short_leaves_nothing_and_the_next_one_is_whole(rig) -> None:
+    conn = rig["pg"].connect()
+    for n in range(1200):  # 3 chunks of the snapshot (snapshot_fetch_rows 500)
+        need(conn, n)
+    cfg = rig["cfg"].model_copy(update={"snapshot_fetch_rows": 500})
+    capture, source = tasks(rig["name"], cfg, rig["bootstrap"], rig["registry"])
+    real = capture.reader.snapshot
+    cut = []
+
+    def snapshot_failing_once(tables):
+        it = real(tables)
+        if not cut:
+            cut.append(next(it))  # one chunk read, then the reader's connection breaks
+            raise ConnectionError("cut during the snapshot")
+        yield from it
+
+    capture.reader.snapshot = snapshot_failing_once
+    with Runner(capture, source) as run:
+        try:
+            wait_for(lambda: capture.journaled > 0, 60)
+        except AssertionError:
+            raise AssertionError(f"errors: {run.errors[:5]} failed: {run.failed}") from None
+        need(conn, 1200)  # streamed after the second snapshot
+        got = records(rig, [NEED], expect=1201)
+        assert not run.failed and any("cut during the snapshot" in str(e) for e in run.errors)
+    assert len(cut[0].changes) == 500
+    ids = Counter(v["need_id"] for _t, _k, v in got)
+    assert len(ids) == 1201 and max(ids.values()) == 1

@@ -32,6 +32,7 @@ class PgLogReader(LogReader):
         self.slot = config.slot or f"bizbus_{connector.replace('-', '_')}"
         self.publication = config.publication or f"bizbus_{connector.replace('-', '_')}"
         self._admin: psycopg.Connection[Any] | None = None
+        self._snap: psycopg.Connection[Any] | None = None  # the snapshot's transaction (blocks a new slot while open)
         self._repl: Any = None
         self._cur: Any = None
         self._decoder = Decoder()
@@ -120,7 +121,7 @@ class PgLogReader(LogReader):
         now = dt.datetime.now(dt.UTC)
         log.info("cdc %s: slot %s created at %s; reading the snapshot %s", self.connector, self.slot,
                  consistent_point, snapshot_name)  # fmt: skip
-        conn = connect(self.c.dsn, f"cdc snapshot {self.connector}", autocommit=False)
+        conn = self._snap = connect(self.c.dsn, f"cdc snapshot {self.connector}", autocommit=False)
         try:
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot_name)))
@@ -134,6 +135,7 @@ class PgLogReader(LogReader):
             conn.rollback()
         finally:
             close_quietly(conn)
+            self._snap = None
         self._start()  # the snapshot is no longer needed: stream from the slot's consistent point
 
     def _read_table(self, conn: psycopg.Connection[Any], table: str) -> Iterator[tuple[RowChange, ...]]:
@@ -233,4 +235,5 @@ class PgLogReader(LogReader):
                     conn.close()
         self._repl = self._cur = None
         close_quietly(self._admin)
-        self._admin = None
+        close_quietly(self._snap)
+        self._admin = self._snap = None
