@@ -7,6 +7,7 @@ stops the connector with a clear error."""
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections import Counter
 
@@ -181,3 +182,26 @@ def test_a_snapshot_cut_short_leaves_nothing_and_the_next_one_is_whole(rig) -> N
     assert len(cut[0].changes) == 500
     ids = Counter(v["need_id"] for _t, _k, v in got)
     assert len(ids) == 1201 and max(ids.values()) == 1
+
+
+def test_the_slot_is_confirmed_only_once_the_journal_was_published(rig) -> None:
+    conn = rig["pg"].connect()
+    capture, source = tasks(rig["name"], rig["cfg"], rig["bootstrap"], rig["registry"])
+    slot = capture.reader.slot
+
+    def confirmed() -> str:
+        return conn.execute("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s",
+                            (slot,)).fetchone()[0]  # fmt: skip
+
+    with Runner(capture):  # capture alone: the journal fills, nothing is published
+        wait_for(lambda: capture._started)
+        start = confirmed()
+        for n in range(30):
+            need(conn, n)
+        wait_for(lambda: capture.journaled >= 30)
+        time.sleep(2)  # several confirm intervals
+        assert confirmed() == start, "the slot moved past changes nobody published"
+    capture, source = tasks(rig["name"], rig["cfg"], rig["bootstrap"], rig["registry"])
+    with Runner(capture, source):
+        assert len(records(rig, [NEED], expect=30)) == 30
+        wait_for(lambda: confirmed() != start, 20)
