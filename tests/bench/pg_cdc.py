@@ -220,7 +220,7 @@ def run(ctx: BenchContext) -> list[BenchResult]:
                      "slot: the baseline's call, the worker's 'capture lease taken' log line), each side on its own "
                      "topic; the source also journals each transaction in the state DB and reads it back (the durable "
                      "side); process start-up of the worker is not counted"}),
-        BenchResult(NAME, "commit -> topic p99 ms at 1,000 changes/s", round(p99, 1), round(p50, 1),
+        BenchResult(NAME, "commit -> topic p99 ms at 1,000 changes/s", round(p99, 1), round(max(p50, 0.1), 1),
                     "p50 of the same run", "ms", False, "p99 < 250 ms",
                     {"offered_changes_per_s": round(achieved, 1), "records": len(ms), "other_records_in_window": extra, "p50_ms": round(p50, 1),
                      "p99_ms": round(p99, 1), "max_ms": round(ms[-1], 1), "seconds": seconds,

@@ -7,6 +7,7 @@ stops the connector with a clear error."""
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections import Counter
 
@@ -151,3 +152,56 @@ def test_new_nullable_column_flows_and_a_dropped_mapped_column_stops_the_connect
         row = c2.execute("SELECT count(*) FROM pg_logical_slot_peek_binary_changes(%s, NULL, NULL,"
                          " 'proto_version', '1', 'publication_names', %s)", (capture.reader.slot, capture.reader.publication)).fetchone()  # fmt: skip
         assert row[0] > 0
+
+
+def test_a_snapshot_cut_short_leaves_nothing_and_the_next_one_is_whole(rig) -> None:
+    conn = rig["pg"].connect()
+    for n in range(1200):  # 3 chunks of the snapshot (snapshot_fetch_rows 500)
+        need(conn, n)
+    cfg = rig["cfg"].model_copy(update={"snapshot_fetch_rows": 500})
+    capture, source = tasks(rig["name"], cfg, rig["bootstrap"], rig["registry"])
+    real = capture.reader.snapshot
+    cut = []
+
+    def snapshot_failing_once(tables):
+        it = real(tables)
+        if not cut:
+            cut.append(next(it))  # one chunk read, then the reader's connection breaks
+            raise ConnectionError("cut during the snapshot")
+        yield from it
+
+    capture.reader.snapshot = snapshot_failing_once
+    with Runner(capture, source) as run:
+        try:
+            wait_for(lambda: capture.journaled > 0, 60)
+        except AssertionError:
+            raise AssertionError(f"errors: {run.errors[:5]} failed: {run.failed}") from None
+        need(conn, 1200)  # streamed after the second snapshot
+        got = records(rig, [NEED], expect=1201)
+        assert not run.failed and any("cut during the snapshot" in str(e) for e in run.errors)
+    assert len(cut[0].changes) == 500
+    ids = Counter(v["need_id"] for _t, _k, v in got)
+    assert len(ids) == 1201 and max(ids.values()) == 1
+
+
+def test_the_slot_is_confirmed_only_once_the_journal_was_published(rig) -> None:
+    conn = rig["pg"].connect()
+    capture, source = tasks(rig["name"], rig["cfg"], rig["bootstrap"], rig["registry"])
+    slot = capture.reader.slot
+
+    def confirmed() -> str:
+        return conn.execute("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s",
+                            (slot,)).fetchone()[0]  # fmt: skip
+
+    with Runner(capture):  # capture alone: the journal fills, nothing is published
+        wait_for(lambda: capture._started)
+        start = confirmed()
+        for n in range(30):
+            need(conn, n)
+        wait_for(lambda: capture.journaled >= 30)
+        time.sleep(2)  # several confirm intervals
+        assert confirmed() == start, "the slot moved past changes nobody published"
+    capture, source = tasks(rig["name"], rig["cfg"], rig["bootstrap"], rig["registry"])
+    with Runner(capture, source):
+        assert len(records(rig, [NEED], expect=30)) == 30
+        wait_for(lambda: confirmed() != start, 20)

@@ -17,7 +17,7 @@ import psycopg2.extras
 from bizbus.connectors.runtime.cdc import LogReader, RowChange, Transaction
 from psycopg import sql
 
-from bizbus.failures import Fatal
+from bizbus.failures import Fatal, NotConnected
 from bizbus.pgconn import close_quietly, connect
 
 from .config import PostgresCdcConfig
@@ -32,6 +32,7 @@ class PgLogReader(LogReader):
         self.slot = config.slot or f"bizbus_{connector.replace('-', '_')}"
         self.publication = config.publication or f"bizbus_{connector.replace('-', '_')}"
         self._admin: psycopg.Connection[Any] | None = None
+        self._snap: psycopg.Connection[Any] | None = None  # the snapshot's transaction (blocks a new slot while open)
         self._repl: Any = None
         self._cur: Any = None
         self._decoder = Decoder()
@@ -92,21 +93,30 @@ class PgLogReader(LogReader):
         return self._admin.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s",
                                    (self.slot,)).fetchone() is not None  # fmt: skip
 
-    def _drop_slot(self) -> None:
+    def _free_slot(self) -> bool:
+        """End a walsender still holding the slot (a killed reader's, until the server notices): the capture lease
+        says this process is the only reader. False when the slot does not exist."""
         assert self._admin is not None
-        for _ in range(50):  # a killed reader's walsender may still hold it for a moment
+        for _ in range(50):
             row = self._admin.execute("SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s",
                                       (self.slot,)).fetchone()  # fmt: skip
             if row is None:
-                return
+                return False
             if row[0] is None:
-                self._admin.execute("SELECT pg_drop_replication_slot(%s)", (self.slot,))
-                return
+                return True
+            log.info("cdc %s: slot %s is still held by pid %s (a reader before this one); ending it", self.connector,
+                     self.slot, row[0])  # fmt: skip
             self._admin.execute("SELECT pg_terminate_backend(%s)", (row[0],))
             time.sleep(0.2)
         raise Fatal(f"replication slot {self.slot} stays in use by another process", reason="slot_busy")
 
+    def _drop_slot(self) -> None:
+        if self._free_slot():
+            assert self._admin is not None
+            self._admin.execute("SELECT pg_drop_replication_slot(%s)", (self.slot,))
+
     def _start(self) -> None:
+        self._free_slot()
         self._cur.start_replication(slot_name=self.slot, decode=False, status_interval=self.c.status_interval_seconds,
                                     options={"proto_version": "1", "publication_names": self.publication})  # fmt: skip
         self._streaming = True
@@ -120,7 +130,7 @@ class PgLogReader(LogReader):
         now = dt.datetime.now(dt.UTC)
         log.info("cdc %s: slot %s created at %s; reading the snapshot %s", self.connector, self.slot,
                  consistent_point, snapshot_name)  # fmt: skip
-        conn = connect(self.c.dsn, f"cdc snapshot {self.connector}", autocommit=False)
+        conn = self._snap = connect(self.c.dsn, f"cdc snapshot {self.connector}", autocommit=False)
         try:
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot_name)))
@@ -134,6 +144,7 @@ class PgLogReader(LogReader):
             conn.rollback()
         finally:
             close_quietly(conn)
+            self._snap = None
         self._start()  # the snapshot is no longer needed: stream from the slot's consistent point
 
     def _read_table(self, conn: psycopg.Connection[Any], table: str) -> Iterator[tuple[RowChange, ...]]:
@@ -159,6 +170,13 @@ class PgLogReader(LogReader):
     # -- stream --------------------------------------------------------------------------------------
 
     def read(self, max_rows: int, timeout: float) -> list[Transaction]:
+        try:
+            return self._read(max_rows, timeout)
+        except (psycopg2.OperationalError, psycopg2.InterfaceError, psycopg2.DatabaseError) as exc:
+            raise NotConnected(f"the replication connection to {self.c.schema_name}@{_where(self.c.dsn)} broke"
+                               f" ({str(exc).strip() or type(exc).__name__}); reading again from the slot") from exc
+
+    def _read(self, max_rows: int, timeout: float) -> list[Transaction]:
         if not self._streaming:
             self._start()
         out: list[Transaction] = []
@@ -233,4 +251,11 @@ class PgLogReader(LogReader):
                     conn.close()
         self._repl = self._cur = None
         close_quietly(self._admin)
-        self._admin = None
+        close_quietly(self._snap)
+        self._admin = self._snap = None
+
+
+def _where(dsn: str) -> str:
+    """host:port/db of a DSN, for messages (no user, no options)."""
+    tail = dsn.split("@", 1)[-1]
+    return tail.split("?", 1)[0]
