@@ -68,7 +68,8 @@ def decision(no: str, kind: str, version: int = 1, reason: str | None = None) ->
 def requests(server: TrytonServer, no: str) -> dict[str, dict[str, Any]]:
     rows = server.rpc.call(REQUEST, "search_read", [("bizbus_ref", "like", f"{no}/%")], 0, None, None,
                            ["bizbus_ref", "bizbus_version", "state", "product.code", "quantity", "unit.symbol",
-                            "warehouse.code", "company", "supply_date", "purchase_date", "description"])  # fmt: skip
+                            "warehouse.code", "company", "supply_date", "purchase_date", "description",
+                            "party.code"])  # fmt: skip
     return {r["bizbus_ref"]: r for r in flat(rows)}
 
 
@@ -113,6 +114,8 @@ def sales(server: TrytonServer, *refs: str) -> dict[str, dict[str, Any]]:
 def test_requisitions_become_purchase_requests_updated_and_cancelled_once(tryton: TrytonServer) -> None:
     w = make_writer(tryton)
     pr1 = requisition("PR-1", lines=[(1, "MAT-STEEL-10", "10", "u"), (2, "MAT-CABLE-4", "25", "u")])
+    pr1["lines"][0]["description"] = "supplier:SUP-002"  # as F3 suggests a supplier
+    pr1["lines"][1]["description"] = "supplier:SUP-404"  # one Tryton does not know: left for the purchaser
     pr2 = requisition("PR-2", status="APPROVED", lines=[(1, "SVC-INSTALL", "3", "u")])
     submitted = requisition("PR-3", status="DRAFT")
     res = w.write(records(pr1, pr2, submitted))
@@ -124,6 +127,7 @@ def test_requisitions_become_purchase_requests_updated_and_cancelled_once(tryton
     assert summary(tryton, "PR-2") == {"PR-2/1": ("SVC-INSTALL", 3.0, "u", "WH", "draft", 1)}
     assert summary(tryton, "PR-3") == {}  # a draft: no request yet
     one = requests(tryton, "PR-1")["PR-1/1"]
+    assert (one["party.code"], requests(tryton, "PR-1")["PR-1/2"].get("party.code")) == ("SUP-002", None)
     assert (one["supply_date"], one["purchase_date"]) == (date(2026, 4, 1), MARCH)
     assert "requisition PR-1 line 1" in one["description"] and "P-ZJ" in one["description"]
     # Tryton itself still refuses a client's create: the bizbus door is the only way in
