@@ -20,7 +20,7 @@ import pytest
 from bizbus.schemas import catalog
 
 from bizbus import lineage
-from bizbus.failures import Retryable
+from bizbus.failures import Fatal, Retryable
 from tests.integration.test_tryton_sink import cost_center, counts, eid, flat, make_writer, records, voucher
 from tests.tryton_env import TrytonServer
 
@@ -368,6 +368,17 @@ def test_plan_describes_the_new_kinds_and_writes_nothing(tryton: TrytonServer) -
     assert plan[1].detail.startswith("create and post move CE/GI-P/1")
     assert plan[2].detail.startswith("cancel sale SO-P (draft -> cancel)")
     assert summary(tryton, "PR-P") == {} and sales(tryton, "SO-P")["SO-P"]["state"] == "draft"
+    w.close()
+
+
+def test_a_database_without_the_bizbus_fields_stops_the_sink_with_the_remedy(tryton: TrytonServer) -> None:
+    w = make_writer(tryton)
+    w.require_fields("model.sale.sale", ["bizbus_version"])  # there: nothing happens
+    with pytest.raises(Fatal, match="update bizbus_ref") as info:
+        w.require_fields("model.sale.sale", ["bizbus_version", "bizbus_not_there"])
+    assert info.value.reason == "config" and "bizbus_not_there" in str(info.value)
+    with pytest.raises(Fatal, match="activate the modules"):
+        w.require_fields("model.stock.not_a_model", ["bizbus_ref"])
     w.close()
 
 

@@ -53,6 +53,7 @@ def _row_no(row: dict[str, Any], no: str) -> int | None:
 
 
 def prepare_requisitions(w: TrytonWriter, records: list[SinkRecord], out: Outcomes) -> RequisitionWork:
+    w.require_fields(m.REQUEST, ["bizbus_ref", "bizbus_version", "bizbus_cancelled"])
     latest: dict[str, SinkRecord] = {}
     effects: dict[str, list[str]] = {}
     for r in records:  # fold the versions of one requisition in the batch into the newest

@@ -33,6 +33,7 @@ class DecisionWork:
 
 
 def prepare_decisions(w: TrytonWriter, records: list[SinkRecord], out: Outcomes) -> DecisionWork:
+    w.require_fields(m.SALE, ["bizbus_version", "bizbus_decision", "bizbus_reason"])
     latest: dict[str, SinkRecord] = {}
     effects: dict[str, list[str]] = {}
     for r in records:
