@@ -103,9 +103,9 @@ def _documents(document: str) -> float:
 
 def sales(server: TrytonServer, *refs: str) -> dict[str, dict[str, Any]]:
     rows = server.rpc.call(SALE, "search_read", [("reference", "in", list(refs))], 0, None, None,
-                           ["reference", "state", "bizbus_version", "bizbus_decision", "bizbus_reason",
-                            "shipments"])  # fmt: skip
-    return {r["reference"]: r for r in rows}
+                           ["reference", "state", "bizbus_ref", "bizbus_version", "bizbus_decision", "bizbus_reason",
+                            "shipments"], context={"active_test": False})  # fmt: skip
+    return {r["reference"]: r for r in sorted(rows, key=lambda r: r["bizbus_ref"] is not None)}
 
 
 # -- requisitions -> purchase requests ----------------------------------------------------------------------
@@ -316,6 +316,16 @@ def test_order_decisions_confirm_or_cancel_the_tryton_sale_once(tryton: TrytonSe
     assert sales(tryton, "SO-4")["SO-4"]["bizbus_reason"] == "refused: MAT-STEEL-10 lacks 4"
     assert counts(w.write(records(decision("SO-4", "ACCEPTED", version=2)))) == (1, 0, 0)
     assert sales(tryton, "SO-4")["SO-4"]["state"] == "processing"
+
+    # the sale a decision was applied to carries the order number in bizbus_ref: a copy made in Tryton later
+    # (same reference, no bizbus_ref) does not make the next decision ambiguous; two unanswered sales do
+    assert sales(tryton, "SO-2")["SO-2"]["bizbus_ref"] == "SO-2"
+    tryton.rpc.call(SALE, "copy", tryton.rpc.call(SALE, "search", [("bizbus_ref", "=", "SO-2")]), {"reference": "SO-2"})
+    assert counts(w.write(records(decision("SO-2", "RELEASED", version=2)))) == (1, 0, 0)
+    assert tryton.rpc.call(SALE, "search_count", [("reference", "=", "SO-2"), ("state", "=", "draft")]) == 1
+    make_sale(tryton, "SO-AMB"), make_sale(tryton, "SO-AMB")
+    amb = decision("SO-AMB", "ACCEPTED")
+    assert w.write(records(amb)).failed[eid(amb)].reason == "ambiguous_sale"
 
     # a sale already being shipped cannot be released by bizbus: a dead letter with Tryton's state in it
     late = decision("SO-1", "RELEASED", version=2)
