@@ -79,6 +79,8 @@ class ComponentSpec:
     writes: Callable[[BaseModel], tuple[str, ...]] = _nothing
     secrets: Callable[[BaseModel], tuple[str, ...]] = _nothing
     docs: str = ""  # the page that explains how to connect the real system, relative to the repository root
+    guarantee: str = ""  # the delivery promise in one line (README table), e.g. "exactly once (ledger)"
+    example: str = ""  # a file holding a pipeline that uses the type: a pipeline YAML, or a page with a yaml block
 
     def load(self) -> type[Component]:
         module, _, attr = self.target.partition(":")
@@ -156,9 +158,14 @@ BUILTIN: tuple[str | ComponentSpec, ...] = (
     "bizbus.connectors.sinks.postgres.spec:SPEC",
     "bizbus.connectors.sinks.http_api.spec:SPEC",
     "bizbus.connectors.sinks.tryton.spec:SPEC",
+    "bizbus.connectors.sinks.reporting.spec:SPEC",
     "bizbus.streams.cost_centers.spec:SPEC",
     "bizbus.streams.labor_cost.spec:SPEC",
     "bizbus.streams.approvals.spec:SPEC",
+    "bizbus.streams.material_cost.spec:SPEC",
+    "bizbus.streams.budget_control.spec:SPEC",
+    "bizbus.streams.material_need.spec:SPEC",
+    "bizbus.streams.stock_atp.spec:SPEC",
 )
 
 COMPONENT_TYPES = _Registry(BUILTIN)

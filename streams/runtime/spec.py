@@ -38,12 +38,15 @@ Store = Callable[[dict[str, Any], dict[str, Any]], None]
 class TableSpec:
     """A state table a flow owns. ``source``: the topic whose partitions it has (a partitioned table is
     co-partitioned with it); ``global_``: a GlobalTable, read by agents of other topics; ``load``: the
-    typed model :meth:`StateTable.get` answers (None: the state dict)."""
+    typed model :meth:`StateTable.get` answers (None: the state dict); ``by_key``: its keys are written by
+    events of several partitions or topics, so each key's changelog partition is fixed by the key
+    (:class:`StateTable` ``key_partitions``): such a table is exact in one worker (``replicas: 1``)."""
 
     name: str
     source: str
     global_: bool = False
     load: Callable[[dict[str, Any]], Any] | None = None
+    by_key: bool = False
 
 
 @dataclass(frozen=True)
@@ -85,12 +88,13 @@ class AgentDecl:
     source: str
     handler: Callable[[FlowContext], Handler]
     master_data: bool = False
+    name: str | None = None  # the short name when the topic's own would clash (purchase.order / sales.order)
 
     @property
     def short(self) -> str:
-        """``bizbus.pm.timesheet.v1`` → ``timesheet``: the agent is ``bizbus-<short>``, its progress table
-        ``progress-<short>``."""
-        return self.source.split(".")[2]
+        """``bizbus.pm.timesheet.v1`` → ``timesheet`` (or ``name``): the agent is ``bizbus-<short>``, its
+        progress table ``progress-<short>``."""
+        return self.name or self.source.split(".")[2]
 
 
 @dataclass(frozen=True)
@@ -135,11 +139,17 @@ class FlowEntry(Component):
         raise RuntimeError(f"flow {self.name} runs in `bizbus flows run` (a Faust worker), not as a component")
 
 
-def flow_component_spec(flow: FlowSpec, module: str, summary: str, docs: str = "") -> ComponentSpec:
+FLOW_GUARANTEE = ("at least once (Faust at_least_once), outputs keep ids derived from their inputs: "
+                  "the sinks apply each effect once")
+
+
+def flow_component_spec(flow: FlowSpec, module: str, summary: str, docs: str = "", example: str = "",
+                        guarantee: str = FLOW_GUARANTEE) -> ComponentSpec:  # fmt: skip
     """The ComponentSpec of ``flow``; ``module`` must hold ``Flow = <flow>.component`` (the target)."""
     return ComponentSpec(
         flow.name, "flow", f"{module}:Flow", summary,
         reads=lambda _config: flow.reads, writes=lambda _config: flow.outputs, docs=docs,
+        guarantee=guarantee, example=example,
     )  # fmt: skip
 
 
