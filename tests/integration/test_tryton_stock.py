@@ -400,3 +400,45 @@ def test_config_names_the_new_topics_and_mappings() -> None:
     assert cfg.cost_accounts["MATERIAL"].debit_account == "5401" and cfg.warehouse == "WH"
     with pytest.raises(ValueError, match="cost_entry_analytic"):
         TrytonSinkConfig(url="http://127.0.0.1:8000/bizbus/", password_env="X", cost_entry_analytic="CC-{nope}")
+
+
+def test_f3_requisitions_as_the_flow_makes_them_become_requests(tryton: TrytonServer) -> None:
+    """F3's own logic (streams/material_need) makes the requisitions: a need short of stock, a bigger need, a need
+    covered after a receipt -> one request, its quantity updated, then cancelled; the suggested supplier is set."""
+    from datetime import UTC, datetime
+
+    from bizbus.streams.material_need.config import MaterialNeedMapping
+    from bizbus.streams.material_need.logic import handle_need
+
+    mapping = MaterialNeedMapping(company="SH01", default_warehouse="WH", supplier_by_material={"MAT-STEEL-10": "SUP-001"})
+    materials = {"MAT-STEEL-10": {"code": "MAT-STEEL-10", "name": "Steel rebar 10 mm", "unit": "u", "category": None,
+                                  "safety_stock": "2", "standard_cost": "45.5", "currency": "CNY", "active": True,
+                                  "version": 1}}  # fmt: skip
+
+    def need(quantity: str, version: int) -> dict[str, Any]:
+        meta = lineage.meta(lineage.event_id("pm", "need", "N7", version), "P-ZJ", "pm",
+                            datetime(2026, 3, 14, 2, 0, tzinfo=UTC))  # fmt: skip
+        return {"meta": meta, "op": "UPDATED" if version > 1 else "CREATED", "need_id": "N7", "project": "P-ZJ",
+                "task": None, "material": "MAT-STEEL-10", "quantity": Decimal(quantity), "unit": "u",
+                "need_by": date(2026, 4, 1), "warehouse": None, "version": version}  # fmt: skip
+
+    w = make_writer(tryton)
+    state: dict[str, Any] | None = None
+    stock = {"WH/MAT-STEEL-10": {"available": "5", "safety_stock": "0", "unit": "u"}}
+    expected = [(("MAT-STEEL-10", 7.0, "u", "WH", "draft", 1)),  # 10 needed, 5 - 2 safety free: short by 7
+                (("MAT-STEEL-10", 17.0, "u", "WH", "draft", 2)),  # 20 needed
+                (("MAT-STEEL-10", 17.0, "u", "WH", "cancelled", 3))]  # 50 arrived: covered  # fmt: skip
+    for (quantity, version), want in zip([("10", 1), ("20", 2), ("20", 3)], expected, strict=True):
+        if version == 3:
+            stock["WH/MAT-STEEL-10"]["available"] = "50"
+        res = handle_need(need(quantity, version), state, materials.get, stock.get, mapping)
+        state = res.state
+        (out,) = res.outputs
+        catalog.validate("bizbus.purchase.PurchaseRequisition", out.value)
+        assert counts(w.write(records(out.value))) == (1, 0, 0)
+        assert counts(w.write(records(out.value))) == (0, 1, 0)  # redelivered: nothing more
+        (ref,) = summary(tryton, out.value["requisition_no"])
+        assert summary(tryton, out.value["requisition_no"])[ref] == want
+    got = requests(tryton, "PR-N7")["PR-N7/1"]
+    assert got["party.code"] == "SUP-001" and got["supply_date"] == date(2026, 4, 1)
+    w.close()
