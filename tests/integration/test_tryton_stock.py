@@ -442,3 +442,37 @@ def test_f3_requisitions_as_the_flow_makes_them_become_requests(tryton: TrytonSe
     got = requests(tryton, "PR-N7")["PR-N7/1"]
     assert got["party.code"] == "SUP-001" and got["supply_date"] == date(2026, 4, 1)
     w.close()
+
+
+def test_f6_cost_entries_as_the_flow_makes_them_post_what_its_voucher_says(tryton: TrytonServer) -> None:
+    """F6's own logic (streams/material_cost) books a goods issue at the moving average, then a changed issue
+    (reversal + new entry); the sink posts its cost entries; Tryton's lines equal F6's own vouchers."""
+    from bizbus.streams.material_cost.logic import COST_ENTRY_TOPIC, VOUCHER_TOPIC
+
+    from tests.unit.test_f6_material_cost import World, issue, line, receipt
+
+    world = World()
+    world.receive(receipt("R1", [line(1, "10", "1000.00")]))
+    world.receive(receipt("R2", [line(1, "10", price="130.000000")]))  # average 115
+    outputs = list(world.issue(issue("I1", [line(1, "5")])).outputs)  # 575.00
+    outputs += world.issue(issue("I1", [line(1, "3")], version=2, op="UPDATED")).outputs  # reversed, 345.00
+    entries = [o.value for o in outputs if o.topic == COST_ENTRY_TOPIC]
+    vouchers = [o.value for o in outputs if o.topic == VOUCHER_TOPIC]
+    assert [e["amount"] for e in entries] == [Decimal("575.00"), Decimal("-575.00"), Decimal("345.00")]
+
+    w = make_writer(tryton)
+    w.write(records(cost_center("CC-PRJ-1")))
+    assert counts(w.write(records(*entries))) == (3, 0, 0)
+    assert counts(w.write(records(*entries))) == (0, 3, 0)
+    refs = [f"CE/{e['entry_id']}" for e in entries]
+    lines = flat(tryton.rpc.call("model.account.move.line", "search_read", [("move.bizbus_ref", "in", refs)], 0,
+                                 None, None, ["account.code", "debit", "credit", "analytic_lines"]))  # fmt: skip
+    booked = sorted((x["account.code"], x["debit"], x["credit"]) for x in lines)
+    from_vouchers = sorted((ln["account_code"], ln["debit"], ln["credit"]) for v in vouchers for ln in v["lines"])
+    assert booked == from_vouchers  # the same books as F6's vouchers on the voucher topic would make
+    alines = flat(tryton.rpc.call("model.analytic_account.line", "search_read",
+                                  [("move_line.move.bizbus_ref", "in", refs)], 0, None, None,
+                                  ["account.code", "debit", "credit"]))  # fmt: skip
+    assert {a["account.code"] for a in alines} == {"CC-PRJ-1"}
+    assert sum(a["debit"] - a["credit"] for a in alines) == Decimal("345.00")  # the project's material cost
+    w.close()
