@@ -20,7 +20,7 @@ import pytest
 from bizbus.schemas import catalog
 
 from bizbus import lineage
-from bizbus.failures import Retryable
+from bizbus.failures import Fatal, Retryable
 from tests.integration.test_tryton_sink import cost_center, counts, eid, flat, make_writer, records, voucher
 from tests.tryton_env import TrytonServer
 
@@ -68,7 +68,8 @@ def decision(no: str, kind: str, version: int = 1, reason: str | None = None) ->
 def requests(server: TrytonServer, no: str) -> dict[str, dict[str, Any]]:
     rows = server.rpc.call(REQUEST, "search_read", [("bizbus_ref", "like", f"{no}/%")], 0, None, None,
                            ["bizbus_ref", "bizbus_version", "state", "product.code", "quantity", "unit.symbol",
-                            "warehouse.code", "company", "supply_date", "purchase_date", "description"])  # fmt: skip
+                            "warehouse.code", "company", "supply_date", "purchase_date", "description",
+                            "party.code"])  # fmt: skip
     return {r["bizbus_ref"]: r for r in flat(rows)}
 
 
@@ -102,9 +103,9 @@ def _documents(document: str) -> float:
 
 def sales(server: TrytonServer, *refs: str) -> dict[str, dict[str, Any]]:
     rows = server.rpc.call(SALE, "search_read", [("reference", "in", list(refs))], 0, None, None,
-                           ["reference", "state", "bizbus_version", "bizbus_decision", "bizbus_reason",
-                            "shipments"])  # fmt: skip
-    return {r["reference"]: r for r in rows}
+                           ["reference", "state", "bizbus_ref", "bizbus_version", "bizbus_decision", "bizbus_reason",
+                            "shipments"], context={"active_test": False})  # fmt: skip
+    return {r["reference"]: r for r in sorted(rows, key=lambda r: r["bizbus_ref"] is not None)}
 
 
 # -- requisitions -> purchase requests ----------------------------------------------------------------------
@@ -113,6 +114,8 @@ def sales(server: TrytonServer, *refs: str) -> dict[str, dict[str, Any]]:
 def test_requisitions_become_purchase_requests_updated_and_cancelled_once(tryton: TrytonServer) -> None:
     w = make_writer(tryton)
     pr1 = requisition("PR-1", lines=[(1, "MAT-STEEL-10", "10", "u"), (2, "MAT-CABLE-4", "25", "u")])
+    pr1["lines"][0]["description"] = "supplier:SUP-002"  # as F3 suggests a supplier
+    pr1["lines"][1]["description"] = "supplier:SUP-404"  # one Tryton does not know: left for the purchaser
     pr2 = requisition("PR-2", status="APPROVED", lines=[(1, "SVC-INSTALL", "3", "u")])
     submitted = requisition("PR-3", status="DRAFT")
     res = w.write(records(pr1, pr2, submitted))
@@ -124,6 +127,7 @@ def test_requisitions_become_purchase_requests_updated_and_cancelled_once(tryton
     assert summary(tryton, "PR-2") == {"PR-2/1": ("SVC-INSTALL", 3.0, "u", "WH", "draft", 1)}
     assert summary(tryton, "PR-3") == {}  # a draft: no request yet
     one = requests(tryton, "PR-1")["PR-1/1"]
+    assert (one["party.code"], requests(tryton, "PR-1")["PR-1/2"].get("party.code")) == ("SUP-002", None)
     assert (one["supply_date"], one["purchase_date"]) == (date(2026, 4, 1), MARCH)
     assert "requisition PR-1 line 1" in one["description"] and "P-ZJ" in one["description"]
     # Tryton itself still refuses a client's create: the bizbus door is the only way in
@@ -313,6 +317,16 @@ def test_order_decisions_confirm_or_cancel_the_tryton_sale_once(tryton: TrytonSe
     assert counts(w.write(records(decision("SO-4", "ACCEPTED", version=2)))) == (1, 0, 0)
     assert sales(tryton, "SO-4")["SO-4"]["state"] == "processing"
 
+    # the sale a decision was applied to carries the order number in bizbus_ref: a copy made in Tryton later
+    # (same reference, no bizbus_ref) does not make the next decision ambiguous; two unanswered sales do
+    assert sales(tryton, "SO-2")["SO-2"]["bizbus_ref"] == "SO-2"
+    tryton.rpc.call(SALE, "copy", tryton.rpc.call(SALE, "search", [("bizbus_ref", "=", "SO-2")]), {"reference": "SO-2"})
+    assert counts(w.write(records(decision("SO-2", "RELEASED", version=2)))) == (1, 0, 0)
+    assert tryton.rpc.call(SALE, "search_count", [("reference", "=", "SO-2"), ("state", "=", "draft")]) == 1
+    make_sale(tryton, "SO-AMB"), make_sale(tryton, "SO-AMB")
+    amb = decision("SO-AMB", "ACCEPTED")
+    assert w.write(records(amb)).failed[eid(amb)].reason == "ambiguous_sale"
+
     # a sale already being shipped cannot be released by bizbus: a dead letter with Tryton's state in it
     late = decision("SO-1", "RELEASED", version=2)
     result = w.write(records(late))
@@ -367,6 +381,17 @@ def test_plan_describes_the_new_kinds_and_writes_nothing(tryton: TrytonServer) -
     w.close()
 
 
+def test_a_database_without_the_bizbus_fields_stops_the_sink_with_the_remedy(tryton: TrytonServer) -> None:
+    w = make_writer(tryton)
+    w.require_fields("model.sale.sale", ["bizbus_version"])  # there: nothing happens
+    with pytest.raises(Fatal, match="update bizbus_ref") as info:
+        w.require_fields("model.sale.sale", ["bizbus_version", "bizbus_not_there"])
+    assert info.value.reason == "config" and "bizbus_not_there" in str(info.value)
+    with pytest.raises(Fatal, match="activate the modules"):
+        w.require_fields("model.stock.not_a_model", ["bizbus_ref"])
+    w.close()
+
+
 def test_config_names_the_new_topics_and_mappings() -> None:
     from bizbus.connectors.sinks.tryton.config import OPTIONAL_TOPICS, TrytonSinkConfig
 
@@ -375,3 +400,79 @@ def test_config_names_the_new_topics_and_mappings() -> None:
     assert cfg.cost_accounts["MATERIAL"].debit_account == "5401" and cfg.warehouse == "WH"
     with pytest.raises(ValueError, match="cost_entry_analytic"):
         TrytonSinkConfig(url="http://127.0.0.1:8000/bizbus/", password_env="X", cost_entry_analytic="CC-{nope}")
+
+
+def test_f3_requisitions_as_the_flow_makes_them_become_requests(tryton: TrytonServer) -> None:
+    """F3's own logic (streams/material_need) makes the requisitions: a need short of stock, a bigger need, a need
+    covered after a receipt -> one request, its quantity updated, then cancelled; the suggested supplier is set."""
+    from datetime import UTC, datetime
+
+    from bizbus.streams.material_need.config import MaterialNeedMapping
+    from bizbus.streams.material_need.logic import handle_need
+
+    mapping = MaterialNeedMapping(company="SH01", default_warehouse="WH", supplier_by_material={"MAT-STEEL-10": "SUP-001"})
+    materials = {"MAT-STEEL-10": {"code": "MAT-STEEL-10", "name": "Steel rebar 10 mm", "unit": "u", "category": None,
+                                  "safety_stock": "2", "standard_cost": "45.5", "currency": "CNY", "active": True,
+                                  "version": 1}}  # fmt: skip
+
+    def need(quantity: str, version: int) -> dict[str, Any]:
+        meta = lineage.meta(lineage.event_id("pm", "need", "N7", version), "P-ZJ", "pm",
+                            datetime(2026, 3, 14, 2, 0, tzinfo=UTC))  # fmt: skip
+        return {"meta": meta, "op": "UPDATED" if version > 1 else "CREATED", "need_id": "N7", "project": "P-ZJ",
+                "task": None, "material": "MAT-STEEL-10", "quantity": Decimal(quantity), "unit": "u",
+                "need_by": date(2026, 4, 1), "warehouse": None, "version": version}  # fmt: skip
+
+    w = make_writer(tryton)
+    state: dict[str, Any] | None = None
+    stock = {"WH/MAT-STEEL-10": {"available": "5", "safety_stock": "0", "unit": "u"}}
+    expected = [(("MAT-STEEL-10", 7.0, "u", "WH", "draft", 1)),  # 10 needed, 5 - 2 safety free: short by 7
+                (("MAT-STEEL-10", 17.0, "u", "WH", "draft", 2)),  # 20 needed
+                (("MAT-STEEL-10", 17.0, "u", "WH", "cancelled", 3))]  # 50 arrived: covered  # fmt: skip
+    for (quantity, version), want in zip([("10", 1), ("20", 2), ("20", 3)], expected, strict=True):
+        if version == 3:
+            stock["WH/MAT-STEEL-10"]["available"] = "50"
+        res = handle_need(need(quantity, version), state, materials.get, stock.get, mapping)
+        state = res.state
+        (out,) = res.outputs
+        catalog.validate("bizbus.purchase.PurchaseRequisition", out.value)
+        assert counts(w.write(records(out.value))) == (1, 0, 0)
+        assert counts(w.write(records(out.value))) == (0, 1, 0)  # redelivered: nothing more
+        (ref,) = summary(tryton, out.value["requisition_no"])
+        assert summary(tryton, out.value["requisition_no"])[ref] == want
+    got = requests(tryton, "PR-N7")["PR-N7/1"]
+    assert got["party.code"] == "SUP-001" and got["supply_date"] == date(2026, 4, 1)
+    w.close()
+
+
+def test_f6_cost_entries_as_the_flow_makes_them_post_what_its_voucher_says(tryton: TrytonServer) -> None:
+    """F6's own logic (streams/material_cost) books a goods issue at the moving average, then a changed issue
+    (reversal + new entry); the sink posts its cost entries; Tryton's lines equal F6's own vouchers."""
+    from bizbus.streams.material_cost.logic import COST_ENTRY_TOPIC, VOUCHER_TOPIC
+
+    from tests.unit.test_f6_material_cost import World, issue, line, receipt
+
+    world = World()
+    world.receive(receipt("R1", [line(1, "10", "1000.00")]))
+    world.receive(receipt("R2", [line(1, "10", price="130.000000")]))  # average 115
+    outputs = list(world.issue(issue("I1", [line(1, "5")])).outputs)  # 575.00
+    outputs += world.issue(issue("I1", [line(1, "3")], version=2, op="UPDATED")).outputs  # reversed, 345.00
+    entries = [o.value for o in outputs if o.topic == COST_ENTRY_TOPIC]
+    vouchers = [o.value for o in outputs if o.topic == VOUCHER_TOPIC]
+    assert [e["amount"] for e in entries] == [Decimal("575.00"), Decimal("-575.00"), Decimal("345.00")]
+
+    w = make_writer(tryton)
+    w.write(records(cost_center("CC-PRJ-1")))
+    assert counts(w.write(records(*entries))) == (3, 0, 0)
+    assert counts(w.write(records(*entries))) == (0, 3, 0)
+    refs = [f"CE/{e['entry_id']}" for e in entries]
+    lines = flat(tryton.rpc.call("model.account.move.line", "search_read", [("move.bizbus_ref", "in", refs)], 0,
+                                 None, None, ["account.code", "debit", "credit", "analytic_lines"]))  # fmt: skip
+    booked = sorted((x["account.code"], x["debit"], x["credit"]) for x in lines)
+    from_vouchers = sorted((ln["account_code"], ln["debit"], ln["credit"]) for v in vouchers for ln in v["lines"])
+    assert booked == from_vouchers  # the same books as F6's vouchers on the voucher topic would make
+    alines = flat(tryton.rpc.call("model.analytic_account.line", "search_read",
+                                  [("move_line.move.bizbus_ref", "in", refs)], 0, None, None,
+                                  ["account.code", "debit", "credit"]))  # fmt: skip
+    assert {a["account.code"] for a in alines} == {"CC-PRJ-1"}
+    assert sum(a["debit"] - a["credit"] for a in alines) == Decimal("345.00")  # the project's material cost
+    w.close()

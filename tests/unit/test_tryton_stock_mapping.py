@@ -54,6 +54,12 @@ def test_request_values_and_checks() -> None:
         "purchase_date": dt.date(2026, 3, 1), "supply_date": dt.date(2026, 4, 2),
         "description": "MAT-A (requisition PR-9 line 2 for project P1)",
     }  # fmt: skip
+    v["lines"][0].update(description="supplier:SUP-7", material_name="Steel")
+    assert m.request_supplier(v["lines"][0]) == "SUP-7"
+    values = m.request_values(v, v["lines"][0], product_id=7, unit_id=1, warehouse_id=3, company_id=1, party_id=9)
+    assert (values["party"], values["description"]) == (9, "Steel: supplier:SUP-7 (requisition PR-9 line 2 for "
+                                                           "project P1)")  # fmt: skip
+    assert m.request_supplier({"description": "urgent"}) is None and m.request_supplier({}) is None
     m.check_requisition(v)
     with pytest.raises(Permanent, match="line number twice"):
         m.check_requisition(requisition(lines=[(1, "A", "1"), (1, "B", "1")]))

@@ -269,11 +269,22 @@ def missing_request_data(value: Mapping[str, Any], products: Mapping[str, Any], 
     return f"requisition {value['requisition_no']}: Tryton does not know " + ", ".join(dict.fromkeys(missing))
 
 
+def request_supplier(line: Mapping[str, Any]) -> str | None:
+    """The supplier code a requisition line suggests: F3 writes ``supplier:<code>`` into its description."""
+    for token in str(line.get("description") or "").split():
+        if token.startswith("supplier:") and len(token) > len("supplier:"):
+            return token[len("supplier:"):].rstrip(",;")
+    return None
+
+
 def request_values(value: Mapping[str, Any], line: Mapping[str, Any], product_id: int, unit_id: int,
-                   warehouse_id: int, company_id: int) -> dict[str, Any]:  # fmt: skip
-    """Values of a new ``purchase.request`` for one requisition line (created through ``bizbus_create``)."""
+                   warehouse_id: int, company_id: int, party_id: int | None = None) -> dict[str, Any]:  # fmt: skip
+    """Values of a new ``purchase.request`` for one requisition line (created through ``bizbus_create``);
+    ``party_id``: the suggested supplier when Tryton knows it (the purchaser may still choose another)."""
     no = value["requisition_no"]
-    text = line.get("description") or line.get("material_name") or line["material"]
+    text = line.get("material_name") or line["material"]
+    if line.get("description"):
+        text = f"{text}: {line['description']}"
     about = f" for project {value['project']}" if value.get("project") else ""
     values: dict[str, Any] = {
         "bizbus_ref": request_ref(no, line["line_no"]),
@@ -290,6 +301,8 @@ def request_values(value: Mapping[str, Any], line: Mapping[str, Any], product_id
     }
     if line.get("need_by"):
         values["supply_date"] = line["need_by"]
+    if party_id is not None:
+        values["party"] = party_id
     return values
 
 

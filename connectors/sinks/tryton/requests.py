@@ -5,8 +5,10 @@ Tryton refuses ``create`` of a purchase request from a client; the ``bizbus_ref`
 open requests cancelled and records the requisition version, in one transaction). Each request carries
 ``bizbus_ref = "<requisition_no>/<line_no>"`` and ``bizbus_version``, so "already written" is asked of Tryton:
 
-* a requisition in one of ``requisition_statuses`` (APPROVED): a request per line is created, or the open
-  request's quantity updated; requests of lines that disappeared are cancelled;
+* a requisition in one of ``requisition_statuses`` (SUBMITTED, APPROVED): a request per line is created, or
+  the open request's quantity updated; requests of lines that disappeared are cancelled; the supplier a line
+  suggests (``supplier:<code>`` in its description, as F3 writes it) becomes the request's supplier when
+  Tryton knows that party code;
 * CANCELLED / REJECTED / DELETED: every open request of the requisition is cancelled;
 * the version written last sits on the requests: a re-delivery of it, or of an older one, is a duplicate.
 
@@ -30,7 +32,7 @@ if TYPE_CHECKING:
     from bizbus.connectors.sinks.tryton.writer import Outcomes, TrytonWriter
 
 REQUEST_FIELDS = ["id", "bizbus_ref", "bizbus_version", "bizbus_cancelled", "state", "quantity", "unit",
-                  "product", "purchase_line"]  # fmt: skip
+                  "product", "party", "purchase_line"]  # fmt: skip
 
 
 @dataclass
@@ -51,6 +53,7 @@ def _row_no(row: dict[str, Any], no: str) -> int | None:
 
 
 def prepare_requisitions(w: TrytonWriter, records: list[SinkRecord], out: Outcomes) -> RequisitionWork:
+    w.require_fields(m.REQUEST, ["bizbus_ref", "bizbus_version", "bizbus_cancelled"])
     latest: dict[str, SinkRecord] = {}
     effects: dict[str, list[str]] = {}
     for r in records:  # fold the versions of one requisition in the batch into the newest
@@ -67,7 +70,7 @@ def prepare_requisitions(w: TrytonWriter, records: list[SinkRecord], out: Outcom
             if line_no is not None:
                 existing[no][line_no] = row
     upserts = [r for r in latest.values() if m.requisition_action(r.value, w.config.requisition_statuses) == "upsert"]
-    products, units = _master_data(w, upserts)
+    products, units, parties = _master_data(w, upserts)
     work = RequisitionWork()
     for no, r in latest.items():
         group = [r.effect_id]
@@ -75,26 +78,34 @@ def prepare_requisitions(w: TrytonWriter, records: list[SinkRecord], out: Outcom
             if e != r.effect_id:
                 out.duplicate(e, f"superseded by version {r.value['version']} of requisition {no} in the same batch")
         try:
-            _decide(w, r, group, existing[no], products, units, work, out)
+            _decide(w, r, group, existing[no], (products, units, parties), work, out)
         except ConnectorError as exc:
             out.fail(group, exc)
     return work
 
 
-def _master_data(w: TrytonWriter, records: list[SinkRecord]) -> tuple[dict[str, dict[str, Any]], dict[str, int]]:
-    codes = sorted({line["material"] for r in records for line in r.value["lines"]})
-    symbols = sorted({line["unit"] for r in records for line in r.value["lines"]})
+MasterData = tuple[dict[str, dict[str, Any]], dict[str, int], dict[str, int]]  # products, units, parties
+
+
+def _master_data(w: TrytonWriter, records: list[SinkRecord]) -> MasterData:
+    """Products (by code), units (by symbol) and the suggested suppliers (party code) the batch names."""
+    lines = [line for r in records for line in r.value["lines"]]
+    codes = sorted({line["material"] for line in lines})
+    symbols = sorted({line["unit"] for line in lines})
+    suppliers = sorted({s for s in (m.request_supplier(line) for line in lines) if s})
     products = {row["code"]: row for row in w.search_read(
         "model.product.product", [("code", "in", codes)], ["code", "type", "purchasable"])} if codes else {}  # fmt: skip
     units = {row["symbol"]: int(row["id"]) for row in w.search_read(
         "model.product.uom", [("symbol", "in", symbols)], ["symbol"])} if symbols else {}  # fmt: skip
-    return products, units
+    parties = {row["code"]: int(row["id"]) for row in w.search_read(
+        "model.party.party", [("code", "in", suppliers)], ["code"])} if suppliers else {}  # fmt: skip
+    return products, units, parties
 
 
-def _decide(w: TrytonWriter, r: SinkRecord, group: list[str], rows: dict[int, dict[str, Any]],
-            products: dict[str, dict[str, Any]], units: dict[str, int], work: RequisitionWork,
-            out: Outcomes) -> None:  # fmt: skip
+def _decide(w: TrytonWriter, r: SinkRecord, group: list[str], rows: dict[int, dict[str, Any]], data: MasterData,
+            work: RequisitionWork, out: Outcomes) -> None:  # fmt: skip
     v = r.value
+    products, units, parties = data
     no, version = v["requisition_no"], int(v["version"])
     # every write stamps the version on all of the requisition's requests; the lowest one tells what is
     # applied everywhere (a version that failed half way is applied again, not taken as done)
@@ -129,9 +140,10 @@ def _decide(w: TrytonWriter, r: SinkRecord, group: list[str], rows: dict[int, di
     creates = writes = 0
     for line_no, line in sorted(lines.items()):
         product_id, unit_id = int(products[line["material"]]["id"]), units[line["unit"]]
+        party_id = parties.get(m.request_supplier(line) or "")  # a supplier Tryton does not know: left to choose
         row = rows.get(line_no)
         if row is None:
-            values = m.request_values(v, line, product_id, unit_id, warehouse, company)
+            values = m.request_values(v, line, product_id, unit_id, warehouse, company, party_id)
             work.creates.append((group, values))
             creates += 1
             continue
@@ -149,6 +161,8 @@ def _decide(w: TrytonWriter, r: SinkRecord, group: list[str], rows: dict[int, di
                                 "change", reason="not_modifiable")  # fmt: skip
             changes.update(quantity=float(line["quantity"]), unit=unit_id)
             writes += 1
+        if party_id is not None and row["party"] != party_id and row["state"] == "draft":
+            changes["party"] = party_id
         work.writes.append((group, int(row["id"]), changes))
     gone = {n: row for n, row in rows.items() if n not in lines}
     _refuse_purchased(no, [row for row in gone.values() if row["purchase_line"]], "removed from the requisition")

@@ -1,8 +1,9 @@
 """F5 order decisions for the Tryton writer, where Tryton is the sales system: the sale whose ``reference`` is
 the order number is confirmed (ACCEPTED) or cancelled with the reason (REFUSED, RELEASED).
 
-The sale keeps what bizbus applied last (the ``bizbus_ref`` module adds ``bizbus_version`` = the order version,
-``bizbus_decision``, ``bizbus_reason``), so "already written" is asked of Tryton: a decision whose version
+The sale keeps what bizbus applied last (the ``bizbus_ref`` module adds ``bizbus_ref`` = the order number, set
+by the first decision; ``bizbus_version`` = the order version, ``bizbus_decision``, ``bizbus_reason``), so
+"already written" is asked of Tryton: a decision whose version
 and kind the sale holds AND whose state the sale has reached is a duplicate; an older one is stale. The
 fields are written first, then Tryton's own buttons run (``draft`` -> ``quote`` -> ``confirm`` | ``cancel``);
 a crash between the two leaves the fields written and the state not reached, and the re-delivery runs the
@@ -22,7 +23,7 @@ from bizbus.failures import ConnectorError, Permanent
 if TYPE_CHECKING:
     from bizbus.connectors.sinks.tryton.writer import Outcomes, TrytonWriter
 
-SALE_FIELDS = ["id", "reference", "state", "bizbus_version", "bizbus_decision", "bizbus_reason"]
+SALE_FIELDS = ["id", "reference", "state", "bizbus_ref", "bizbus_version", "bizbus_decision", "bizbus_reason"]
 
 
 @dataclass
@@ -33,6 +34,7 @@ class DecisionWork:
 
 
 def prepare_decisions(w: TrytonWriter, records: list[SinkRecord], out: Outcomes) -> DecisionWork:
+    w.require_fields(m.SALE, ["bizbus_version", "bizbus_decision", "bizbus_reason"])
     latest: dict[str, SinkRecord] = {}
     effects: dict[str, list[str]] = {}
     for r in records:
@@ -41,10 +43,13 @@ def prepare_decisions(w: TrytonWriter, records: list[SinkRecord], out: Outcomes)
         key = m.decision_key(r.value["order_version"], r.value["decision"])
         if no not in latest or key >= m.decision_key(latest[no].value["order_version"], latest[no].value["decision"]):
             latest[no] = r
-    rows = w.search_read(m.SALE, [("reference", "in", sorted(latest))], SALE_FIELDS)
-    sales: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        sales.setdefault(row["reference"], []).append(row)
+    nos = sorted(latest)
+    rows = w.search_read(m.SALE, ["OR", [("bizbus_ref", "in", nos)], [("reference", "in", nos)]], SALE_FIELDS)
+    claimed = {row["bizbus_ref"]: row for row in rows if row["bizbus_ref"] in latest}
+    sales: dict[str, list[dict[str, Any]]] = {no: [row] for no, row in claimed.items()}
+    for row in rows:  # the sale bizbus already answered (bizbus_ref) wins over others with the same reference
+        if row["reference"] in latest and row["reference"] not in claimed and not row["bizbus_ref"]:
+            sales.setdefault(row["reference"], []).append(row)
     work = DecisionWork()
     for no, r in latest.items():
         group = [r.effect_id]
@@ -76,7 +81,7 @@ def _decide(r: SinkRecord, group: list[str], rows: list[dict[str, Any]], work: D
                              f"{row['bizbus_version']} (this is {decision} of version {version})")  # fmt: skip
         return
     steps = m.sale_steps(no, row["state"], decision)
-    values = m.decision_values(v)
+    values = {**m.decision_values(v), "bizbus_ref": no}
     changes = m.changed_fields(row, values)
     if not steps and not changes:
         for e in group:

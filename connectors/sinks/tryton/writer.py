@@ -214,6 +214,24 @@ class TrytonWriter(SinkWriter):
 
         return int(self.cached("root", load))
 
+    def require_fields(self, model: str, names: list[str]) -> None:
+        """Fatal (the sink stops and says why) when the Tryton database lacks ``model`` or its bizbus fields:
+        the module behind it, or bizbus_ref of this version, is not activated / updated there."""
+
+        def load() -> bool:
+            name = model.removeprefix("model.")
+            # an unknown model is a server error (KeyError) to Tryton, which would read as retryable: ask first
+            known = self.client().call("model.ir.model", "search_count", [("name", "=", name)])
+            have = self.client().call(model, "fields_get", names) if known else {}
+            missing = sorted(set(names) - set(have)) if known else [f"the model itself ({name})"]
+            if missing:
+                raise Fatal(f"Tryton's {model.removeprefix('model.')} lacks {', '.join(missing)}: activate the "
+                            "modules purchase_request and sale and update bizbus_ref in the database "
+                            "(trytond-admin -d <db> -u bizbus_ref --activate-dependencies)", reason="config")  # fmt: skip
+            return True
+
+        self.cached(f"fields:{model}:{','.join(names)}", load)
+
     def company_id(self) -> int:
         company = self.client().context.get("company")
         if company is None:

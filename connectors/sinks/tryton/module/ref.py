@@ -29,9 +29,9 @@ class RefMixin:
     @classmethod
     def copy(cls, records, default=None):
         default = dict(default or {})
-        default.setdefault("bizbus_ref", None)
-        if "bizbus_version" in cls._fields:
-            default.setdefault("bizbus_version", None)
+        for name in cls._fields:  # a copy is a new record: nothing bizbus applied to the original
+            if name.startswith("bizbus_"):
+                default.setdefault(name, False if name == "bizbus_cancelled" else None)
         return super().copy(records, default=default)
 
 
@@ -129,8 +129,9 @@ class PurchaseRequest(RefMixin, metaclass=PoolMeta):
             cls.write(list(requests), values)
 
 
-class Sale(metaclass=PoolMeta):
-    """Sales orders decided by bizbus (F5): the decision applied last, its order version and reason."""
+class Sale(RefMixin, metaclass=PoolMeta):
+    """Sales orders decided by bizbus (F5): ``bizbus_ref`` = the order number (set on the first decision, so one
+    sale answers to one order), the decision applied last, its order version and reason."""
 
     __name__ = "sale.sale"
     bizbus_version = fields.Integer("bizbus Order Version", help="Order version of the last bizbus decision applied.")
