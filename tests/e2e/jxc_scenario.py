@@ -18,6 +18,8 @@ payment-freeze topic itself.
     order SO-2: 60 (ATP 40)                                ─► F5 REFUSED (reason) ─► Tryton sale cancelled, write-back
     need N-1 deleted                                       ─► requisition cancelled ─► request cancelled
                                                               F7: 1,260 ≤ 2,160 ─► BACK_UNDER, UNFREEZE
+    stock level MAT-STEEL-10: 55 on hand (50 reserved)    ─► F5: replenishment alert BELOW (5 < safety 10)
+    stock level back to 100                                ─► F5: RECOVERED
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ STATE_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 CATALOGUE = load_catalogue(ROOT / "deploy" / "topics.yaml")
 PROJECT, BUDGET = "P-ZJ01", Decimal("2000.00")
 FREEZE_TOPIC, DEAD_TOPIC = "bizbus.oa.payment-freeze.v1", "bizbus.ops.dead-letter.v1"
+ALERT_TOPIC = "bizbus.inventory.replenishment-alert.v1"
 
 # the write-back table of the example, and an audit of every write into it (proves "exactly once")
 WRITEBACK_DDL = """
@@ -97,6 +100,8 @@ STEPS: list[tuple[str, list[str]]] = [
                  " VALUES ('SO-2', 'CUST-001', 'WH', 3600.00);"
                  "INSERT INTO sales_order_lines VALUES ('SO-2', 1, 'MAT-STEEL-10', 60, 'PCS', 60, 3600.00)"]),
     ("need deleted", ["DELETE FROM project_material_needs WHERE need_id = 'N-1'"]),
+    ("stock drops", ["UPDATE stock_levels SET on_hand = 55, updated_at = now() WHERE material = 'MAT-STEEL-10'"]),
+    ("restocked", ["UPDATE stock_levels SET on_hand = 100, updated_at = now() WHERE material = 'MAT-STEEL-10'"]),
 ]  # fmt: skip
 
 
@@ -210,11 +215,11 @@ class JxcScenario:
 
     def run_story(self, chaos: random.Random | None = None) -> None:
         """Each step's transactions, then wait for its effects. ``chaos``: after each commit one worker (the
-        three kinds twice each, in a random order) is SIGKILLed at a random moment and started again."""
+        three kinds at least twice each, in a random order) is SIGKILLed at a random moment and started again."""
         victims: list[str] = []
         if chaos is not None:
             kinds = ["source", "flows", "sinks"]
-            victims = chaos.sample(kinds, 3) + chaos.sample(kinds, 3)
+            victims = chaos.sample(kinds, 3) + chaos.sample(kinds, 3) + chaos.sample(kinds, 2)
         waits: dict[str, Callable[[], bool]] = {
             "receipt and issue": lambda: len(self.cost_moves()) == 1,
             "need": lambda: self.request_summary() == [(30.0, "draft")] and len(self.freeze_commands()) == 1,
@@ -222,6 +227,8 @@ class JxcScenario:
             "order 1": lambda: "SO-1" in self.writeback() and self.sale("SO-1")["state"] == "processing",
             "order 2": lambda: "SO-2" in self.writeback() and self.sale("SO-2")["state"] == "cancelled",
             "need deleted": lambda: self.request_summary() == [(60.0, "cancelled")] and len(self.freeze_commands()) == 2,
+            "stock drops": lambda: set(self.replenishment_alerts()) == {("BELOW", 1)},
+            "restocked": lambda: set(self.replenishment_alerts()) == {("BELOW", 1), ("RECOVERED", 1)},
         }  # fmt: skip
         self.wait(lambda: bool(self.analytic_account()), 180, "the project's cost center in Tryton")
         for n, (step, statements) in enumerate(STEPS):
@@ -290,6 +297,10 @@ class JxcScenario:
                           partitions=list(range(CATALOGUE.get(topic).partitions)), group_prefix=f"e2e-{self.key}")  # fmt: skip
         return [serde.decode(m.value()) for m in msgs]
 
+    def replenishment_alerts(self) -> dict[tuple[str, int], dict[str, Any]]:
+        """F5's replenishment alerts of WH/MAT-STEEL-10 by (state, crossing) (a repeat is the same alert)."""
+        return {(a["state"], a["crossing"]): a for a in self.topic(ALERT_TOPIC)}
+
     def freeze_commands(self) -> dict[str, dict[str, Any]]:
         """What the OA side would execute: the payment-freeze commands by command_id (its idempotency key)."""
         return {c["command_id"]: c for c in self.topic(FREEZE_TOPIC)}
@@ -305,7 +316,9 @@ class JxcScenario:
             alerts = self.reporting("SELECT state FROM finance_budget_alert")
             reqs = self.reporting("SELECT status FROM purchase_requisition")
             decisions = self.reporting("SELECT count(*) FROM sales_order_decision")
-            return alerts == [("BACK_UNDER",)] and reqs == [("CANCELLED",)] and decisions == [(2,)]
+            stock = self.reporting("SELECT state FROM inventory_replenishment_alert")
+            return (alerts == [("BACK_UNDER",)] and reqs == [("CANCELLED",)] and decisions == [(2,)]
+                    and stock == [("RECOVERED",)])  # fmt: skip
 
         self.wait(done, 120, "the reporting tables")
 
@@ -341,6 +354,13 @@ class JxcScenario:
         cmds = self.freeze_commands()
         assert {k: (c["action"], c["project"], c["crossing"]) for k, c in cmds.items()} == {
             f"{PROJECT}/1/FREEZE": ("FREEZE", PROJECT, 1), f"{PROJECT}/1/UNFREEZE": ("UNFREEZE", PROJECT, 1)}, cmds
+        # F5: the stock level fell under the safety stock once (55 on hand - 50 reserved = 5 < 10) and recovered
+        alerts = self.replenishment_alerts()
+        assert {k: (a["warehouse"], a["material"], dec(a["available"]), dec(a["safety_stock"]))
+                for k, a in alerts.items()} == {
+            ("BELOW", 1): ("WH", "MAT-STEEL-10", Decimal("5"), Decimal("10")),
+            ("RECOVERED", 1): ("WH", "MAT-STEEL-10", Decimal("50"), Decimal("10"))}, alerts  # fmt: skip
+        assert len({a["meta"]["event_id"] for a in alerts.values()}) == 2
         # nothing went to the dead letters
         assert self.topic(DEAD_TOPIC) == []
         self.assert_reporting(reason)
@@ -370,6 +390,10 @@ class JxcScenario:
                  " ORDER BY crossing, state DESC") == [
             ("OVER", Decimal("1260.00"), Decimal("1365.00"), Decimal("2625.00")),
             ("BACK_UNDER", Decimal("1260.00"), Decimal("0.00"), Decimal("1260.00"))]
+        assert q("SELECT state, crossing, available FROM inventory_replenishment_alert") == [
+            ("RECOVERED", 1, Decimal("50.0000"))]
+        assert q("SELECT state, crossing FROM inventory_replenishment_alert_history ORDER BY state") == [
+            ("BELOW", 1), ("RECOVERED", 1)]
         assert q("SELECT command_id, action FROM oa_payment_freeze ORDER BY command_id") == [
             (f"{PROJECT}/1/FREEZE", "FREEZE"), (f"{PROJECT}/1/UNFREEZE", "UNFREEZE")]
 

@@ -5,7 +5,7 @@ commands of F7 and the reporting tables; the pipeline is deploy/examples/jxc-to-
 the exact expected state are in tests/e2e/jxc_scenario.py.
 
 The chaos variant plays the same story while the source worker, the flows worker and the sink worker are
-each SIGKILLed twice at random moments (right after a change was committed, while it travels): the final
+each SIGKILLed at least twice (eight kills) at random moments (right after a change was committed, while it travels): the final
 state must be exactly the same, every effect once. Run alone with ``pytest -m e2e tests/e2e/test_inventory_to_tryton.py``.
 """
 
@@ -50,4 +50,5 @@ def test_the_same_state_when_every_worker_kind_is_killed_at_random_moments(scena
     scenario.run_story(chaos=random.Random(seed))
     scenario.wait_reporting()
     scenario.assert_final()
-    assert {k: w.kills for k, w in scenario.workers.items()} == {"source": 2, "flows": 2, "sinks": 2}
+    kills = {k: w.kills for k, w in scenario.workers.items()}
+    assert sum(kills.values()) == 8 and min(kills.values()) >= 2, kills
