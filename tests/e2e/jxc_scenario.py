@@ -210,6 +210,10 @@ class JxcScenario:
             c.execute(f"DROP TABLE IF EXISTS bizbus_state.inbox_{name}, bizbus_state.cdc_docs_{name}")
             c.execute("DELETE FROM bizbus_state.source_cursors WHERE connector = %s", (self.name("jxc-pg"),))
             c.execute("DELETE FROM bizbus_state.cdc_columns WHERE connector = %s", (self.name("jxc-pg"),))
+            sinks = [self.name("erp"), self.name("reporting-db")]
+            for table in ("applied_effects", "offsets", "http_intents"):
+                if c.execute("SELECT to_regclass(%s)", (f"bizbus_ledger.{table}",)).fetchone()[0]:
+                    c.execute(f"DELETE FROM bizbus_ledger.{table} WHERE connector = ANY(%s)", (sinks,))
 
     # -- the story --------------------------------------------------------------------------------------
 
