@@ -339,6 +339,10 @@ class JxcScenario:
                                None, None, ["account.code", "debit", "credit"]))  # fmt: skip
         (acc,) = self.analytic_account()
         assert [(a["account.code"], dec(a["debit"])) for a in alines] == [(acc["code"], Decimal("1260.00"))], alines
+        on_account = rpc.call("model.analytic_account.line", "search_read", [("account", "=", acc["id"])], 0, None, None,
+                              ["debit", "credit"])  # fmt: skip
+        assert [(dec(a["debit"]), dec(a["credit"])) for a in on_account] == [(Decimal("1260.00"), Decimal("0"))]
+        assert len(rpc.call("model.account.move", "search", [("bizbus_ref", "like", "CE/%")])) == 1
         # F3: one purchase request of the requisition's line, adjusted to 60, then cancelled with the need
         (req,) = self.requests()
         assert (req["bizbus_ref"], req["product.code"], float(req["quantity"]), req["unit.symbol"],
