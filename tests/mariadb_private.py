@@ -166,3 +166,16 @@ def private_mariadb(*extra: str) -> Iterator[PrivateMariaDB]:
             db.stop("kill")
         finally:
             shutil.rmtree(root, ignore_errors=True)
+
+
+JXC_SQL = Path(__file__).parent / "fixtures" / "jxc" / "mariadb.sql"
+
+
+def create_jxc(db: PrivateMariaDB, database: str = "jxc") -> None:
+    """(Re)create ``database`` with the 进销存 test tables of tests/fixtures/jxc/mariadb.sql."""
+    db.execute(f"DROP DATABASE IF EXISTS `{database}`")
+    db.execute(f"CREATE DATABASE `{database}`")
+    with db.connect(database, client_flag=pymysql.constants.CLIENT.MULTI_STATEMENTS) as conn, conn.cursor() as cur:
+        cur.execute(JXC_SQL.read_text(encoding="utf-8"))
+        while cur.nextset():
+            pass

@@ -16,7 +16,7 @@ from bizbus.failures import NotConnected
 from tests.mariadb_private import PrivateMariaDB, private_mariadb
 
 pytestmark = pytest.mark.timeout(180)
-TABLES = ("shop.item", "shop.line")
+TABLES = ("item", "line")
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def shop(db: PrivateMariaDB) -> PrivateMariaDB:
 
 
 def reader(db: PrivateMariaDB, server_id: int = 4242) -> BinlogReader:
-    return BinlogReader({"host": "127.0.0.1", "port": db.port, "user": "root", "password": ""}, server_id, TABLES,
+    return BinlogReader({"host": "127.0.0.1", "port": db.port, "user": "root", "password": ""}, server_id, "shop", TABLES,
                         heartbeat=0.2, snapshot_chunk=50)  # fmt: skip
 
 
@@ -70,7 +70,7 @@ def current(db: PrivateMariaDB) -> dict[Any, dict[str, Any]]:
         for table, keys in (("item", ("id",)), ("line", ("doc", "no"))):
             cur.execute(f"SELECT * FROM {table}")
             for row in cur.fetchall():
-                out[(f"shop.{table}", tuple(sorted((k, row[k]) for k in keys)))] = dict(row)
+                out[(table, tuple(sorted((k, row[k]) for k in keys)))] = dict(row)
     return out
 
 
@@ -118,7 +118,7 @@ def test_snapshot_hands_over_to_the_binlog_without_gap_or_duplicate(shop: Privat
     assert len(positions) == len(set(positions)) and positions == sorted(positions, key=lambda p: int(p.split("-")[2]))
     apply(state, streamed)  # a duplicate insert is harmless here, a missing one or a double delete is not
     assert state == current(shop)
-    inserted = [c.key["id"] for tx in snap + streamed for c in tx.changes if c.table == "shop.item"
+    inserted = [c.key["id"] for tx in snap + streamed for c in tx.changes if c.table == "item"
                 and c.op in ("insert", "read") and c.key["id"] > 1000]  # fmt: skip
     assert len(inserted) == len(set(inserted)), "an insert came both in the snapshot and from the binlog"
     assert all(c.table in TABLES for tx in streamed for c in tx.changes)

@@ -51,10 +51,7 @@ def test_type_families_of_binlog_columns() -> None:
     assert m.columns_of(columns) == {"id": "integer", "note": "text"}
 
 
-def test_commit_markers_and_table_names() -> None:
+def test_commit_markers_and_times() -> None:
     assert m.is_commit("COMMIT") and m.is_commit(" commit ") and m.is_commit("XA COMMIT 'x'")
     assert not m.is_commit("BEGIN") and not m.is_commit("ALTER TABLE t ADD c int")
-    assert m.split_table("jxc.stock_move") == ("jxc", "stock_move")
-    with pytest.raises(ValueError, match="<database>.<table>"):
-        m.split_table("stock_move")
     assert m.commit_time(1_700_000_000).tzinfo is not None

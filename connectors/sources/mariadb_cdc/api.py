@@ -41,13 +41,14 @@ _PURGED = 1236  # "could not find GTID state requested by slave in any binlog fi
 
 
 class BinlogReader(LogReader):
-    """Reads the binlog of one server as replica ``server_id`` (unique among the server's replicas)."""
+    """Reads the binlog of one server as replica ``server_id`` (unique among the server's replicas): the
+    ``tables`` of one ``database`` (bare names, as the mapping has them; ``RowChange.table`` is bare too)."""
 
-    def __init__(self, connection: dict[str, Any], server_id: int, tables: tuple[str, ...],
+    def __init__(self, connection: dict[str, Any], server_id: int, database: str, tables: tuple[str, ...],
                  heartbeat: float = 0.5, snapshot_chunk: int = 1000) -> None:  # fmt: skip
         self.connection = {"connect_timeout": 5, **connection}
         self.server_id, self.heartbeat, self.snapshot_chunk = server_id, heartbeat, snapshot_chunk
-        self.tables = {m.split_table(t) for t in tables}
+        self.database, self.tables = database, frozenset(tables)
         self.state: str | None = None  # the GTID state after the last transaction returned
         self._stream: BinLogStreamReader | None = None
         self._last_commit: float | None = None
@@ -111,10 +112,10 @@ class BinlogReader(LogReader):
                     continue
                 kind = _KIND.get(type(event))
                 if kind is not None:
-                    if (event.schema, event.table) in self.tables:
+                    if event.schema == self.database and event.table in self.tables:
                         cols = m.columns_of(event.columns)
-                        changes.extend(m.row_changes(kind, m.table_name(event.schema, event.table),
-                                                     m.key_columns(event.primary_key), event.rows, cols))  # fmt: skip
+                        changes.extend(m.row_changes(kind, event.table, m.key_columns(event.primary_key),
+                                                     event.rows, cols))  # fmt: skip
                     continue
                 ends = isinstance(event, XidEvent) or (isinstance(event, QueryEvent) and
                                                        (standalone or m.is_commit(str(event.query))))  # fmt: skip
@@ -157,8 +158,8 @@ class BinlogReader(LogReader):
         except pymysql.err.OperationalError as exc:
             raise self._error(exc, "connect") from exc
 
-    def _table(self, conn: Any, name: str, handover: str, when: Any) -> Iterator[Transaction]:
-        schema, table = m.split_table(name)
+    def _table(self, conn: Any, table: str, handover: str, when: Any) -> Iterator[Transaction]:
+        schema = self.database
         with conn.cursor() as cur:
             cur.execute("SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE WHERE TABLE_SCHEMA = %s"
                         " AND TABLE_NAME = %s AND CONSTRAINT_NAME = 'PRIMARY' ORDER BY ORDINAL_POSITION",
@@ -170,7 +171,7 @@ class BinlogReader(LogReader):
                 batch = cur.fetchmany(self.snapshot_chunk)
                 if not batch:
                     break
-                yield Transaction(handover, when, tuple(RowChange(name, "read", m.key_of(r, keys), None, r)
+                yield Transaction(handover, when, tuple(RowChange(table, "read", m.key_of(r, keys), None, r)
                                                         for r in batch))  # fmt: skip
 
     def _open(self) -> BinLogStreamReader:
@@ -179,7 +180,7 @@ class BinlogReader(LogReader):
             self._stream = BinLogStreamReader(
                 connection_settings=settings, server_id=self.server_id, blocking=True, is_mariadb=True,
                 auto_position=self.state, slave_heartbeat=self.heartbeat, only_events=_EVENTS,
-                only_schemas=sorted({s for s, _t in self.tables}), enable_logging=False,
+                only_schemas=[self.database], enable_logging=False,
             )  # fmt: skip
         return self._stream
 

@@ -70,10 +70,6 @@ def seen(state: str, gtid: str) -> bool:
     return have is not None and seq <= have[1]
 
 
-def table_name(schema: str, table: str) -> str:
-    return f"{schema}.{table}"
-
-
 def key_of(image: Mapping[str, Any], key_columns: Sequence[str]) -> dict[str, Any]:
     """The primary key columns of a row image; a table without one is keyed by the whole row."""
     if not key_columns:
@@ -122,10 +118,3 @@ def is_commit(query: str) -> bool:
     q = query.strip().upper()
     return q == "COMMIT" or q.startswith("XA COMMIT") or q.startswith("XA ROLLBACK")
 
-
-def split_table(name: str) -> tuple[str, str]:
-    """``"jxc.stock_move"`` -> ("jxc", "stock_move"); a name without a database is refused."""
-    schema, dot, table = name.partition(".")
-    if not dot or not schema or not table:
-        raise ValueError(f"table {name!r}: write it as <database>.<table>")
-    return schema, table
