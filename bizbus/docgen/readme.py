@@ -27,15 +27,17 @@ def _cell(text: str) -> str:
 
 
 def component_table(specs: Iterable[ComponentSpec]) -> str:
-    """A Markdown table: type, kind, summary and the page to read before connecting a real one (the
+    """A Markdown table: type, kind, summary, delivery guarantee, a configuration example and the page to read before connecting a real one (the
     component's own page when its spec names one, else its config in docs/reference.md); sources first, then
     sinks, monitors and flows, each in the registry's order."""
-    rows = ["| type | kind | what it does | connect a real one |", "|------|------|--------------|--------------------|"]
+    rows = ["| type | kind | what it does | delivery guarantee | configuration example | connect a real one |",
+            "|------|------|--------------|--------------------|-----------------------|--------------------|"]
     listed = list(specs)
     ordered = sorted(listed, key=lambda s: (KIND_ORDER.index(s.kind) if s.kind in KIND_ORDER else 9, listed.index(s)))
     for s in ordered:
         page = f"[{s.docs}]({s.docs})" if s.docs else f"[docs/reference.md](docs/reference.md#{_anchor(s)})"
-        rows.append(f"| `{s.name}` | {s.kind} | {_cell(s.summary)} | {page} |")
+        example = f"[{s.example}]({s.example})" if s.example else "—"
+        rows.append(f"| `{s.name}` | {s.kind} | {_cell(s.summary)} | {_cell(s.guarantee) or '—'} | {example} | {page} |")
     return "\n".join(rows) + "\n"
 
 

@@ -79,6 +79,8 @@ class ComponentSpec:
     writes: Callable[[BaseModel], tuple[str, ...]] = _nothing
     secrets: Callable[[BaseModel], tuple[str, ...]] = _nothing
     docs: str = ""  # the page that explains how to connect the real system, relative to the repository root
+    guarantee: str = ""  # the delivery promise in one line (README table), e.g. "exactly once (ledger)"
+    example: str = ""  # a file holding a pipeline that uses the type: a pipeline YAML, or a page with a yaml block
 
     def load(self) -> type[Component]:
         module, _, attr = self.target.partition(":")
@@ -153,6 +155,7 @@ BUILTIN: tuple[str | ComponentSpec, ...] = (
     "bizbus.connectors.sources.redmine.spec:SPEC",
     "bizbus.connectors.sources.dingtalk.spec:SPEC",
     "bizbus.connectors.sources.feishu.spec:SPEC",
+    "bizbus.connectors.sources.postgres_cdc.spec:SPEC",
     "bizbus.connectors.sources.mariadb_cdc.spec:SPEC",
     "bizbus.connectors.sinks.postgres.spec:SPEC",
     "bizbus.connectors.sinks.http_api.spec:SPEC",

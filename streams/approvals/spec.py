@@ -53,5 +53,5 @@ FLOW = FlowSpec(
 Flow = FLOW.component
 SPEC = flow_component_spec(
     FLOW, __name__,
-    "F4: an approved OA purchase request → purchase order; revoked after approval → the order is cancelled.",
+    "F4: an approved OA purchase request → purchase order; revoked after approval → the order is cancelled.", example="deploy/examples/projects-to-tryton.yaml",
 )  # fmt: skip

@@ -39,5 +39,5 @@ Flow = FLOW.component
 SPEC = flow_component_spec(
     FLOW, __name__,
     "F1 + F8: projects open, update and (on completion) close their cost center; dated project → cost "
-    "center crosswalk.",
+    "center crosswalk.", example="deploy/examples/projects-to-tryton.yaml",
 )  # fmt: skip

@@ -83,5 +83,5 @@ Flow = FLOW.component
 SPEC = flow_component_spec(
     FLOW, __name__,
     "F2: timesheet hours × employee rate → balanced labor-cost voucher; a changed or deleted worklog is "
-    "reversed (红字) first.",
+    "reversed (红字) first.", example="deploy/examples/projects-to-tryton.yaml",
 )  # fmt: skip

@@ -135,11 +135,17 @@ class FlowEntry(Component):
         raise RuntimeError(f"flow {self.name} runs in `bizbus flows run` (a Faust worker), not as a component")
 
 
-def flow_component_spec(flow: FlowSpec, module: str, summary: str, docs: str = "") -> ComponentSpec:
+FLOW_GUARANTEE = ("at least once (Faust at_least_once), outputs keep ids derived from their inputs: "
+                  "the sinks apply each effect once")
+
+
+def flow_component_spec(flow: FlowSpec, module: str, summary: str, docs: str = "", example: str = "",
+                        guarantee: str = FLOW_GUARANTEE) -> ComponentSpec:  # fmt: skip
     """The ComponentSpec of ``flow``; ``module`` must hold ``Flow = <flow>.component`` (the target)."""
     return ComponentSpec(
         flow.name, "flow", f"{module}:Flow", summary,
         reads=lambda _config: flow.reads, writes=lambda _config: flow.outputs, docs=docs,
+        guarantee=guarantee, example=example,
     )  # fmt: skip
 
 

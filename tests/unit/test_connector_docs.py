@@ -10,12 +10,11 @@ from pathlib import Path
 import pytest
 
 from bizbus.errors import ConfigError
+from bizbus.host.components import BUILTIN, ComponentSpec, load_spec
 from bizbus.host.pipeline import load_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = ROOT / "docs" / "connectors"
-SYSTEMS = {"jira": "jira", "redmine": "redmine", "dingtalk": "dingtalk", "feishu": "feishu",
-           "tryton": "tryton", "pg_outbox": "pg-outbox"}  # page -> the component type it connects  # fmt: skip
 YAML_BLOCK = re.compile(r"^```yaml\n(.*?)^```", re.S | re.M)
 
 
@@ -28,15 +27,46 @@ def examples() -> list[tuple[str, int, str]]:
             for i, block in enumerate(yaml_blocks(page.read_text(encoding="utf-8")))]  # fmt: skip
 
 
+def builtin_specs() -> list[ComponentSpec]:
+    return [load_spec(item) if isinstance(item, str) else item for item in BUILTIN]
+
+
 def test_every_system_has_a_page_with_an_example_of_its_component() -> None:
-    for page, ctype in SYSTEMS.items():
-        path = PAGES / f"{page}.md"
-        assert path.exists(), f"docs/connectors/{page}.md is missing"
+    """A component whose spec names a page under docs/connectors/ has that page, with a pipeline example of it;
+    every page there belongs to a component."""
+    paged = {s.docs: s.name for s in builtin_specs() if s.docs.startswith("docs/connectors/")}
+    assert {"docs/connectors/jira.md", "docs/connectors/tryton.md", "docs/connectors/pg_outbox.md"} <= set(paged)
+    assert {f"docs/connectors/{p.name}" for p in PAGES.glob("*.md")} == set(paged), "a page without a component"
+    for page, ctype in paged.items():
+        path = ROOT / page
+        assert path.exists(), f"{page} is missing"
         blocks = yaml_blocks(path.read_text(encoding="utf-8"))
-        assert blocks, f"docs/connectors/{page}.md has no ```yaml pipeline example"
-        assert any(re.search(rf"^\s*type:\s*{re.escape(ctype)}\s*$", b, re.M) for b in blocks), (
-            f"no example in docs/connectors/{page}.md uses type {ctype}"
-        )
+        assert blocks, f"{page} has no ```yaml pipeline example"
+        assert any(uses(b, ctype) for b in blocks), f"no example in {page} uses type {ctype}"
+
+
+def uses(text: str, ctype: str) -> bool:
+    return re.search(rf"^\s*type:\s*{re.escape(ctype)}\s*$", text, re.M) is not None
+
+
+@pytest.mark.parametrize("spec", builtin_specs(), ids=lambda s: s.name)
+def test_every_component_states_its_guarantee_and_points_to_an_example(spec: ComponentSpec, tmp_path: Path) -> None:
+    """The README's table lists every source and sink with its delivery guarantee and a configuration example:
+    the example is a pipeline (or a page holding one) that the loader accepts and that uses the type."""
+    assert len(spec.guarantee) > 10, f"{spec.name}: no delivery guarantee in its spec"
+    assert spec.example, f"{spec.name}: no configuration example in its spec"
+    path = ROOT / spec.example
+    assert path.is_file(), f"{spec.name}: example {spec.example} does not exist"
+    text = path.read_text(encoding="utf-8")
+    blocks = [text] if path.suffix in (".yaml", ".yml") else yaml_blocks(text)
+    using = [b for b in blocks if uses(b, spec.name)]
+    assert using, f"{spec.name}: {spec.example} holds no pipeline using type {spec.name}"
+    target = tmp_path / "example.yaml"
+    target.write_text(using[0], encoding="utf-8")
+    try:
+        load_pipeline(target)
+    except ConfigError as exc:
+        pytest.fail(f"{spec.name}: the example in {spec.example} is refused:\n{exc}")
 
 
 @pytest.mark.parametrize(("page", "index", "block"), examples(), ids=lambda v: str(v)[:24])

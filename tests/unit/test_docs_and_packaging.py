@@ -36,14 +36,16 @@ def test_component_table_and_splice() -> None:
     from bizbus.docgen import readme
     from bizbus.host.components import ComponentSpec
 
-    specs = [ComponentSpec("zeta", "sink", "m:Z", "Writes | things.", docs="docs/connectors/zeta.md"),
+    specs = [ComponentSpec("zeta", "sink", "m:Z", "Writes | things.", docs="docs/connectors/zeta.md",
+                           guarantee="exactly once", example="deploy/examples/z.yaml"),
              ComponentSpec("alpha-src", "source", "m:A", "Reads things.")]  # fmt: skip
     table = readme.component_table(specs)
     assert table.splitlines() == [
-        "| type | kind | what it does | connect a real one |",
-        "|------|------|--------------|--------------------|",
-        "| `alpha-src` | source | Reads things. | [docs/reference.md](docs/reference.md#alpha-src-source) |",
-        "| `zeta` | sink | Writes \\| things. | [docs/connectors/zeta.md](docs/connectors/zeta.md) |",
+        "| type | kind | what it does | delivery guarantee | configuration example | connect a real one |",
+        "|------|------|--------------|--------------------|-----------------------|--------------------|",
+        "| `alpha-src` | source | Reads things. | — | — | [docs/reference.md](docs/reference.md#alpha-src-source) |",
+        "| `zeta` | sink | Writes \\| things. | exactly once | [deploy/examples/z.yaml](deploy/examples/z.yaml) "
+        "| [docs/connectors/zeta.md](docs/connectors/zeta.md) |",
     ]
     doc = f"# x\n\nintro\n{readme.BEGIN}\nold table\n{readme.END}\nafter\n"
     assert readme.splice(doc, table) == f"# x\n\nintro\n{readme.BEGIN}\n{table}{readme.END}\nafter\n"

@@ -55,9 +55,9 @@ class CdcConverter(Converter):
         return [o for o in out if isinstance(o, Event)]
 
     def convert_rows(self, row: InboxRow) -> list[Out]:
-        if row.kind == HANDOVER:
-            return []
         p = row.payload
+        if row.kind == HANDOVER and (self.docs is None or not p.get("chunk")):
+            return []
         snapshot = row.kind != "cdc:tx"
         position = f"snapshot@{p['position']}" if snapshot else str(p["position"])
         when = dt.datetime.fromisoformat(p["commit_time"])
@@ -71,13 +71,13 @@ class CdcConverter(Converter):
                     continue
                 out.append(self._entity(e, c, base, int(p.get("first", 0)) + i))
             if c.table in self._headers or c.table in self._lines:
-                self._apply_doc(c, row.id, touched, out)
+                self._apply_doc(c, row.id, position, touched, out)
         if self.docs is not None:
-            if p.get("last", True):
-                first = row.id - int(p.get("chunk", 0)) if not snapshot else row.id
+            if p.get("last", True):  # the transaction's last chunk, or the snapshot's handover
+                first = row.id - int(p.get("chunk", 0))
                 for name, key in self.docs.touched_between(first, row.id) - set(touched):
-                    touched[(name, key)] = self.docs.before(name, key, row.id + 1)
-                done = Change("update", row.id * VERSION_SLOTS + VERSION_SLOTS - 1, when, position,
+                    touched[(name, key)] = self.docs.before(name, key, row.id + 1, position)
+                done = Change("read" if snapshot else "update", row.id * VERSION_SLOTS + VERSION_SLOTS - 1, when, position,
                               self.mapping.source_system, self.mapping.constants, self.mapping.units)  # fmt: skip
                 for (name, key), img in sorted(touched.items()):
                     out.extend(self._document(self._doc(name), key, img, done))
@@ -101,7 +101,8 @@ class CdcConverter(Converter):
     def _doc(self, name: str) -> DocumentMap:
         return next(d for d in self.mapping.documents if d.name == name)
 
-    def _apply_doc(self, c: RowChange, row_id: int, touched: dict[tuple[str, str], DocImage], out: list[Out]) -> None:
+    def _apply_doc(self, c: RowChange, row_id: int, tx: str, touched: dict[tuple[str, str], DocImage],
+                   out: list[Out]) -> None:  # fmt: skip
         assert self.docs is not None
         d = self._headers.get(c.table)
         part = d.header if d is not None else self._lines[c.table].lines
@@ -115,12 +116,14 @@ class CdcConverter(Converter):
         doc_key = json.dumps([image[col] for col in cols], ensure_ascii=False)
         img = touched.get((d.name, doc_key))
         if img is None:
-            img = touched[(d.name, doc_key)] = self.docs.before(d.name, doc_key, row_id)
+            img = touched[(d.name, doc_key)] = self.docs.before(d.name, doc_key, row_id, tx)
         if part is d.header:
             img.header = None if c.op == "delete" else dict(image)
-            img.header_op = "delete" if c.op == "delete" else (img.header_op or c.op)
             if c.op == "delete":
-                img.deleted = dict(image)
+                img.header_op, img.deleted = "delete", dict(image)
+            else:  # a header deleted and inserted again in one transaction: an update
+                img.header_op = "update" if img.header_op == "delete" else (img.header_op or c.op)
+                img.deleted = None
         else:
             line_key = json.dumps([image.get(col) for col in part.key], ensure_ascii=False)
             if c.op == "delete":
@@ -132,7 +135,7 @@ class CdcConverter(Converter):
         header = img.header if img.header is not None else img.deleted
         if header is None:  # lines whose header the log has not shown yet: emitted with the header
             return []
-        op = img.header_op or "update"
+        op = img.header_op or done.op
         change = Change(op, done.version, done.commit_time, done.position, done.source_system, done.constants,
                         done.units)  # fmt: skip
         key = ""

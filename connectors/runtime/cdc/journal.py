@@ -89,13 +89,14 @@ def snapshot_deliveries(chunks: Iterable[Transaction], chunk_rows: int) -> list[
             out.append(Delivery(f"snapshot@{tx.position}/{len(out)}", SNAPSHOT, payload))
     if position is None:
         return out
-    out.append(handover(position, when or dt.datetime.now(dt.UTC)))
+    out.append(handover(position, when or dt.datetime.now(dt.UTC), len(out)))
     return out
 
 
-def handover(position: str, when: dt.datetime) -> Delivery:
+def handover(position: str, when: dt.datetime, chunks: int = 0) -> Delivery:
+    """The end of a snapshot; ``chunk``: how many snapshot rows precede it (their documents are made here)."""
     return Delivery(f"handover@{position}", HANDOVER, {"position": position, "commit_time": when.isoformat(),
-                                                       "chunk": 0, "first": 0, "last": True, "changes": []})  # fmt: skip
+                                                       "chunk": chunks, "first": 0, "last": True, "changes": []})  # fmt: skip
 
 
 def changes_of(row: InboxRow) -> list[RowChange]:

@@ -179,7 +179,12 @@ def _template_cols(template: str) -> set[str]:
 
 
 def load_mapping(path: str | Path) -> CdcMapping:
+    """The mapping file; a relative path is read from the working directory, else from the installation."""
+    from bizbus.settings import PROJECT_ROOT
+
     p = Path(path)
+    if not p.is_absolute() and not p.exists() and (PROJECT_ROOT / p).exists():
+        p = PROJECT_ROOT / p
     try:
         raw = yaml.safe_load(p.read_text(encoding="utf-8"))
     except OSError as exc:

@@ -19,4 +19,6 @@ SPEC = ComponentSpec(
     "Creates one object per event at a REST API exactly once (idempotency key or lookup before create).",
     reads=_reads,
     secrets=secret_vars,
+    guarantee="exactly once: intent ledger + the API's idempotency key or a lookup before create",
+    example="deploy/examples/outbox-to-postgres-and-api.yaml",
 )

@@ -17,4 +17,6 @@ SPEC = ComponentSpec(
     "bizbus.connectors.sinks.postgres.connector:PgTableSink",
     "Writes each event as a row of a PostgreSQL table exactly once (row and ledger in one transaction).",
     reads=_reads,
+    guarantee="exactly once: row and ledger entry in one transaction",
+    example="deploy/examples/outbox-to-postgres-and-api.yaml",
 )

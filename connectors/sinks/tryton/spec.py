@@ -20,4 +20,6 @@ SPEC = ComponentSpec(
     reads=_reads,
     secrets=secret_vars,
     docs="docs/connectors/tryton.md",
+    guarantee="exactly once: intent ledger + lookup by bizbus_ref external_ref before create",
+    example="deploy/examples/projects-to-tryton.yaml",
 )

@@ -22,4 +22,6 @@ SPEC = ComponentSpec(
     writes=_writes,
     secrets=secret_vars,
     docs="docs/connectors/feishu.md",
+    guarantee="at least once into Kafka: stored in the inbox (PostgreSQL) before the vendor gets its answer; re-sent from there after a lost broker; deterministic event ids",
+    example="docs/connectors/feishu.md",
 )

@@ -26,4 +26,6 @@ SPEC = ComponentSpec(
     writes=_writes,
     secrets=secret_vars,
     docs="docs/connectors/jira.md",
+    guarantee="at least once into Kafka: stored in the inbox (PostgreSQL) before the vendor gets its answer; re-sent from there after a lost broker; deterministic event ids",
+    example="deploy/examples/projects-to-tryton.yaml",
 )

@@ -25,4 +25,7 @@ SPEC = ComponentSpec(
     writes=_writes,
     secrets=secret_vars,
     docs="docs/connectors/mariadb_cdc.md",
+    guarantee="each committed row change once per event id, in commit order per key: journaled in the state DB"
+    " (GTID + chunk) before it is sent, resumed after the journal's GTID; the journal is re-sent after a lost broker",
+    example="deploy/examples/jxc-mariadb-cdc.yaml",
 )

@@ -19,4 +19,6 @@ SPEC = ComponentSpec(
     "Transactional outbox in PostgreSQL: each row becomes a canonical event; cursor and shard lease in PostgreSQL.",
     writes=_writes,
     docs="docs/connectors/pg_outbox.md",
+    guarantee="at least once into Kafka: cursor moves after the broker's ack; the outbox is re-sent after a lost broker; deterministic event ids",
+    example="deploy/examples/outbox-to-postgres-and-api.yaml",
 )

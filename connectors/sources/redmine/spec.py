@@ -26,4 +26,6 @@ SPEC = ComponentSpec(
     writes=_writes,
     secrets=secret_vars,
     docs="docs/connectors/redmine.md",
+    guarantee="at least once into Kafka: polled changes stored in the inbox (PostgreSQL) first; re-sent after a lost broker; deterministic event ids",
+    example="docs/connectors/redmine.md",
 )

@@ -17,4 +17,6 @@ SPEC = ComponentSpec(
     "bizbus.connectors.sources.sample.connector:SampleEventsSource",
     "Emits realistic canonical sample events to a catalogue topic at a fixed rate (demo, smoke tests).",
     writes=_writes,
+    guarantee="at least once into Kafka (demo data; ids deterministic per sequence)",
+    example="deploy/pipeline.yaml",
 )
