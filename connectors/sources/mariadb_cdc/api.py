@@ -177,6 +177,8 @@ class BinlogReader(LogReader):
     def _open(self) -> BinLogStreamReader:
         if self._stream is None:
             settings = {k: v for k, v in self.connection.items() if k != "database"}
+            # a server that stops answering (no heartbeat either) is a lost connection, not a read that never ends
+            settings["read_timeout"] = max(5, int(self.heartbeat * 10))
             self._stream = BinLogStreamReader(
                 connection_settings=settings, server_id=self.server_id, blocking=True, is_mariadb=True,
                 auto_position=self.state, slave_heartbeat=self.heartbeat, only_events=_EVENTS,

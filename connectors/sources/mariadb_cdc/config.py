@@ -9,7 +9,7 @@ from bizbus.secrets import EnvSecret
 
 
 class MariaDbCdcConfig(CdcConfig):
-    """MariaDB / MySQL binlog change data capture (ROW format, full row images, resume by GTID) of the tables
+    """MariaDB binlog change data capture (ROW format, full row images, resume by GTID) of the tables
     the mapping names in one database; the journal (the connector's inbox) lives in the state database."""
 
     host: str = Field(description="the MariaDB server (the primary: replicas need log_slave_updates)",

@@ -20,7 +20,7 @@ SPEC = ComponentSpec(
     "mariadb-cdc",
     "source",
     "bizbus.connectors.sources.mariadb_cdc.connector:MariaDbCdcSource",
-    "MariaDB / MySQL binlog CDC (ROW, full images): snapshot handed over at its GTID, resume by GTID, tables mapped"
+    "MariaDB binlog CDC (ROW, full images): snapshot handed over at its GTID, resume by GTID, tables mapped"
     " to canonical topics by YAML; journal in the state database.",
     writes=_writes,
     secrets=secret_vars,
