@@ -1,7 +1,8 @@
 """Proof by violence for the MariaDB binlog source: an application commits more than 10,000 stock changes
 in transactions of mixed sizes (1 to 500 rows) into a private mariadbd, while the `bizbus worker` running
 the `mariadb-cdc` connector is SIGKILLed several times and MariaDB itself is shut down cleanly once and
-killed (SIGKILL, crash recovery) once. Every change must be on the topic once (by event id: the source is
+killed (SIGKILL, crash recovery) once; the worker also dies on its own at random between the broker's
+acknowledgement and its cursor write (crash point ``source.after-send``). Every change must be on the topic once (by event id: the source is
 at least once, a re-send repeats the same id), none missing, in commit order per key.
 
 Each UPDATE adds 1 to a stock level's ``on_hand``, so the records of one key, first occurrences in topic
@@ -25,7 +26,7 @@ import pytest
 
 from bizbus.kafka import read_topic
 from bizbus.serde import AvroSerde
-from tests.chaos.harness import Worker, private_stack, write_pipeline
+from tests.chaos.harness import Worker, crash_count, private_stack, write_pipeline
 from tests.mariadb_private import PrivateMariaDB, create_jxc, private_mariadb
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -125,7 +126,9 @@ def test_every_change_once_in_commit_order_under_worker_kills_and_db_restarts(ma
             {"name": name, "type": "mariadb-cdc", "config": {
                 "host": "127.0.0.1", "port": maria.port, "user": "root", "database": "jxc", "mapping": MAPPING,
                 "server_id": 7001, "heartbeat_seconds": 0.3, "batch_size": 1000}}])  # fmt: skip
-        worker = Worker(name, stack, pipeline)
+        crashes = tmp_path / "crashes.log"  # the worker also dies on its own between the broker's ack and the cursor
+        worker = Worker(name, stack, pipeline, {"BIZBUS_CRASHPOINTS": "source.after-send:0.02",
+                                                "BIZBUS_CRASHPOINT_LOG": str(crashes)})  # fmt: skip
         app = Application(maria)
         t0 = time.monotonic()
         app.start()
@@ -134,6 +137,8 @@ def test_every_change_once_in_commit_order_under_worker_kills_and_db_restarts(ma
         done: list[str] = []
         for action in PLAN:
             time.sleep(rng.uniform(2.0, 4.0))
+            if not worker.alive():  # died at a crash point: restarted as an orchestrator would
+                worker.start()
             if action == "kill-worker":
                 worker.kill()
                 worker.start()
@@ -158,6 +163,6 @@ def test_every_change_once_in_commit_order_under_worker_kills_and_db_restarts(ma
         print(f"\nchaos mariadb-cdc: row changes={changes} in {app.transactions} transactions, {streamed} of them"
               f" streamed after the snapshot of {KEYS} rows; records={len(records)} re-sent={resent};"
               f" worker SIGKILLs={worker.kills}, db restarts: {done.count('db-fast')} clean + {done.count('db-kill')}"
-              f" SIGKILL; application retries={app.failed}; {elapsed:.0f} s")  # fmt: skip
+              f" SIGKILL; crash points hit={crash_count(crashes)}; application retries={app.failed}; {elapsed:.0f} s")  # fmt: skip
         assert not problems, "\n".join(problems[:10]) + "\n" + worker.logs()[-6000:]
         assert streamed >= 10_000 and worker.kills >= 5
