@@ -134,3 +134,23 @@ def test_rows_that_do_not_fit_are_dead_letters_with_their_key(jxc: PrivateMariaD
     assert keys == sorted([f"B{tag}-2", f"M{tag}-1"]), dead
     assert all(d["error_class"] == "PERMANENT" for d in dead)
 
+
+
+def test_a_new_column_flows_and_a_dropped_mapped_column_stops_the_connector(jxc: PrivateMariaDB, embedded_broker: Any,
+                                                                             registry: Any) -> None:  # fmt: skip
+    tag = uuid.uuid4().hex[:6].upper()
+    with webhook_rig(embedded_broker, registry, "mariadb-cdc", config(jxc)) as rig:
+        material(jxc, f"C{tag}-1")
+        rig.events(MATERIAL, lambda v: tag in v["code"], expect=1)
+        jxc.execute("ALTER TABLE jxc.materials ADD COLUMN barcode varchar(20) NULL")  # compatible: flows on
+        jxc.execute("INSERT INTO jxc.materials (code, name, unit, barcode) VALUES (%s, 'x', 'KG', '690123')",
+                    (f"C{tag}-2",))  # fmt: skip
+        assert [v["code"] for v in rig.events(MATERIAL, lambda v: v["code"] == f"C{tag}-2", expect=1)] == [f"C{tag}-2"]
+        jxc.execute("ALTER TABLE jxc.materials DROP COLUMN category")  # mapped: the connector must stop
+        material(jxc, f"C{tag}-3")
+        deadline = time.monotonic() + 30
+        capture = next(rt for rt in rig.component.runtimes if rt.spec.shard == "capture")
+        while capture.error is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert capture.error is not None and "category" in str(capture.error), capture.error
+        assert not rig.events(MATERIAL, lambda v: v["code"] == f"C{tag}-3", timeout=3, idle=1)
