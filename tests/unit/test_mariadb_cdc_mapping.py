@@ -55,3 +55,19 @@ def test_commit_markers_and_times() -> None:
     assert m.is_commit("COMMIT") and m.is_commit(" commit ") and m.is_commit("XA COMMIT 'x'")
     assert not m.is_commit("BEGIN") and not m.is_commit("ALTER TABLE t ADD c int")
     assert m.commit_time(1_700_000_000).tzinfo is not None
+
+
+def test_the_spec_derives_topics_from_the_mapping_and_secrets_from_the_config() -> None:
+    from bizbus.host.components import COMPONENT_TYPES
+
+    spec = COMPONENT_TYPES["mariadb-cdc"]
+    config = spec.config_model().model_validate({
+        "host": "erp-db", "user": "bizbus_cdc", "password_env": "JXC_DB_PASSWORD", "database": "jxc",
+        "mapping": "deploy/examples/mappings/jxc-cdc.yaml"})  # fmt: skip
+    assert set(spec.writes(config)) == {"bizbus.md.material.v1", "bizbus.inventory.level.v1",
+                                        "bizbus.inventory.goods-issue.v1", "bizbus.pm.material-need.v1",
+                                        "bizbus.sales.order.v1", "bizbus.inventory.goods-receipt.v1"}  # fmt: skip
+    assert spec.secrets(config) == ("JXC_DB_PASSWORD",)
+    with pytest.raises(ValueError, match="NAME of an environment variable"):
+        spec.config_model().model_validate({"host": "h", "user": "u", "database": "jxc", "mapping": "m.yaml",
+                                            "password_env": "s3cret pass"})  # fmt: skip
