@@ -160,9 +160,14 @@ BUILTIN: tuple[str | ComponentSpec, ...] = (
     "bizbus.connectors.sinks.postgres.spec:SPEC",
     "bizbus.connectors.sinks.http_api.spec:SPEC",
     "bizbus.connectors.sinks.tryton.spec:SPEC",
+    "bizbus.connectors.sinks.reporting.spec:SPEC",
     "bizbus.streams.cost_centers.spec:SPEC",
     "bizbus.streams.labor_cost.spec:SPEC",
     "bizbus.streams.approvals.spec:SPEC",
+    "bizbus.streams.material_cost.spec:SPEC",
+    "bizbus.streams.budget_control.spec:SPEC",
+    "bizbus.streams.material_need.spec:SPEC",
+    "bizbus.streams.stock_atp.spec:SPEC",
 )
 
 COMPONENT_TYPES = _Registry(BUILTIN)

@@ -46,7 +46,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from bizbus import logs, metrics
 from bizbus.checkpoint import Checkpoint, Outage
 from bizbus.deadletters import DeadLetterWriter, dead_letter
-from bizbus.failures import ConnectorError, Permanent, Poison, RetryPolicy, classify
+from bizbus.failures import ConnectorError, Permanent, Poison, Retryable, RetryPolicy, classify
 from bizbus.serde import AvroSerde, PoisonRecord
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,15 @@ ISOLATION_PROBES = 10
 unreachable (not every record of a big batch is tried against a target that times out)."""
 VERIFY_GIVE_UP = 60.0
 """Seconds after which a record the broker says is there but never arrived counts as not there."""
+
+
+class HoldBatch(Retryable):
+    """Raised by a writer for a batch it must not write now and whose records must not be isolated and
+    dead-lettered one by one (the reporting sink: a schema change its tables cannot take). The step fails
+    without committing anything: the task backs off and tries again from the committed offsets
+    (``bizbus_task_problem`` = 1, the task's retrying state names the error) until the cause is fixed."""
+
+    default_reason = "hold"
 
 
 class Abandoned(Exception):
@@ -619,7 +628,7 @@ class SinkRunner(Task):
             result = self._timed_write(records)
         except Exception as exc:  # noqa: BLE001 - classified; fatal stops the task
             err = classify(exc)
-            if err.error_class == "fatal":
+            if err.error_class == "fatal" or isinstance(exc, HoldBatch):
                 raise err from (None if err is exc else exc)
             return self._retry(batch, None, err)
         if result.failed:
@@ -732,7 +741,7 @@ class SinkRunner(Task):
                 res, err = self._timed_write(recs), None
             except Exception as exc:  # noqa: BLE001 - classified; fatal stops the task
                 res, err = None, classify(exc)
-                if err.error_class == "fatal":
+                if err.error_class == "fatal" or isinstance(exc, HoldBatch):
                     raise err from (None if err is exc else exc)
                 raised = True
             if self._account(recs, res, err, total, attempts, done, errors):

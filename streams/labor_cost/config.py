@@ -98,3 +98,8 @@ class LaborCostConfig(FlowConfig):
         description="alert (bizbus_budget_alerts_total, a warning log) once a project's booked labor cost "
                     "exceeds its budget_amount by more than this many percent; projects without a budget never alert",
     )  # fmt: skip
+    cost_entries: bool = Field(
+        default=True,
+        description="also send a LABOR CostEntry (bizbus.finance.cost-entry.v1, entry_id = the voucher number, "
+                    "negative for a reversal) after each voucher; the budget-control flow (F7) sums labor from them",
+    )  # fmt: skip

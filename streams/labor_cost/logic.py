@@ -44,6 +44,7 @@ FLOW = "labor-cost"
 TIMESHEET_TOPIC = "bizbus.pm.timesheet.v1"
 EMPLOYEE_TOPIC = "bizbus.md.employee.v1"
 VOUCHER_TOPIC = "bizbus.finance.voucher.v1"
+COST_ENTRY_TOPIC = "bizbus.finance.cost-entry.v1"
 CENT = Decimal("0.01")
 ZERO = Decimal("0.00")
 MAX_VOUCHER_NO = 64
@@ -216,10 +217,44 @@ def _reversal(entry: dict[str, Any], prev: dict[str, Any], m: LaborCostMapping) 
     return _voucher(entry, number, "reversal", head, lines, prev["voucher_no"], text)
 
 
+def cost_entry(entry: dict[str, Any], voucher: Output, quantity: Decimal | None = None,
+               rate: Decimal | None = None, employee: str | None = None) -> Output:  # fmt: skip
+    """The LABOR CostEntry of a labor voucher (or of its reversal): ``entry_id`` = the voucher number, the
+    amount its debit on the labor-cost line (negative for a reversal, ``reversal_of`` the reversed voucher's
+    number), keyed by the project the line books on. F7 (budget-control) sums a project's labor from these."""
+    v = voucher.value
+    assert v is not None
+    line = v["lines"][0]  # the labor-cost line (a reversal keeps the line order, sides swapped)
+    project = line["project"]
+    amount = line["debit"] - line["credit"]
+    role = "cost-entry" if v["reversal_of"] is None else "cost-entry-reversal"
+    value = {
+        "meta": derived_meta(entry["meta"], role, project, FLOW),
+        "entry_id": v["voucher_no"],
+        "company": v["company"],
+        "project": project,
+        "cost_center": line["cost_center"] or "",
+        "cost_type": "LABOR",
+        "amount": amount,
+        "currency": v["currency"],
+        "posting_date": v["posting_date"],
+        "source_ref": v["source_refs"][0],
+        "quantity": quantity,
+        "unit": "h" if quantity is not None else None,
+        "rate": rate,
+        "employee": employee,
+        "material": None,
+        "reversal_of": v["reversal_of"],
+        "description": v["description"],
+    }
+    return Output(COST_ENTRY_TOPIC, project, value)
+
+
 def post_labor(entry: dict[str, Any], state: dict[str, Any] | None, projects: ProjectLookup, employees: Lookup,
-               m: LaborCostMapping) -> Verdict:  # fmt: skip
+               m: LaborCostMapping, cost_entries: bool = False) -> Verdict:  # fmt: skip
     """Handle one TimesheetEntry against the worklog's last ``state``; ``projects`` / ``employees`` read
-    the master-data tables (project state of F1, employee rates)."""
+    the master-data tables (project state of F1, employee rates). ``cost_entries``: each voucher (and
+    reversal) is followed by its LABOR CostEntry (:func:`cost_entry`)."""
     gate = version_gate(state, entry["version"])
     if gate is not None:
         return gate
@@ -239,6 +274,7 @@ def post_labor(entry: dict[str, Any], state: dict[str, Any] | None, projects: Pr
             return refused
     outputs: list[Output] = []
     voucher: dict[str, Any] | None = None
+    booked: tuple[Decimal, Decimal, str] | None = None
     if posts:
         assert project is not None
         code = employee_code(entry, m)
@@ -247,6 +283,7 @@ def post_labor(entry: dict[str, Any], state: dict[str, Any] | None, projects: Pr
             return Missing(f"rate:{code}:{entry['work_date']}",
                            f"no rate for employee {code} on {entry['work_date']}")  # fmt: skip
         hourly, currency = rate
+        booked = (hours, hourly, code)
         cc = crosswalk.cost_center_on(list(project.intervals), entry["work_date"])
         total = amount(hours, hourly)
         text = m.description_pattern.format(employee=code, work_date=entry["work_date"], hours=hours, rate=hourly,
@@ -259,9 +296,14 @@ def post_labor(entry: dict[str, Any], state: dict[str, Any] | None, projects: Pr
         voucher = {**head, "voucher_no": number, "lines": lines}
     if prev is not None:
         outputs.append(_reversal(entry, prev, m))
+        if cost_entries:
+            outputs.append(cost_entry(entry, outputs[-1]))
     if voucher is not None:
         outputs.append(_voucher(entry, voucher["voucher_no"], "voucher", voucher, voucher["lines"], None,
                                 voucher["lines"][0]["description"]))  # fmt: skip
+        if cost_entries:
+            assert booked is not None
+            outputs.append(cost_entry(entry, outputs[-1], *booked))
     new_state = {"version": entry["version"], "project": entry["project"], "voucher": voucher}
     out = tuple(outputs)
     return Result("emitted" if out else "ignored", out, with_outputs(new_state, out))
@@ -286,7 +328,8 @@ def merge_employee(record: dict[str, Any], state: dict[str, Any] | None) -> dict
 
 
 def labor_verdict(entry: dict[str, Any], stored: dict[str, Any] | None, decode: Callable[[bytes], Any],
-                  projects: ProjectLookup, employees: Lookup, m: LaborCostMapping) -> Verdict:  # fmt: skip
+                  projects: ProjectLookup, employees: Lookup, m: LaborCostMapping,
+                  cost_entries: bool = False) -> Verdict:  # fmt: skip
     """F2's verdict on ``entry`` against the worklog's ``stored`` state, its voucher read back from the bytes
     sent (:func:`full_state`). While the schema registry cannot be reached for that, the record waits
     like one missing master data (never dead-lettered at once)."""
@@ -295,4 +338,4 @@ def labor_verdict(entry: dict[str, Any], stored: dict[str, Any] | None, decode: 
     except RegistryError as exc:
         return Missing("schema-registry", f"the previous voucher of worklog {entry['worklog_id']} cannot be "
                                           f"read while the schema registry is unreachable: {exc}")  # fmt: skip
-    return post_labor(entry, state, projects, employees, m)
+    return post_labor(entry, state, projects, employees, m, cost_entries)

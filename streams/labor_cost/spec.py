@@ -16,6 +16,7 @@ from bizbus.streams.cost_centers.spec import PROJECTS
 from bizbus.streams.labor_cost.config import LaborCostConfig
 from bizbus.streams.labor_cost.costs import ProjectCosts
 from bizbus.streams.labor_cost.logic import (
+    COST_ENTRY_TOPIC,
     EMPLOYEE_TOPIC,
     TIMESHEET_TOPIC,
     VOUCHER_TOPIC,
@@ -52,11 +53,11 @@ def _timesheets(ctx: FlowContext) -> Handler:
     name, m, decode = ctx.name, ctx.mapping, ctx.decode
     config = ctx.config
     assert isinstance(config, LaborCostConfig)
-    percent = config.budget_alert_percent
+    percent, cost_entries = config.budget_alert_percent, config.cost_entries
     metrics.init_component(name, metrics.BUDGET_ALERTS)
 
     def decide(r: dict[str, Any]) -> Any:
-        return labor_verdict(r, worklogs.get(r["worklog_id"]), decode, projects.get, employees.get, m)
+        return labor_verdict(r, worklogs.get(r["worklog_id"]), decode, projects.get, employees.get, m, cost_entries)
 
     def store(r: dict[str, Any], s: dict[str, Any]) -> None:
         previous = worklogs.get(r["worklog_id"])
@@ -76,7 +77,7 @@ FLOW = FlowSpec(
     tables=(TableSpec(EMPLOYEES, EMPLOYEE_TOPIC, global_=True), TableSpec(WORKLOGS, TIMESHEET_TOPIC),
             TableSpec(PROJECT_COSTS, TIMESHEET_TOPIC)),  # fmt: skip
     agents=(AgentDecl(EMPLOYEE_TOPIC, _employees, master_data=True), AgentDecl(TIMESHEET_TOPIC, _timesheets)),
-    outputs=(VOUCHER_TOPIC,),
+    outputs=(VOUCHER_TOPIC, COST_ENTRY_TOPIC),
     needs=(COST_CENTERS,),
 )
 Flow = FLOW.component

@@ -63,7 +63,8 @@ def declare(app: faust.App, plan: FlowPlan, catalogue: Catalogue, rt: Runtime) -
     tables: dict[str, StateTable[Any]] = {}
     for flow in flows:
         for t in flow.spec.tables:
-            st: StateTable[Any] = StateTable(table(t.name, t.source, t.global_), t.load)
+            parts = catalogue.get(t.source).partitions if t.by_key else None
+            st: StateTable[Any] = StateTable(table(t.name, t.source, t.global_), t.load, parts)
             tables[t.name] = st
             rt.tables.append(st)
 

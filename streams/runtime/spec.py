@@ -38,12 +38,15 @@ Store = Callable[[dict[str, Any], dict[str, Any]], None]
 class TableSpec:
     """A state table a flow owns. ``source``: the topic whose partitions it has (a partitioned table is
     co-partitioned with it); ``global_``: a GlobalTable, read by agents of other topics; ``load``: the
-    typed model :meth:`StateTable.get` answers (None: the state dict)."""
+    typed model :meth:`StateTable.get` answers (None: the state dict); ``by_key``: its keys are written by
+    events of several partitions or topics, so each key's changelog partition is fixed by the key
+    (:class:`StateTable` ``key_partitions``): such a table is exact in one worker (``replicas: 1``)."""
 
     name: str
     source: str
     global_: bool = False
     load: Callable[[dict[str, Any]], Any] | None = None
+    by_key: bool = False
 
 
 @dataclass(frozen=True)
@@ -85,12 +88,13 @@ class AgentDecl:
     source: str
     handler: Callable[[FlowContext], Handler]
     master_data: bool = False
+    name: str | None = None  # the short name when the topic's own would clash (purchase.order / sales.order)
 
     @property
     def short(self) -> str:
-        """``bizbus.pm.timesheet.v1`` → ``timesheet``: the agent is ``bizbus-<short>``, its progress table
-        ``progress-<short>``."""
-        return self.source.split(".")[2]
+        """``bizbus.pm.timesheet.v1`` → ``timesheet`` (or ``name``): the agent is ``bizbus-<short>``, its
+        progress table ``progress-<short>``."""
+        return self.name or self.source.split(".")[2]
 
 
 @dataclass(frozen=True)

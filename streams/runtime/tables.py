@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -20,12 +21,19 @@ class StateTable(Generic[T]):
     writes, so later records of the batch and other agents of the worker read the newest state.
 
     ``load``: the typed model of the states (e.g. ``ProjectState.from_state``): :meth:`get` then answers the
-    model, built once per stored value; :meth:`set` still takes the dict, which is what is stored."""
+    model, built once per stored value; :meth:`set` still takes the dict, which is what is stored.
+
+    ``key_partitions``: the changelog partition of a key is fixed by the key (``crc32(key) % key_partitions``)
+    instead of the partition of the event that wrote it. For a table whose keys are written by events of
+    several partitions or topics (a material's moving average from receipts and issues): every write of a
+    key then lands in one changelog partition, in order, so a recovery ends at the newest value."""
 
     CACHE_MAX = 4096  # decoded states kept
 
-    def __init__(self, table: Any, load: Callable[[dict[str, Any]], T] | None = None) -> None:
+    def __init__(self, table: Any, load: Callable[[dict[str, Any]], T] | None = None,
+                 key_partitions: int | None = None) -> None:  # fmt: skip
         self.table = table
+        self.key_partitions = key_partitions
         self._load = load
         self._changelog_topic: str | None = None
         self._decoded: dict[str, tuple[bytes, Any]] = {}
@@ -87,7 +95,9 @@ class StateTable(Generic[T]):
                     self.table[raw_key] = raw
             else:
                 self._store()[raw_key] = raw
-                changelog.append(OutRecord(self.changelog_topic, raw_key, raw, None, event.message.partition))
+                partition = (event.message.partition if self.key_partitions is None
+                             else zlib.crc32(raw_key) % self.key_partitions)  # fmt: skip
+                changelog.append(OutRecord(self.changelog_topic, raw_key, raw, None, partition))
         # not remembered as decoded: most keys written (a worklog) are not read again soon, and a read
         # decodes once; keeping each written state alive only gave the collector more to walk
         return len(dirty)

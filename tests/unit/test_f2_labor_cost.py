@@ -323,3 +323,27 @@ def test_an_unreachable_registry_makes_the_update_wait_and_the_reversal_comes_on
     res = labor_verdict(upd, stored, flaky, projects, employees, M)
     assert [o.key for o in res.outputs] == ["LAB-10042-2-R", "LAB-10042-2"]
     assert res.outputs[0].value["reversal_of"] == "LAB-10042-1"
+
+
+def test_each_posted_voucher_and_reversal_is_followed_by_its_labor_cost_entry() -> None:
+    """F7 sums a project's labor from these (bizbus.finance.cost-entry.v1, keyed by project)."""
+    first = post_labor(entry(), None, {"PRJ-1": PROJECT}.get, RATES.get, M, cost_entries=True)
+    assert [(o.topic, o.key) for o in first.outputs] == [(VOUCHER_TOPIC, "LAB-10042-1"),
+                                                         (f2.COST_ENTRY_TOPIC, "PRJ-1")]  # fmt: skip
+    ce = first.outputs[1].value
+    catalog.validate("bizbus.finance.CostEntry", ce)
+    assert (ce["entry_id"], ce["cost_type"], ce["amount"], ce["cost_center"], ce["quantity"], ce["unit"],
+            ce["rate"], ce["employee"], ce["reversal_of"]) == (
+        "LAB-10042-1", "LABOR", Decimal("925.93"), "CC-PRJ-1", Decimal("7.50"), "h", Decimal("123.456789"),
+        "E0042", None)  # fmt: skip
+    second = post_labor(entry(version=2, op="UPDATED", hours="8.00"), first.state, {"PRJ-1": PROJECT}.get,
+                        RATES.get, M, cost_entries=True)  # fmt: skip
+    rev = second.outputs[1].value
+    catalog.validate("bizbus.finance.CostEntry", rev)
+    assert (rev["entry_id"], rev["amount"], rev["reversal_of"]) == ("LAB-10042-2-R", Decimal("-925.93"), "LAB-10042-1")
+    assert [o.key for o in second.outputs] == ["LAB-10042-2-R", "PRJ-1", "LAB-10042-2", "PRJ-1"]
+    assert sum(o.value["amount"] for o in second.outputs if o.topic == f2.COST_ENTRY_TOPIC) == Decimal("61.72")
+    gone = post_labor(entry(version=3, op="DELETED"), second.state, {"PRJ-1": PROJECT}.get, RATES.get, M,
+                      cost_entries=True)  # fmt: skip
+    assert [o.key for o in gone.outputs] == ["LAB-10042-3-R", "PRJ-1"]
+    assert gone.outputs[1].value["amount"] == Decimal("-987.65")

@@ -42,7 +42,8 @@ class CaptureTask(Task):
         self._started = False
         self._paused = False
         self._confirm_at = 0.0
-        self.confirmed: str | None = None
+        self.confirmed: str | None = None  # the position last confirmed to the database's log
+        self._confirmed_id = 0  # its journal row
         self.journaled = 0  # changes written to the journal by this task (for tests and the curious)
 
     def setup(self) -> None:
@@ -114,15 +115,16 @@ class CaptureTask(Task):
         cursor = self.cursors.load(self.connector, "inbox")
         if not cursor:
             return
-        position = self.positions.published(self.lease.conn, int(cursor.get("id", 0)))
-        if position is not None and position != self.confirmed:
-            self.reader.confirm(position)
-            self.confirmed = position
+        found = self.positions.published(self.lease.conn, int(cursor.get("id", 0)))
+        # forward only: after a lost broker the publishing cursor starts again from the journal's beginning
+        if found is not None and found[0] > self._confirmed_id:
+            self.reader.confirm(found[1])
+            self._confirmed_id, self.confirmed = found
 
     def recover(self) -> None:
         """After a failed step: start over from the journal and the database's confirmed position."""
         self._started = False
-        self.confirmed = None
+        self.confirmed, self._confirmed_id = None, 0
         try:
             self.reader.close()
         finally:

@@ -115,9 +115,10 @@ class JournalPositions:
                                    " ORDER BY id DESC LIMIT 1").format(self.table), (list(KINDS),)).fetchone()  # fmt: skip
         return (row[0], row[1]) if row else (None, None)
 
-    def published(self, conn: Any, cursor_id: int) -> str | None:
-        """The position of the newest whole transaction (or handover) at or before inbox row ``cursor_id``."""
-        row = conn.execute(sql.SQL("SELECT payload->>'position' FROM {} WHERE id <= %s AND kind = ANY(%s)"
+    def published(self, conn: Any, cursor_id: int) -> tuple[int, str] | None:
+        """(journal row id, position) of the newest whole transaction (or handover) at or before inbox row
+        ``cursor_id``; None when there is none."""
+        row = conn.execute(sql.SQL("SELECT id, payload->>'position' FROM {} WHERE id <= %s AND kind = ANY(%s)"
                                    " AND (payload->>'last')::boolean ORDER BY id DESC LIMIT 1").format(self.table),
                            (cursor_id, [TX, HANDOVER])).fetchone()  # fmt: skip
-        return row[0] if row else None
+        return (int(row[0]), row[1]) if row else None
