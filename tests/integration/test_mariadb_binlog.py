@@ -12,7 +12,7 @@ import pytest
 from bizbus.connectors.runtime.cdc.model import Transaction
 from bizbus.connectors.sources.mariadb_cdc.api import BinlogReader
 
-from bizbus.failures import NotConnected
+from bizbus.failures import Fatal, NotConnected
 from tests.mariadb_private import PrivateMariaDB, private_mariadb
 
 pytestmark = pytest.mark.timeout(180)
@@ -192,3 +192,14 @@ def test_a_changed_table_is_read_with_its_new_columns(shop: PrivateMariaDB) -> N
     assert changes[1].after == {"id": 2, "qty": 2, "note": "b", "bin": "B-01"} and "bin" in (changes[1].columns or {})
     assert changes[2].columns is not None and changes[2].columns["qty"] == "numeric"
     assert changes[2].after is not None and str(changes[2].after["qty"]) == "2.500"
+
+
+def test_a_missing_table_or_binlog_is_a_clear_fatal_error(shop: PrivateMariaDB) -> None:
+    r = reader(shop)
+    r.setup(None)
+    with pytest.raises(Fatal, match="does not have"):
+        list(r.snapshot(("item", "nosuch")))
+    r.setup("0-1-999999")  # a GTID the server never wrote (as after the binlog was purged past it)
+    with pytest.raises(Fatal, match="no longer has the binlog"):
+        r.read(10, 1)
+    r.close()

@@ -80,7 +80,7 @@ class BinlogReader(LogReader):
             for name in tables:
                 yield from self._table(conn, name, handover, when)
             conn.commit()
-        except pymysql.err.OperationalError as exc:
+        except pymysql.err.MySQLError as exc:
             raise self._error(exc, "snapshot") from exc
         finally:
             conn.close()
@@ -200,7 +200,10 @@ class BinlogReader(LogReader):
         if code == _PURGED:
             return Fatal(f"mariadb {doing}: the server no longer has the binlog at GTID {self.state!r} ({exc});"
                          " delete the connector's journal to take a new snapshot", reason="binlog_purged")  # fmt: skip
-        if code in (1045, 1227, 1044):
+        if code == 1146:
+            return Fatal(f"mariadb {doing}: {exc}; the mapping names a table that database {self.database} does not"
+                         " have", reason="unknown_table")  # fmt: skip
+        if code in (1045, 1227, 1044, 1142):
             return Fatal(f"mariadb {doing}: access refused ({exc}); the user needs REPLICATION SLAVE,"
                          " REPLICATION CLIENT and SELECT", reason="access_denied")  # fmt: skip
         return NotConnected(f"mariadb {doing}: {exc}", reason="unreachable")
