@@ -619,6 +619,25 @@ def _budget_alert() -> Record:
     }
 
 
+@_sample("bizbus.finance.BudgetStep")
+def _budget_step() -> Record:
+    return {
+        "meta": _meta("bizbus", "budget_step", "P2025-001", 1, "P2025-001", _at(2025, 4, 10, 8, 0)),
+        "kind": "COST",
+        "project": "P2025-001",
+        "entry_id": "MAT-GI-2025-0042-1-1",
+        "cost_type": "MATERIAL",
+        "amount": Decimal("11500.00"),
+        "currency": "CNY",
+        "document": None,
+        "covers": None,
+        "uncovers": None,
+        "company": None,
+        "budget": None,
+        "project_version": 0,
+    }
+
+
 @_sample("bizbus.oa.PaymentFreezeCommand")
 def _payment_freeze_command() -> Record:
     alert = _budget_alert()

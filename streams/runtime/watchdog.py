@@ -89,10 +89,14 @@ def watch(
             return
         handled: dict[tuple[str, int], int | None] = {}
         for tp in app.consumer.assignment():
-            spec = specs.get(tp.topic)
-            if spec is not None:
+            # the slowest of the agents reading the topic (F1's and F7's agents both read the project topic)
+            for spec in specs.values():
+                if spec.source != tp.topic:
+                    continue
                 raw = spec.progress.get(str(tp.partition).encode())
-                handled[(tp.topic, tp.partition)] = int(raw) if raw is not None else None
+                h, key = (int(raw) if raw is not None else None), (tp.topic, tp.partition)
+                seen = handled.get(key, h)
+                handled[key] = None if h is None or seen is None else min(h, seen)
         starts = {tp: (h + 1 if h is not None else None) for tp, h in handled.items()}
         pending = await asyncio.to_thread(pending_partitions, config, app.conf.id, starts)
         now = time.monotonic()
