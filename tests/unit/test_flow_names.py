@@ -31,6 +31,7 @@ COST_CENTER, CROSSWALK = "bizbus.md.cost-center.v1", "bizbus.md.id-crosswalk.v1"
 VOUCHER, ORDER = "bizbus.finance.voucher.v1", "bizbus.purchase.order.v1"
 COST_ENTRY, RECEIPT, ISSUE = "bizbus.finance.cost-entry.v1", "bizbus.inventory.goods-receipt.v1", "bizbus.inventory.goods-issue.v1"
 REQUISITION, ALERT, FREEZE = "bizbus.purchase.requisition.v1", "bizbus.finance.budget-alert.v1", "bizbus.oa.payment-freeze.v1"
+BUDGET_STEP = "bizbus.finance.budget-step.v1"
 
 # table -> GlobalTable?
 F1_TABLES = {"projects": True, "progress-project": False}
@@ -40,7 +41,8 @@ F4_TABLES = {"suppliers": True, "approvals": False, "progress-supplier": False, 
 F6_TABLES = {"material-costs": False, "material-receipts": False, "material-issues": False,
              "progress-goods-receipt": False, "progress-goods-issue": False}  # fmt: skip
 F7_TABLES = {"budget-projects": False, "budget-requisitions": False, "budget-orders": False,
-             "progress-cost-entry": False, "progress-requisition": False, "progress-purchase-order": False}  # fmt: skip
+             "progress-cost-entry": False, "progress-requisition": False, "progress-purchase-order": False,
+             "progress-budget-project": False, "progress-budget-step": False}  # fmt: skip
 
 CASES = {
     # flows of the pipeline: (tables, agents, {source topic: (metric label, tables its batches write)}, outputs)
@@ -62,10 +64,11 @@ CASES = {
                {PROJECT: ("master-data", ["projects"]), RECEIPT: ("mat", ["material-receipts", "material-costs"]),
                 ISSUE: ("mat", ["material-issues", "material-costs"])}, [COST_ENTRY, VOUCHER]),
     ("bud",): ({**F1_TABLES, **F7_TABLES}, {"bizbus-project", "bizbus-cost-entry", "bizbus-requisition",
-                                             "bizbus-purchase-order"},
-               {PROJECT: ("master-data", ["projects"]), COST_ENTRY: ("bud", ["budget-projects"]),
-                REQUISITION: ("bud", ["budget-requisitions", "budget-projects"]),
-                ORDER: ("bud", ["budget-orders", "budget-projects"])}, [ALERT, FREEZE]),
+                                             "bizbus-purchase-order", "bizbus-budget-project", "bizbus-budget-step"},
+               {PROJECT: ("master-data", ["projects"]), COST_ENTRY: ("bud", []),
+                REQUISITION: ("bud", ["budget-requisitions"]), ORDER: ("bud", ["budget-orders"]),
+                f"{PROJECT}#budget-project": ("bud", []), BUDGET_STEP: ("bud", ["budget-projects"])},
+               [BUDGET_STEP, ALERT, FREEZE]),
 }  # fmt: skip
 
 
@@ -117,7 +120,7 @@ def test_the_component_specs_name_the_topics_a_flow_worker_reads_and_writes() ->
     assert topics("labor-cost") == ({PROJECT, EMPLOYEE, TIMESHEET}, {VOUCHER, COST_ENTRY})  # the projects are kept too
     assert topics("approvals-to-erp") == ({PROJECT, SUPPLIER, APPROVAL}, {ORDER})
     assert topics("material-cost") == ({PROJECT, RECEIPT, ISSUE}, {COST_ENTRY, VOUCHER})
-    assert topics("budget-control") == ({PROJECT, COST_ENTRY, REQUISITION, ORDER}, {ALERT, FREEZE})
+    assert topics("budget-control") == ({PROJECT, COST_ENTRY, REQUISITION, ORDER, BUDGET_STEP}, {BUDGET_STEP, ALERT, FREEZE})
 
 
 
@@ -126,5 +129,5 @@ def test_all_flows_in_one_worker_declare_without_a_name_clash(tmp_path: Path) ->
     pipeline = tmp_path / "p.yaml"
     pipeline.write_text("version: 1\nname: t\nflows:\n" + "".join(f"  - {{name: {n}, type: {t}}}\n" for n, t in TYPES.items()))
     app, specs, outs = declared(tmp_path, pipeline)
-    assert len(app.agents) == len(specs) == 10
-    assert set(outs) == {COST_CENTER, CROSSWALK, VOUCHER, COST_ENTRY, ORDER, ALERT, FREEZE}
+    assert len(app.agents) == len(specs) == 12
+    assert set(outs) == {COST_CENTER, CROSSWALK, VOUCHER, COST_ENTRY, ORDER, BUDGET_STEP, ALERT, FREEZE}
