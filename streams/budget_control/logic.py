@@ -192,7 +192,7 @@ def _step(src_meta: dict[str, Any], role: str, project: str, kind: str, **fields
     """A BudgetStep for ``project`` (the Kafka key of bizbus.finance.budget-step.v1)."""
     value = {"meta": derived_meta(src_meta, role, project, FLOW), "kind": kind, "project": project,
              "entry_id": None, "cost_type": None, "amount": None, "currency": None, "document": None,
-             "covers": None, "uncovers": None, "company": None, "budget": None, "project_version": 0, **fields}  # fmt: skip
+             "covers": None, "uncovers": None, "company": None, "budget_amount": None, "project_version": 0, **fields}  # fmt: skip
     return Output(STEP_TOPIC, project, value)
 
 
@@ -213,7 +213,7 @@ def route_project(p: dict[str, Any]) -> Verdict:
     project's crossing (the step agent compares versions, so an old one changes nothing)."""
     budget = p.get("budget_amount")
     step = _step(p["meta"], "budget-step", p["project"], "BUDGET", company=p["company"],
-                 budget=None if budget is None else _money(budget), currency=p.get("currency"),
+                 budget_amount=None if budget is None else _money(budget), currency=p.get("currency"),
                  project_version=p["version"])  # fmt: skip
     return Result("emitted", (step,))
 
@@ -287,7 +287,7 @@ def apply_step(step: dict[str, Any], state: dict[str, Any] | None, projects: Pro
         info = cur.get("info")
         if info is not None and int(info.get("version") or 0) >= step["project_version"]:
             return Result("skipped_stale", (), new)
-        new["info"] = {"company": step["company"], "budget": step["budget"], "currency": step["currency"],
+        new["info"] = {"company": step["company"], "budget": step["budget_amount"], "currency": step["currency"],
                        "version": step["project_version"]}  # fmt: skip
         if new.get("currency") is None:
             new["currency"] = step["currency"]

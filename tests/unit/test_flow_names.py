@@ -31,15 +31,16 @@ COST_CENTER, CROSSWALK = "bizbus.md.cost-center.v1", "bizbus.md.id-crosswalk.v1"
 VOUCHER, ORDER = "bizbus.finance.voucher.v1", "bizbus.purchase.order.v1"
 COST_ENTRY, RECEIPT, ISSUE = "bizbus.finance.cost-entry.v1", "bizbus.inventory.goods-receipt.v1", "bizbus.inventory.goods-issue.v1"
 REQUISITION, ALERT, FREEZE = "bizbus.purchase.requisition.v1", "bizbus.finance.budget-alert.v1", "bizbus.oa.payment-freeze.v1"
-BUDGET_STEP = "bizbus.finance.budget-step.v1"
+BUDGET_STEP, MATERIAL_STEP = "bizbus.finance.budget-step.v1", "bizbus.finance.material-cost-step.v1"
 
 # table -> GlobalTable?
 F1_TABLES = {"projects": True, "progress-project": False}
 F2_TABLES = {"employees": True, "worklogs": False, "project-costs": False, "progress-employee": False,
              "progress-timesheet": False}  # fmt: skip
 F4_TABLES = {"suppliers": True, "approvals": False, "progress-supplier": False, "progress-approval": False}
-F6_TABLES = {"material-costs": False, "material-receipts": False, "material-issues": False,
-             "progress-goods-receipt": False, "progress-goods-issue": False}  # fmt: skip
+F6_TABLES = {"material-costs": True, "material-receipts": False, "material-issues": False,
+             "material-issue-routes": False, "progress-goods-receipt": False, "progress-goods-issue": False,
+             "progress-material-cost-step": False}  # fmt: skip
 F7_TABLES = {"budget-projects": False, "budget-requisitions": False, "budget-orders": False,
              "progress-cost-entry": False, "progress-requisition": False, "progress-purchase-order": False,
              "progress-budget-project": False, "progress-budget-step": False}  # fmt: skip
@@ -60,9 +61,11 @@ CASES = {
          TIMESHEET: ("lab", ["worklogs", "project-costs"]), SUPPLIER: ("master-data", ["suppliers"]),
          APPROVAL: ("oa", ["approvals"])},
         [COST_CENTER, CROSSWALK, VOUCHER, COST_ENTRY, ORDER]),
-    ("mat",): ({**F1_TABLES, **F6_TABLES}, {"bizbus-project", "bizbus-goods-receipt", "bizbus-goods-issue"},
-               {PROJECT: ("master-data", ["projects"]), RECEIPT: ("mat", ["material-receipts", "material-costs"]),
-                ISSUE: ("mat", ["material-issues", "material-costs"])}, [COST_ENTRY, VOUCHER]),
+    ("mat",): ({**F1_TABLES, **F6_TABLES}, {"bizbus-project", "bizbus-goods-receipt", "bizbus-goods-issue",
+                                             "bizbus-material-cost-step"},
+               {PROJECT: ("master-data", ["projects"]), RECEIPT: ("mat", ["material-receipts"]),
+                ISSUE: ("mat", ["material-issue-routes"]),
+                MATERIAL_STEP: ("mat", ["material-costs", "material-issues"])}, [MATERIAL_STEP, COST_ENTRY, VOUCHER]),
     ("bud",): ({**F1_TABLES, **F7_TABLES}, {"bizbus-project", "bizbus-cost-entry", "bizbus-requisition",
                                              "bizbus-purchase-order", "bizbus-budget-project", "bizbus-budget-step"},
                {PROJECT: ("master-data", ["projects"]), COST_ENTRY: ("bud", []),
@@ -119,7 +122,7 @@ def test_the_component_specs_name_the_topics_a_flow_worker_reads_and_writes() ->
     assert topics("cost-centers") == ({PROJECT}, {COST_CENTER, CROSSWALK})
     assert topics("labor-cost") == ({PROJECT, EMPLOYEE, TIMESHEET}, {VOUCHER, COST_ENTRY})  # the projects are kept too
     assert topics("approvals-to-erp") == ({PROJECT, SUPPLIER, APPROVAL}, {ORDER})
-    assert topics("material-cost") == ({PROJECT, RECEIPT, ISSUE}, {COST_ENTRY, VOUCHER})
+    assert topics("material-cost") == ({PROJECT, RECEIPT, ISSUE, MATERIAL_STEP}, {MATERIAL_STEP, COST_ENTRY, VOUCHER})
     assert topics("budget-control") == ({PROJECT, COST_ENTRY, REQUISITION, ORDER, BUDGET_STEP}, {BUDGET_STEP, ALERT, FREEZE})
 
 
@@ -129,5 +132,5 @@ def test_all_flows_in_one_worker_declare_without_a_name_clash(tmp_path: Path) ->
     pipeline = tmp_path / "p.yaml"
     pipeline.write_text("version: 1\nname: t\nflows:\n" + "".join(f"  - {{name: {n}, type: {t}}}\n" for n, t in TYPES.items()))
     app, specs, outs = declared(tmp_path, pipeline)
-    assert len(app.agents) == len(specs) == 12
-    assert set(outs) == {COST_CENTER, CROSSWALK, VOUCHER, COST_ENTRY, ORDER, BUDGET_STEP, ALERT, FREEZE}
+    assert len(app.agents) == len(specs) == 13
+    assert set(outs) == {COST_CENTER, CROSSWALK, VOUCHER, COST_ENTRY, ORDER, MATERIAL_STEP, BUDGET_STEP, ALERT, FREEZE}
