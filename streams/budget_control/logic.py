@@ -43,7 +43,16 @@ from typing import Any
 from bizbus.streams.budget_control.config import BudgetControlMapping
 from bizbus.streams.cost_centers.state import ProjectState
 from bizbus.streams.runtime.applied import remember
-from bizbus.streams.runtime.results import Missing, Output, Reject, Result, Verdict, derived_meta, version_gate, with_outputs
+from bizbus.streams.runtime.results import (
+    Missing,
+    Output,
+    Reject,
+    Result,
+    Verdict,
+    derived_meta,
+    version_gate,
+    with_outputs,
+)
 
 from bizbus import lineage
 
