@@ -23,8 +23,23 @@ budget × (1 + (alert_percent − hysteresis_percent) / 100). A project not over
 above the alert line is OVER: crossing n = previous crossing + 1, a BudgetAlert OVER and a FREEZE
 command. A project over whose running cost falls to or below the back-under line is BACK_UNDER (same n):
 a BudgetAlert BACK_UNDER and an UNFREEZE command. In between nothing changes. A project without a budget
-(or a budget ≤ 0) never alerts. The budget is read from the ``projects`` table (F1) when a cost or document
-of the project comes; a budget change alone re-evaluates nothing until the project's next record.
+(or a budget ≤ 0) never alerts. The budget comes with BUDGET steps (below): a budget change alone
+re-evaluates the crossing; until a project's first BUDGET step reached it, it is read from F1's ``projects``
+table.
+
+**Partitioning: one writer per project.** Cost entries (keyed by project), requisitions and orders (keyed
+by document number) and budgets (the project topic) are re-keyed by project onto the internal topic
+``bizbus.finance.budget-step.v1`` (BudgetStep): COST steps (:func:`route_cost_entry`), DOCUMENT steps with
+the document's new committed amount on one project (:func:`route_document`, which keeps the version and the
+amounts per project of each document in its own table) and BUDGET steps (:func:`route_project`, from F7's
+own agent on the project topic; F1's agent there is untouched: a Faust app hands each record to every
+agent of its topic). :func:`apply_step` is the one writer of each project's state, in the step topic's
+order, the one order every worker and replay sees.
+
+**Bounded state.** A project's state holds its open documents only (a released, closed or deleted one,
+amount 0, is dropped; a requisition an open order covers stays as long as that order does) and at most
+``applied_ids_kept`` applied ids; the last transition's outputs. Stale document versions are stopped by the
+document's router, which sees them in order.
 
 **Exactly one freeze and one unfreeze per crossing.** ``command_id`` = ``<project>/<crossing>/<action>``
 and the alert's event id is derived from ``<project>/<crossing>/<state>`` only, so a crossing decided
