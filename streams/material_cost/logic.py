@@ -50,8 +50,9 @@ longer depends on which topic a worker happened to read first.
   value) of the version: its own lines minus what the previous version booked;
 * the **issue router** (bizbus.inventory.goods-issue.v1, state ``material-issue-routes``: the version and
   step key routed) checks the lines' projects and cost centers (waiting / dead letters as below), and that
-  each valuation key has a cost (the ``material-costs`` GlobalTable: an issue of a material no receipt was
-  applied for waits, then goes to the dead letters with the issue's key), then sends one ISSUE step (the
+  each valuation key has a cost (the ``material-on-hand`` GlobalTable, which the step agent keeps beside
+  the exact ``material-costs``: an issue of a material no receipt was applied for, or with nothing on hand,
+  waits, then goes to the dead letters with the issue's key), then sends one ISSUE step (the
   lines, their projects and cost centers) to its step key; a version whose warehouse moved first sends a
   REVERSE step to the old step key;
 * the **step agent** values (see above), reverses the previous version of the issue from what its
@@ -255,12 +256,12 @@ def route_receipt(r: dict[str, Any], state: dict[str, Any] | None, m: MaterialCo
     return Result("emitted" if outputs else "ignored", outputs, new_state)
 
 
-def route_issue(r: dict[str, Any], state: dict[str, Any] | None, costs: Lookup, projects: ProjectLookup,
-                m: MaterialCostMapping) -> Verdict:  # fmt: skip
+def route_issue(r: dict[str, Any], state: dict[str, Any] | None, on_hand: Callable[[str], bool],
+                projects: ProjectLookup, m: MaterialCostMapping) -> Verdict:  # fmt: skip
     """One GoodsIssue against the issue's last routed ``state`` (version, step key): the lines for projects
-    checked (project known, not closed, a cost center on the posting date, a moving average known in
-    ``costs``), then one ISSUE step to the issue's step key (and a REVERSE step to the old one when the
-    warehouse moved). The same version again re-sends the recorded steps."""
+    checked (project known, not closed, a cost center on the posting date, ``on_hand`` of the valuation key:
+    a moving average with stock is known), then one ISSUE step to the issue's step key (and a REVERSE step
+    to the old one when the warehouse moved). The same version again re-sends the recorded steps."""
     gate = version_gate(state, r["version"])
     if gate is not None:
         return gate
@@ -287,7 +288,7 @@ def route_issue(r: dict[str, Any], state: dict[str, Any] | None, costs: Lookup, 
             if cc is None:
                 return Missing(f"cost-center:{code}", f"project {code} has no cost center on {r['posting_date']}")
             vkey = valuation_key(r["company"], r["warehouse"], line["material"], m.valuation_scope)
-            if average(costs(vkey)) is None:
+            if not on_hand(vkey):
                 return Missing(f"cost:{vkey}", f"no moving average cost for {vkey}: no goods receipt seen or "
                                                f"nothing on hand (issue {r['issue_no']} line {line['line_no']})")  # fmt: skip
             lines.append({"line_no": line["line_no"], "material": line["material"], "quantity": qty,

@@ -6,8 +6,10 @@ Receipts and issues are re-keyed by step key (``<company>/<warehouse>``) onto th
 so the flow runs in any number of workers of one consumer group.
 
 Tables: ``material-costs`` (per valuation key: quantity on hand, inventory value, currency, the step ids
-applied and the costs of the issue steps among them; a GlobalTable partitioned like the step topic,
-written by the step agent only: the issue router reads it to wait for a first receipt),
+applied and the costs of the issue steps among them; partitioned like the step topic, read and written by
+the step agent only), ``material-on-hand`` (per valuation key: whether it has an average with stock; a
+GlobalTable the step agent writes beside it, read by the issue router to wait for a receipt: a gate only,
+the valuation reads the exact partitioned table),
 ``material-issues`` (per ``<step key>#<issue>``: the version handled, its booked lines, voucher and the
 outputs sent; partitioned like the step topic), ``material-receipts`` (per receipt: the version routed
 and what it booked) and ``material-issue-routes`` (per issue: the version and step key routed),
@@ -30,6 +32,7 @@ from bizbus.streams.material_cost.logic import (
     VOUCHER_TOPIC,
     apply_issue_step,
     apply_receipt_step,
+    average,
     issue_state_key,
     route_issue,
     route_receipt,
@@ -44,7 +47,7 @@ from bizbus.streams.runtime.spec import (
     flow_component_spec,
 )
 
-MATERIAL_COSTS, ISSUES = "material-costs", "material-issues"
+MATERIAL_COSTS, ON_HAND, ISSUES = "material-costs", "material-on-hand", "material-issues"
 RECEIPTS, ROUTES = "material-receipts", "material-issue-routes"
 
 
@@ -55,13 +58,14 @@ def _receipts(ctx: FlowContext) -> Handler:
 
 
 def _issues(ctx: FlowContext) -> Handler:
-    routes, costs, projects, m = ctx.table(ROUTES), ctx.table(MATERIAL_COSTS), ctx.table(PROJECTS), ctx.mapping
-    return Handler(lambda r: route_issue(r, routes.get(r["issue_no"]), costs.get, projects.get, m),
+    routes, gate, projects, m = ctx.table(ROUTES), ctx.table(ON_HAND), ctx.table(PROJECTS), ctx.mapping
+    return Handler(lambda r: route_issue(r, routes.get(r["issue_no"]), lambda k: bool((gate.get(k) or {}).get("on_hand")),
+                                         projects.get, m),
                    lambda r, s: routes.set(r["issue_no"], s), (ROUTES,))  # fmt: skip
 
 
 def _steps(ctx: FlowContext) -> Handler:
-    issues, costs, m = ctx.table(ISSUES), ctx.table(MATERIAL_COSTS), ctx.mapping
+    issues, costs, gate, m = ctx.table(ISSUES), ctx.table(MATERIAL_COSTS), ctx.table(ON_HAND), ctx.mapping
 
     def decide(step: dict[str, Any]) -> Verdict:
         if step["kind"] == "RECEIPT":
@@ -73,16 +77,17 @@ def _steps(ctx: FlowContext) -> Handler:
         s = dict(s)
         for k, v in (s.pop(MATERIALS, None) or {}).items():
             costs.set(k, v)
+            gate.set(k, {"on_hand": average(v) is not None})
         if step["kind"] != "RECEIPT":
             issues.set(issue_state_key(step), s)
 
-    return Handler(decide, store, (MATERIAL_COSTS, ISSUES))
+    return Handler(decide, store, (MATERIAL_COSTS, ON_HAND, ISSUES))
 
 
 FLOW = FlowSpec(
     "material-cost",
     MaterialCostConfig,
-    tables=(TableSpec(MATERIAL_COSTS, STEP_TOPIC, global_=True), TableSpec(ISSUES, STEP_TOPIC),
+    tables=(TableSpec(MATERIAL_COSTS, STEP_TOPIC), TableSpec(ON_HAND, STEP_TOPIC, global_=True), TableSpec(ISSUES, STEP_TOPIC),
             TableSpec(RECEIPTS, RECEIPT_TOPIC), TableSpec(ROUTES, ISSUE_TOPIC)),  # fmt: skip
     agents=(AgentDecl(RECEIPT_TOPIC, _receipts), AgentDecl(ISSUE_TOPIC, _issues), AgentDecl(STEP_TOPIC, _steps)),
     outputs=(STEP_TOPIC, COST_ENTRY_TOPIC, VOUCHER_TOPIC),

@@ -118,10 +118,13 @@ class World:
         return self._route(v)
 
     def issue(self, r: dict[str, Any]) -> Any:
-        v = route_issue(r, self.routes.get(r["issue_no"]), self.costs.get, self.projects.get, self.m)
+        v = route_issue(r, self.routes.get(r["issue_no"]), self.on_hand, self.projects.get, self.m)
         if isinstance(v, Result) and v.state is not None:
             self.routes[r["issue_no"]] = v.state
         return self._route(v)
+
+    def on_hand(self, key: str) -> bool:
+        return average(self.costs.get(key)) is not None
 
     def at(self, key: str = KEY) -> tuple[Decimal, Decimal]:
         s = self.costs[key]
@@ -297,8 +300,8 @@ def test_the_step_order_decides_a_race_for_the_last_units_the_same_way_every_tim
     finds nothing on hand and is dead-lettered (keyed by the step key, replayable once stock is there)."""
     w = World()
     w.receive(receipt("R1", [line(1, "10", "1000.00")]))
-    a = route_issue(issue("IA", [line(1, "10")]), None, w.costs.get, w.projects.get, M)
-    b = route_issue(issue("IB", [line(1, "10")]), None, w.costs.get, w.projects.get, M)  # routed before IA applied
+    a = route_issue(issue("IA", [line(1, "10")]), None, w.on_hand, w.projects.get, M)
+    b = route_issue(issue("IB", [line(1, "10")]), None, w.on_hand, w.projects.get, M)  # routed before IA applied
     assert w._route(a).outcome == "emitted"
     refused = w._route(b)
     assert isinstance(refused, Reject) and refused.reason == "unknown_master_data" and KEY in refused.message

@@ -38,7 +38,7 @@ F1_TABLES = {"projects": True, "progress-project": False}
 F2_TABLES = {"employees": True, "worklogs": False, "project-costs": False, "progress-employee": False,
              "progress-timesheet": False}  # fmt: skip
 F4_TABLES = {"suppliers": True, "approvals": False, "progress-supplier": False, "progress-approval": False}
-F6_TABLES = {"material-costs": True, "material-receipts": False, "material-issues": False,
+F6_TABLES = {"material-costs": False, "material-on-hand": True, "material-receipts": False, "material-issues": False,
              "material-issue-routes": False, "progress-goods-receipt": False, "progress-goods-issue": False,
              "progress-material-cost-step": False}  # fmt: skip
 F7_TABLES = {"budget-projects": False, "budget-requisitions": False, "budget-orders": False,
@@ -65,7 +65,7 @@ CASES = {
                                              "bizbus-material-cost-step"},
                {PROJECT: ("master-data", ["projects"]), RECEIPT: ("mat", ["material-receipts"]),
                 ISSUE: ("mat", ["material-issue-routes"]),
-                MATERIAL_STEP: ("mat", ["material-costs", "material-issues"])}, [MATERIAL_STEP, COST_ENTRY, VOUCHER]),
+                MATERIAL_STEP: ("mat", ["material-costs", "material-on-hand", "material-issues"])}, [MATERIAL_STEP, COST_ENTRY, VOUCHER]),
     ("bud",): ({**F1_TABLES, **F7_TABLES}, {"bizbus-project", "bizbus-cost-entry", "bizbus-requisition",
                                              "bizbus-purchase-order", "bizbus-budget-project", "bizbus-budget-step"},
                {PROJECT: ("master-data", ["projects"]), COST_ENTRY: ("bud", []),
