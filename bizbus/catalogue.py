@@ -57,6 +57,8 @@ class TopicSpec(BaseModel):
     compatibility: Compatibility = "BACKWARD"
     readers: tuple[str, ...] = Field(default=(), description="teams allowed to read (ACLs)")
     config: dict[str, str] = Field(default_factory=dict, description="further topic configs, passed as is")
+    internal: bool = Field(default=False, description="a flow's own repartition (step) topic: not a business event "
+                           "for other teams; left out of the reporting database and of the producer/consumer check")
 
     @field_validator("retention")
     @classmethod

@@ -364,6 +364,29 @@ def _order_decision() -> Record:
     }
 
 
+@_sample("bizbus.sales.AtpStep")
+def _atp_step() -> Record:
+    order = _sales_order()
+    return {
+        "meta": _meta("bizbus", "atp_step", "WH-SH00/M-AHU-01", 1, "SO-2025-0019", _at(2025, 4, 2, 2, 30),
+                      causation_id=order["meta"]["event_id"]),
+        "kind": "RESERVE",
+        "stock_key": "WH-SH00/M-AHU-01",
+        "order_no": "SO-2025-0019",
+        "company": "SH01",
+        "order_version": 1,
+        "warehouse": "WH-SH00",
+        "lines": order["lines"],
+        "chain": [{"stock_key": "WH-SH00/M-AHU-01", "material": "M-AHU-01", "quantity": Decimal("2.0000"),
+                   "unit": "set"}],
+        "position": 0,
+        "on_hand": None,
+        "safety_stock": None,
+        "unit": None,
+        "as_of": None,
+    }
+
+
 @_sample("bizbus.inventory.ReplenishmentAlert")
 def _replenishment_alert() -> Record:
     return {
@@ -426,6 +449,11 @@ def _cost_entry() -> Record:
         "reversal_of": None,
         "description": "王芳 2025-03-14 工时 7.5h × 186.50",
     }
+
+
+@_sample("bizbus.sales.AtpChainLine")
+def _atp_chain_line() -> Record:
+    return dict(_atp_step()["chain"][0])
 
 
 @_sample("bizbus.finance.VoucherLine")

@@ -5,6 +5,7 @@ terminate connections on (never do that to the machine's shared server).
         dsn = pg.dsn()                      # postgresql://postgres@127.0.0.1:<port>/postgres
         pg.terminate("bizbus%")             # end every backend whose application_name matches
         pg.restart()                        # pg_ctl restart -m fast
+    with private_postgres(logical=True) as pg: ...   # wal_level=logical (CDC: replication slots)
         with pg.down(seconds=3): ...        # stopped for a while, started again on leaving
 
 PostgreSQL refuses to run as root: as root the server runs as the ``postgres`` user (``runuser``), in a
@@ -36,6 +37,10 @@ PG_BIN = Path(os.environ.get("BIZBUS_PG_BIN", "/usr/lib/postgresql/15/bin"))
 # a test server: no durability work, small, quick to start and stop
 SERVER_OPTIONS = ("-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c shared_buffers=32MB"
                   " -c max_connections=60 -c listen_addresses=127.0.0.1")  # fmt: skip
+# logical decoding (CDC tests): slots and WAL senders for the connector, the benchmark's bare loop and a spare;
+# synchronous_commit on, so that a commit the application saw survives ``stop -m immediate`` (the CDC tests
+# compare what was committed with what reached Kafka)
+LOGICAL_OPTIONS = " -c wal_level=logical -c max_replication_slots=10 -c max_wal_senders=10 -c synchronous_commit=on"
 
 
 def _as_server_user(argv: list[str]) -> list[str]:
@@ -46,6 +51,7 @@ def _as_server_user(argv: list[str]) -> list[str]:
 class PrivatePostgres:
     port: int
     root: Path  # data directory, log and socket directory below it
+    options: str = ""  # server options on top of SERVER_OPTIONS (e.g. LOGICAL_OPTIONS)
 
     @property
     def datadir(self) -> Path:
@@ -64,7 +70,7 @@ class PrivatePostgres:
                                **kwargs)  # fmt: skip
 
     def _ctl(self, *args: str, timeout: float = 60) -> None:
-        opts = f"{SERVER_OPTIONS} -c port={self.port} -c unix_socket_directories={self.root}"
+        opts = f"{SERVER_OPTIONS}{self.options} -c port={self.port} -c unix_socket_directories={self.root}"
         argv = [str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "-l", str(self.logfile), "-w", "-t", "60",
                 "-o", opts, *args]  # fmt: skip
         subprocess.run(_as_server_user(argv), check=True, capture_output=True, timeout=timeout)
@@ -110,15 +116,15 @@ class PrivatePostgres:
 
 
 @contextmanager
-def private_postgres() -> Iterator[PrivatePostgres]:
+def private_postgres(logical: bool = False) -> Iterator[PrivatePostgres]:
     """Initialise and start a server on a free port; stopped and deleted afterwards. Skips the test when
-    the binaries are not installed."""
+    the binaries are not installed. ``logical``: ``wal_level=logical`` with replication slots (CDC)."""
     if not (PG_BIN / "initdb").exists():
         pytest.skip(f"no PostgreSQL binaries in {PG_BIN} (set BIZBUS_PG_BIN)")
     root = Path(tempfile.mkdtemp(prefix="bizbus-pg-"))
     if os.geteuid() == 0:
         shutil.chown(root, "postgres", "postgres")
-    pg = PrivatePostgres(free_port(), root)
+    pg = PrivatePostgres(free_port(), root, LOGICAL_OPTIONS if logical else "")
     try:
         subprocess.run(_as_server_user([str(PG_BIN / "initdb"), "-D", str(pg.datadir), "-U", "postgres", "-A", "trust",
                                         "--no-sync", "-E", "UTF8", "--locale", "C"]),

@@ -3,8 +3,9 @@
 ``build_template(folder)`` creates ``<folder>/<name>.sqlite`` with the modules bizbus writes to (including our
 own ``bizbus_ref``) and seeds it in a child process through trytond's API (``python -m
 bizbus.devstack.tryton_demo seed DB``, so trytond's global configuration stays out of the caller):
-company "Bizbus Demo Co" in CNY, a chart of accounts, fiscal year 2026 by month, accounts 6601 / 2211 / 1403,
-the analytic root ``CC``, suppliers SUP-001 / SUP-002 and products MAT-STEEL-10 / SVC-INSTALL.
+company "Bizbus Demo Co" in CNY, a chart of accounts, fiscal year 2026 by month, accounts 6601 / 2211 / 1403 /
+5401.01, the analytic root ``CC``, suppliers SUP-001 / SUP-002, customer CUST-001 and products MAT-STEEL-10 /
+MAT-CABLE-4 / SVC-INSTALL.
 ``TrytonServer`` runs ``trytond`` for one database; ``run_demo`` and ``show_project`` back the CLI.
 """
 
@@ -26,7 +27,8 @@ from bizbus.devstack.procs import ChildProcess, free_port
 REPO = Path.cwd()
 BIN = Path(sys.executable).parent
 TEMPLATE_DB = "bizbus_tpl"
-MODULES = ("account_invoice", "analytic_account", "purchase", "project", "timesheet", "bizbus_ref")
+MODULES = ("account_invoice", "analytic_account", "purchase", "purchase_request", "sale", "stock", "project",
+           "timesheet", "bizbus_ref")
 ADMIN_USER = "admin"
 ADMIN_PASSWORD = "bizbus-test-admin-4f1c9a"  # a throw-away test database's password, never a real one
 PASSWORD_ENV = "BIZBUS_TEST_TRYTON_PASSWORD"
@@ -34,10 +36,12 @@ TEMPLATE_ENV = "BIZBUS_TRYTON_TEMPLATE"  # path of a template built earlier (bui
 COMPANY = "Bizbus Demo Co"
 FISCAL_YEAR = 2026
 SUPPLIERS = {"SUP-001": "Shanghai Steel Co", "SUP-002": "Beijing Cable Ltd"}
+CUSTOMERS = {"CUST-001": "Pudong Construction Group"}
 ACCOUNTS = {  # code -> (name, parent code in the universal chart, account type template)
     "6601": ("Labor cost", "5.0.0", "account_type_template_expenses_en"),
     "1403": ("Purchased services", "5.0.0", "account_type_template_expenses_en"),
     "2211": ("Accrued payroll", "2.0.0", "account_type_template_current_liabilities_en"),
+    "5401.01": ("Material cost (contract performance)", "5.0.0", "account_type_template_expenses_en"),
 }
 
 
@@ -62,7 +66,7 @@ def tryton_env(folder: Path, **extra: str) -> dict[str, str]:
 
 
 def build_template(folder: Path, name: str = TEMPLATE_DB, log: Any = print, password: str = ADMIN_PASSWORD) -> Path:
-    """Create and seed ``<folder>/<name>.sqlite``; returns its path. Takes ~40 s on 2 cores."""
+    """Create and seed ``<folder>/<name>.sqlite``; returns its path. Takes ~20 s on 2 cores."""
     folder.mkdir(parents=True, exist_ok=True)
     db = folder / f"{name}.sqlite"
     db.unlink(missing_ok=True)
@@ -194,14 +198,18 @@ def _seed_master_data(pool: Any, company: Any) -> None:
     Analytic.create([{"name": "Cost centers", "code": "CC", "type": "root", "state": "opened",
                       "company": company.id}])  # fmt: skip
     Party.create([{"name": label, "code": code, "addresses": [("create", [{}])]}
-                  for code, label in SUPPLIERS.items()])  # fmt: skip
+                  for code, label in {**SUPPLIERS, **CUSTOMERS}.items()])  # fmt: skip
     (services,) = Account.search([("code", "=", "1403"), ("company", "=", company.id)])
     (category,) = Category.create([{"name": "Purchased", "accounting": True, "account_expense": services.id}])
     unit = ModelData.get_id("product", "uom_unit")
     common = {"default_uom": unit, "purchasable": True, "purchase_uom": unit, "account_category": category.id}
     Template.create([
         {"name": "Steel rebar 10 mm", "code": "MAT-STEEL-10", "type": "goods", "list_price": Decimal("60"),
-         "products": [("create", [{"cost_price": Decimal("45.50")}])], **common},
+         "products": [("create", [{"cost_price": Decimal("45.50")}])], "salable": True, "sale_uom": unit,
+         **common},
+        {"name": "Copper cable 4 mm2", "code": "MAT-CABLE-4", "type": "goods", "list_price": Decimal("12"),
+         "products": [("create", [{"cost_price": Decimal("8.25")}])], "salable": True, "sale_uom": unit,
+         **common},
         {"name": "Installation service", "code": "SVC-INSTALL", "type": "service", "list_price": Decimal("0"),
          "products": [("create", [{}])], **common},
     ])  # fmt: skip

@@ -155,6 +155,7 @@ BUILTIN: tuple[str | ComponentSpec, ...] = (
     "bizbus.connectors.sources.redmine.spec:SPEC",
     "bizbus.connectors.sources.dingtalk.spec:SPEC",
     "bizbus.connectors.sources.feishu.spec:SPEC",
+    "bizbus.connectors.sources.postgres_cdc.spec:SPEC",
     "bizbus.connectors.sinks.postgres.spec:SPEC",
     "bizbus.connectors.sinks.http_api.spec:SPEC",
     "bizbus.connectors.sinks.tryton.spec:SPEC",
@@ -164,6 +165,8 @@ BUILTIN: tuple[str | ComponentSpec, ...] = (
     "bizbus.streams.approvals.spec:SPEC",
     "bizbus.streams.material_cost.spec:SPEC",
     "bizbus.streams.budget_control.spec:SPEC",
+    "bizbus.streams.material_need.spec:SPEC",
+    "bizbus.streams.stock_atp.spec:SPEC",
 )
 
 COMPONENT_TYPES = _Registry(BUILTIN)

@@ -38,6 +38,7 @@ kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add
 kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:sales --operation Read --operation Describe --topic bizbus.sales.order-decision.v1
 kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:supply-chain --operation Read --operation Describe --topic bizbus.sales.order-decision.v1
 kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:bi --operation Read --operation Describe --topic bizbus.sales.order-decision.v1
+kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:sales --operation Read --operation Describe --topic bizbus.sales.atp-step.v1
 kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:supply-chain --operation Read --operation Describe --topic bizbus.inventory.replenishment-alert.v1
 kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:bi --operation Read --operation Describe --topic bizbus.inventory.replenishment-alert.v1
 kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:finance --operation Read --operation Describe --topic bizbus.hr.attendance.v1
@@ -91,6 +92,7 @@ kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add
 kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:bizbus --operation Write --operation Describe --operation Read --topic bizbus.inventory.level.v1
 kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:bizbus --operation Write --operation Describe --operation Read --topic bizbus.sales.order.v1
 kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:bizbus --operation Write --operation Describe --operation Read --topic bizbus.sales.order-decision.v1
+kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:bizbus --operation Write --operation Describe --operation Read --topic bizbus.sales.atp-step.v1
 kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:bizbus --operation Write --operation Describe --operation Read --topic bizbus.inventory.replenishment-alert.v1
 kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:bizbus --operation Write --operation Describe --operation Read --topic bizbus.hr.attendance.v1
 kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:bizbus --operation Write --operation Describe --operation Read --topic bizbus.finance.cost-entry.v1

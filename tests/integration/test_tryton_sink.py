@@ -2,7 +2,7 @@
 test): cost centers, posted vouchers with analytic lines, purchase orders and their cancellation, exactly
 once across re-deliveries and crashes, and the refusals that must end as dead letters.
 
-Timing here (2 cores): the template build takes 35-50 s once per session; each test 2-4 s (about 2 s of it
+Timing here (2 cores): the template build takes ~20 s once per session; each test 2-4 s (about 2 s of it
 starting trytond), the connector test ~7 s; the whole file ~90 s including the build."""
 
 from __future__ import annotations

@@ -23,14 +23,17 @@ from bizbus.settings import Settings
 ROOT = Path(__file__).resolve().parents[2]
 CATALOGUE = load_catalogue(ROOT / "deploy" / "topics.yaml")
 TYPES = {"cc": "cost-centers", "lab": "labor-cost", "oa": "approvals-to-erp", "mat": "material-cost",
-         "bud": "budget-control"}
+         "bud": "budget-control", "atp": "stock-atp", "need": "material-need"}
 
 PROJECT, EMPLOYEE, TIMESHEET = "bizbus.pm.project.v1", "bizbus.md.employee.v1", "bizbus.pm.timesheet.v1"
 SUPPLIER, APPROVAL = "bizbus.md.supplier.v1", "bizbus.oa.approval.v1"
 COST_CENTER, CROSSWALK = "bizbus.md.cost-center.v1", "bizbus.md.id-crosswalk.v1"
 VOUCHER, ORDER = "bizbus.finance.voucher.v1", "bizbus.purchase.order.v1"
 COST_ENTRY, RECEIPT, ISSUE = "bizbus.finance.cost-entry.v1", "bizbus.inventory.goods-receipt.v1", "bizbus.inventory.goods-issue.v1"
-REQUISITION, ALERT, FREEZE = "bizbus.purchase.requisition.v1", "bizbus.finance.budget-alert.v1", "bizbus.oa.payment-freeze.v1"
+REQUISITION, BUDGET_ALERT, FREEZE = "bizbus.purchase.requisition.v1", "bizbus.finance.budget-alert.v1", "bizbus.oa.payment-freeze.v1"
+MATERIAL, LEVEL, SALES, STEP = "bizbus.md.material.v1", "bizbus.inventory.level.v1", "bizbus.sales.order.v1", "bizbus.sales.atp-step.v1"
+NEED = "bizbus.pm.material-need.v1"
+DECISION, ALERT = "bizbus.sales.order-decision.v1", "bizbus.inventory.replenishment-alert.v1"
 BUDGET_STEP, MATERIAL_STEP = "bizbus.finance.budget-step.v1", "bizbus.finance.material-cost-step.v1"
 
 # table -> GlobalTable?
@@ -44,6 +47,10 @@ F6_TABLES = {"material-costs": False, "material-on-hand": True, "material-receip
 F7_TABLES = {"budget-projects": False, "budget-requisitions": False, "budget-orders": False,
              "progress-cost-entry": False, "progress-requisition": False, "progress-purchase-order": False,
              "progress-budget-project": False, "progress-budget-step": False}  # fmt: skip
+F5_TABLES = {"materials": True, "stock-levels": True, "atp-orders": False, "atp-stock": False, "progress-material": False,
+             "progress-level": False, "progress-order": False, "progress-atp-step": False}  # fmt: skip
+F5_AGENTS = {"bizbus-material", "bizbus-level", "bizbus-order", "bizbus-atp-step"}
+F3_TABLES = {"needs": False, "progress-material-need": False}
 
 CASES = {
     # flows of the pipeline: (tables, agents, {source topic: (metric label, tables its batches write)}, outputs)
@@ -71,7 +78,18 @@ CASES = {
                {PROJECT: ("master-data", ["projects"]), COST_ENTRY: ("bud", []),
                 REQUISITION: ("bud", ["budget-requisitions"]), ORDER: ("bud", ["budget-orders"]),
                 f"{PROJECT}#budget-project": ("bud", []), BUDGET_STEP: ("bud", ["budget-projects"])},
-               [BUDGET_STEP, ALERT, FREEZE]),
+               [BUDGET_STEP, BUDGET_ALERT, FREEZE]),
+    ("atp",): (F5_TABLES, F5_AGENTS,
+               {MATERIAL: ("master-data", ["materials"]), LEVEL: ("atp", ["stock-levels"]),
+                SALES: ("atp", ["atp-orders"]), STEP: ("atp", ["atp-stock"])}, [STEP, DECISION, ALERT]),
+    ("need",): ({**F5_TABLES, **F3_TABLES}, {*F5_AGENTS, "bizbus-material-need"},
+                {MATERIAL: ("master-data", ["materials"]), LEVEL: ("master-data", ["stock-levels"]),
+                 SALES: ("master-data", ["atp-orders"]), STEP: ("master-data", ["atp-stock"]),
+                 NEED: ("need", ["needs"])}, [REQUISITION]),
+    ("atp", "need"): ({**F5_TABLES, **F3_TABLES}, {*F5_AGENTS, "bizbus-material-need"},
+                      {MATERIAL: ("master-data", ["materials"]), LEVEL: ("atp", ["stock-levels"]),
+                       SALES: ("atp", ["atp-orders"]), STEP: ("atp", ["atp-stock"]), NEED: ("need", ["needs"])},
+                      [STEP, DECISION, ALERT, REQUISITION]),
 }  # fmt: skip
 
 
@@ -123,7 +141,9 @@ def test_the_component_specs_name_the_topics_a_flow_worker_reads_and_writes() ->
     assert topics("labor-cost") == ({PROJECT, EMPLOYEE, TIMESHEET}, {VOUCHER, COST_ENTRY})  # the projects are kept too
     assert topics("approvals-to-erp") == ({PROJECT, SUPPLIER, APPROVAL}, {ORDER})
     assert topics("material-cost") == ({PROJECT, RECEIPT, ISSUE, MATERIAL_STEP}, {MATERIAL_STEP, COST_ENTRY, VOUCHER})
-    assert topics("budget-control") == ({PROJECT, COST_ENTRY, REQUISITION, ORDER, BUDGET_STEP}, {BUDGET_STEP, ALERT, FREEZE})
+    assert topics("budget-control") == ({PROJECT, COST_ENTRY, REQUISITION, ORDER, BUDGET_STEP}, {BUDGET_STEP, BUDGET_ALERT, FREEZE})
+    assert topics("stock-atp") == ({MATERIAL, LEVEL, SALES, STEP}, {STEP, DECISION, ALERT})
+    assert topics("material-need") == ({MATERIAL, LEVEL, SALES, STEP, NEED}, {REQUISITION})  # F5's tables are kept
 
 
 
@@ -132,5 +152,6 @@ def test_all_flows_in_one_worker_declare_without_a_name_clash(tmp_path: Path) ->
     pipeline = tmp_path / "p.yaml"
     pipeline.write_text("version: 1\nname: t\nflows:\n" + "".join(f"  - {{name: {n}, type: {t}}}\n" for n, t in TYPES.items()))
     app, specs, outs = declared(tmp_path, pipeline)
-    assert len(app.agents) == len(specs) == 13
-    assert set(outs) == {COST_CENTER, CROSSWALK, VOUCHER, COST_ENTRY, ORDER, MATERIAL_STEP, BUDGET_STEP, ALERT, FREEZE}
+    assert len(app.agents) == len(specs) == 18
+    assert set(outs) == {COST_CENTER, CROSSWALK, VOUCHER, COST_ENTRY, ORDER, MATERIAL_STEP, BUDGET_STEP, BUDGET_ALERT, FREEZE,
+                         STEP, DECISION, ALERT, REQUISITION}

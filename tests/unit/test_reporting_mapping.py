@@ -15,7 +15,8 @@ from bizbus.schemas import catalog
 
 from bizbus.failures import Permanent
 
-TOPICS = yaml.safe_load((Path(__file__).resolve().parents[2] / "deploy" / "topics.yaml").read_text())["topics"]
+TOPICS = [t for t in yaml.safe_load((Path(__file__).resolve().parents[2] / "deploy" / "topics.yaml").read_text())["topics"]
+          if not t.get("internal")]  # a flow's step topic is not reported
 
 
 def _layout(topic: str, schema: str) -> mapping.Layout:

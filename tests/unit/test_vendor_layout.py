@@ -21,7 +21,7 @@ CONNECTORS = PROJECT_ROOT / "connectors"
 KINDS = {"sources": "source", "sinks": "sink", "monitors": "monitor"}
 TEMPLATE = {"__init__.py", "spec.py", "connector.py", "config.py"}
 OPTIONAL = {"webhook.py", "convert.py", "mapping.py", "api.py", "backfill.py", "state.py"}
-EXTRA = {"tryton": {"writer.py", "accounting.py", "purchases.py", "module"}}  # an ERP sink with several kinds
+EXTRA = {"tryton": {"writer.py", "accounting.py", "purchases.py", "requests.py", "sales.py", "module"}}  # an ERP sink with several kinds
 MAX_LINES = 400
 
 

@@ -4,6 +4,12 @@ its ledger row (connectors/runtime/ledger.py), so a replay or a crash-restart ne
 The target table needs no unique constraint: exactly once comes from the ledger. Columns are filled from
 dotted paths into the decoded event (``employee.code``) or from the record's coordinates
 (``$effect_id``, ``$topic``, ``$partition``, ``$offset``).
+
+With ``upsert_key`` the row of a business key is kept current instead (e.g. a sales order's decision written
+back into the sales system): ``INSERT ... ON CONFLICT (key) DO UPDATE``, the table needing a unique index on
+the key; with ``newer_column`` the update happens only when the record's value is at least the stored one
+(a document version), so a late replay of an older record changes nothing. The row and the ledger entry
+still go in one transaction: a replay after a crash is a ledger duplicate, never a second update.
 """
 
 from __future__ import annotations
@@ -37,9 +43,25 @@ class PgTableWriter(LedgerSinkWriter):
     """Inserts ``row(record)`` into ``schema.table``; the ledger makes a replay a no-op."""
 
     def __init__(self, dsn: str, connector: str, table: str, row: RowFn, schema: str = "public",
-                 ledger_schema: str = "bizbus_ledger") -> None:  # fmt: skip
+                 ledger_schema: str = "bizbus_ledger", upsert_key: tuple[str, ...] = (),
+                 newer_column: str | None = None) -> None:  # fmt: skip
         self.dsn, self.connector, self.table, self.row, self.schema = dsn, connector, table, row, schema
+        self.upsert_key, self.newer_column = tuple(upsert_key), newer_column
         self.ledger = PgLedger(dsn, connector, ledger_schema)
+
+    def _conflict(self, cols: tuple[str, ...]) -> sql.Composable:
+        """`` ON CONFLICT (key) DO UPDATE SET ...`` of the upsert mode (empty when inserting only)."""
+        if not self.upsert_key:
+            return sql.SQL("")
+        rest = [c for c in cols if c not in self.upsert_key] or list(self.upsert_key)
+        clause = sql.SQL(" ON CONFLICT ({}) DO UPDATE SET {}").format(
+            sql.SQL(", ").join(map(sql.Identifier, self.upsert_key)),
+            sql.SQL(", ").join(sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c), sql.Identifier(c)) for c in rest),
+        )
+        if self.newer_column:
+            col = sql.Identifier(self.newer_column)
+            clause += sql.SQL(" WHERE {}.{} <= EXCLUDED.{}").format(sql.Identifier(self.table), col, col)
+        return clause
 
     def setup(self) -> None:
         self.ledger.setup()
@@ -56,11 +78,12 @@ class PgTableWriter(LedgerSinkWriter):
             stmt = statements.get(cols)
             if stmt is None:
                 stmt = statements[cols] = (
-                    sql.SQL("INSERT INTO {} ({}) VALUES ({})")
+                    sql.SQL("INSERT INTO {} ({}) VALUES ({}){}")
                     .format(
                         target,
                         sql.SQL(", ").join(map(sql.Identifier, cols)),
                         sql.SQL(", ").join(sql.Placeholder() * len(cols)),
+                        self._conflict(cols),
                     )
                     .as_string(cur.connection)
                 )
@@ -86,7 +109,9 @@ class PgTableWriter(LedgerSinkWriter):
                         copy.write_row(value)
 
         # the row and its ledger entry only touch this database: the whole batch is tried at once first
-        res = self.ledger.apply_batch(effects, insert, transactional_write=True, write_many=copy_many)
+        # COPY cannot upsert: an upserting writer sends its INSERTs in the pipeline of the at-once attempt
+        res = self.ledger.apply_batch(effects, insert, transactional_write=True,
+                                      write_many=None if self.upsert_key else copy_many)  # fmt: skip
         return WriteResult(
             len(res.applied), len(res.duplicates), {k: classify(v) for k, v in res.failed.items()}
         )
@@ -104,9 +129,8 @@ class PgTableWriter(LedgerSinkWriter):
                 out.append(PlannedEffect(r.effect_id, "skip", f"error: {classify(exc)}"))
                 continue
             cols = ", ".join(f"{k}={v!r}" for k, v in row.items())
-            out.append(
-                PlannedEffect(r.effect_id, "create", f"INSERT INTO {self.schema}.{self.table}: {cols}")
-            )
+            verb = f"UPSERT ON ({', '.join(self.upsert_key)})" if self.upsert_key else "INSERT"
+            out.append(PlannedEffect(r.effect_id, "create", f"{verb} INTO {self.schema}.{self.table}: {cols}"))
         return out
 
 
@@ -146,4 +170,4 @@ class PgTableSink(SinkConnector):
     def writer(self) -> PgTableWriter:
         schema, table = self.config.table.split(".")
         return PgTableWriter(self.config.dsn, self.name, table, column_mapper(self.config.columns), schema,
-                             self.config.ledger_schema)  # fmt: skip
+                             self.config.ledger_schema, self.config.upsert_key, self.config.newer_column)  # fmt: skip

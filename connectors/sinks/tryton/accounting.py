@@ -7,6 +7,7 @@ writes). See writer.py for the exactly-once rules.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -254,3 +255,31 @@ def apply_vouchers(w: TrytonWriter, work: VoucherWork, out: Outcomes) -> None:
         # (should the delete fail, the draft left behind is posted by the next delivery of the voucher)
         with contextlib.suppress(ConnectorError):
             w.client().call(m.MOVE, "delete", mine)
+
+
+# -- cost entries -------------------------------------------------------------------------------------------
+
+
+def prepare_cost_entries(w: TrytonWriter, records: list[SinkRecord], out: Outcomes) -> VoucherWork:
+    """Cost entries of the configured cost types as two-line vouchers (``bizbus_ref`` ``CE/<entry_id>``): the
+    expense line on the project's analytic account, then the same reads and checks as vouchers."""
+    vouchers: list[SinkRecord] = []
+    for r in records:
+        v = r.value
+        accounts = w.config.cost_accounts.get(v["cost_type"])
+        if accounts is None:
+            out.duplicate(r.effect_id, f"cost entry {v['entry_id']}: cost type {v['cost_type']} is not posted by this "
+                                       "sink (cost_accounts)")  # fmt: skip
+            continue
+        analytic = w.config.cost_entry_analytic.format(cost_center=v["cost_center"], project=v["project"],
+                                                        company=v["company"])  # fmt: skip
+        try:
+            value = m.cost_entry_voucher(v, accounts.debit_account, accounts.credit_account, analytic)
+        except ConnectorError as exc:
+            out.fail([r.effect_id], exc)
+            continue
+        vouchers.append(dataclasses.replace(r, value=value))
+    return prepare_vouchers(w, vouchers, out) if vouchers else VoucherWork()
+
+
+apply_cost_entries = apply_vouchers

@@ -1,9 +1,10 @@
-"""The ``tryton`` sink: cost centers, vouchers and purchase orders applied to a real Tryton 8.2 exactly once.
+"""The ``tryton`` sink: cost centers, vouchers, purchase orders, and (opt in) requisitions as purchase requests,
+material cost entries as analytic moves and F5 decisions on sales, applied to a real Tryton 8.2 exactly once.
 
 * ``config``     -- ``TrytonSinkConfig``; ``connector`` -- ``TrytonSink``; ``spec`` -- the component type
 * ``api``        -- a small JSON-RPC client (login, session renewal, Tryton's typed JSON, error mapping)
 * ``mapping``    -- pure rules: canonical record -> Tryton values, checks before a write
-* ``accounting`` / ``purchases`` -- per-kind reads, decisions and batched writes
+* ``accounting`` / ``purchases`` / ``requests`` / ``sales`` -- per-kind reads, decisions and batched writes
 * ``writer``     -- ``TrytonWriter`` (the ``SinkWriter``)
 * ``module/``    -- the Tryton module ``bizbus_ref`` (a unique ``bizbus_ref`` field on the records we write),
   found by trytond through the ``trytond.modules`` entry point; activate it in the Tryton database.
@@ -21,7 +22,8 @@ __all__ = ["DEFAULT_TOPICS", "TrytonSink", "TrytonSinkConfig"]
 
 
 class TrytonSink(SinkConnector):
-    """Applies cost centers, vouchers and purchase orders to a Tryton ERP exactly once (by bizbus_ref)."""
+    """Applies cost centers, vouchers, cost entries, purchase orders, requisitions and order decisions to a
+    Tryton ERP exactly once (by bizbus_ref)."""
 
     Config = TrytonSinkConfig
     config: TrytonSinkConfig

@@ -8,16 +8,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
-from bizbus.connectors.runtime.documents import Kind, canonical_kind
+from bizbus.connectors.runtime.documents import canonical_kind
 
 from bizbus.failures import Permanent
 
 ANALYTIC = "model.analytic_account.account"
 MOVE = "model.account.move"
 PURCHASE = "model.purchase.purchase"
+REQUEST = "model.purchase.request"
+SALE = "model.sale.sale"
 MAX_CHAR = 200  # Tryton Char fields have no limit; keep descriptions readable
+
+Kind = Literal["cost_center", "voucher", "purchase_order", "requisition", "cost_entry", "order_decision"]
 
 
 def record_kind(value: Mapping[str, Any]) -> Kind:
@@ -25,8 +29,15 @@ def record_kind(value: Mapping[str, Any]) -> Kind:
     kind = canonical_kind(value)
     if kind is not None:
         return kind
+    if "requisition_no" in value and "lines" in value:
+        return "requisition"
+    if "entry_id" in value and "cost_type" in value:
+        return "cost_entry"
+    if "order_no" in value and "decision" in value:
+        return "order_decision"
     raise Permanent(
-        "the Tryton sink writes bizbus.md.CostCenter, bizbus.finance.Voucher and bizbus.purchase.PurchaseOrder "
+        "the Tryton sink writes bizbus.md.CostCenter, bizbus.finance.Voucher, bizbus.finance.CostEntry, "
+        "bizbus.purchase.PurchaseOrder, bizbus.purchase.PurchaseRequisition and bizbus.sales.OrderDecision "
         f"records; this one has the fields {sorted(value)[:12]}",
         reason="unsupported_record",
     )
@@ -212,3 +223,165 @@ def missing_master_data(
     if not missing:
         return None
     return f"purchase order {value['order_no']}: Tryton does not know " + ", ".join(dict.fromkeys(missing))
+
+
+# -- purchase requisitions -> purchase requests ---------------------------------------------------------------
+
+
+def request_ref(requisition_no: str, line_no: int) -> str:
+    """``bizbus_ref`` of the purchase request of one requisition line."""
+    return f"{requisition_no}/{line_no}"
+
+
+def requisition_action(value: Mapping[str, Any], open_statuses: tuple[str, ...]) -> str:
+    """``upsert`` (requests follow the lines), ``cancel`` (every open request is cancelled) or ``skip``."""
+    if value["op"] == "DELETED" or value["status"] in ("CANCELLED", "REJECTED"):
+        return "cancel"
+    if value["status"] in open_statuses:
+        return "upsert"
+    return "skip"
+
+
+def check_requisition(value: Mapping[str, Any]) -> None:
+    """Refuse lines Tryton must never get: no lines, a line number twice, a quantity that is not positive."""
+    no = value["requisition_no"]
+    numbers = [line["line_no"] for line in value["lines"]]
+    if not numbers:
+        raise Permanent(f"requisition {no} has no lines", reason="validation")
+    if len(set(numbers)) != len(numbers):
+        raise Permanent(f"requisition {no} has a line number twice", reason="validation")
+    for line in value["lines"]:
+        if line["quantity"] <= 0:
+            raise Permanent(f"requisition {no} line {line['line_no']}: quantity {line['quantity']} is not positive",
+                            reason="validation")  # fmt: skip
+
+
+def missing_request_data(value: Mapping[str, Any], products: Mapping[str, Any], units: Mapping[str, Any]) -> str | None:
+    """What a requisition names that Tryton does not know, as one line; None when all is known."""
+    missing = []
+    for line in value["lines"]:
+        if line["material"] not in products:
+            missing.append(f"material {line['material']}")
+        if line["unit"] not in units:
+            missing.append(f"unit {line['unit']}")
+    if not missing:
+        return None
+    return f"requisition {value['requisition_no']}: Tryton does not know " + ", ".join(dict.fromkeys(missing))
+
+
+def request_supplier(line: Mapping[str, Any]) -> str | None:
+    """The supplier code a requisition line suggests: F3 writes ``supplier:<code>`` into its description."""
+    for token in str(line.get("description") or "").split():
+        if token.startswith("supplier:") and len(token) > len("supplier:"):
+            return token[len("supplier:"):].rstrip(",;")
+    return None
+
+
+def request_values(value: Mapping[str, Any], line: Mapping[str, Any], product_id: int, unit_id: int,
+                   warehouse_id: int, company_id: int, party_id: int | None = None) -> dict[str, Any]:  # fmt: skip
+    """Values of a new ``purchase.request`` for one requisition line (created through ``bizbus_create``);
+    ``party_id``: the suggested supplier when Tryton knows it (the purchaser may still choose another)."""
+    no = value["requisition_no"]
+    text = line.get("material_name") or line["material"]
+    if line.get("description"):
+        text = f"{text}: {line['description']}"
+    about = f" for project {value['project']}" if value.get("project") else ""
+    values: dict[str, Any] = {
+        "bizbus_ref": request_ref(no, line["line_no"]),
+        "bizbus_version": int(value["version"]),
+        "product": product_id,
+        "quantity": float(line["quantity"]),
+        "unit": unit_id,
+        "computed_quantity": float(line["quantity"]),
+        "computed_unit": unit_id,
+        "warehouse": warehouse_id,
+        "company": company_id,
+        "purchase_date": value["request_date"],
+        "description": f"{text} (requisition {no} line {line['line_no']}{about})"[:MAX_CHAR],
+    }
+    if line.get("need_by"):
+        values["supply_date"] = line["need_by"]
+    if party_id is not None:
+        values["party"] = party_id
+    return values
+
+
+# -- cost entries -> account moves ---------------------------------------------------------------------------
+
+
+def cost_entry_ref(entry_id: str) -> str:
+    """``bizbus_ref`` of the account move of one cost entry (apart from voucher numbers)."""
+    return f"CE/{entry_id}"
+
+
+def cost_entry_voucher(value: Mapping[str, Any], debit_account: str, credit_account: str,
+                       analytic_account: str) -> dict[str, Any]:  # fmt: skip
+    """The balanced two-line voucher of a cost entry: the expense line (on the analytic account) against the
+    credit account; a negative amount (a reversal) swaps the sides."""
+    amount = value["amount"]
+    if amount == 0:
+        raise Permanent(f"cost entry {value['entry_id']} has amount 0: nothing to post", reason="validation")
+    debit, credit = (amount, Decimal(0)) if amount > 0 else (Decimal(0), -amount)
+    what = value.get("description") or f"{value['cost_type'].lower()} cost {value['entry_id']}"
+    detail = f"{value['material']} " if value.get("material") else ""
+    if value.get("quantity") is not None:
+        detail += f"{tidy(value['quantity'])} {value.get('unit') or ''}".rstrip() + " "
+    return {
+        "meta": value["meta"],
+        "voucher_no": cost_entry_ref(value["entry_id"]),
+        "company": value["company"],
+        "posting_date": value["posting_date"],
+        "currency": value["currency"],
+        "description": f"{what} / project {value['project']}",
+        "reversal_of": cost_entry_ref(value["reversal_of"]) if value.get("reversal_of") else None,
+        "lines": [
+            {"line_no": 1, "account_code": debit_account, "cost_center": analytic_account,
+             "project": value["project"], "debit": debit, "credit": credit,
+             "description": f"{detail}{what}"[:MAX_CHAR]},
+            {"line_no": 2, "account_code": credit_account, "cost_center": None, "project": value["project"],
+             "debit": credit, "credit": debit, "description": what[:MAX_CHAR]},
+        ],
+    }  # fmt: skip
+
+
+# -- order decisions -> sales ------------------------------------------------------------------------------
+
+DECISION_RANK = {"ACCEPTED": 0, "REFUSED": 0, "RELEASED": 1}  # within one order version, a release comes last
+REACHED = {"ACCEPTED": ("confirmed", "processing", "done"), "REFUSED": ("cancelled",), "RELEASED": ("cancelled",)}
+SALE_STEPS = ("draft", "quote", "confirm", "cancel")  # the order the writer runs the buttons in
+
+
+def decision_key(version: int | None, decision: str | None) -> tuple[int, int]:
+    """Ordering of decisions on one order: by order version, then a release after an accept/refuse."""
+    return (-1 if version is None else int(version), DECISION_RANK.get(decision or "", -1))
+
+
+def sale_steps(order_no: str, state: str, decision: str) -> tuple[str, ...]:
+    """The Tryton buttons that take a sale from ``state`` to what ``decision`` means (confirmed or cancelled);
+    a Permanent error when Tryton cannot get there (a sale being shipped cannot be cancelled)."""
+    if state in REACHED[decision]:
+        return ()
+    if decision == "ACCEPTED":
+        steps = {"draft": ("quote", "confirm"), "quotation": ("confirm",), "cancelled": ("draft", "quote", "confirm")}
+    else:
+        steps = {"draft": ("cancel",), "quotation": ("cancel",), "confirmed": ("draft", "cancel")}
+    if state not in steps:
+        raise Permanent(f"sale {order_no} is {state} in Tryton and cannot be "
+                        f"{'confirmed' if decision == 'ACCEPTED' else 'cancelled'} any more",
+                        reason="not_modifiable")  # fmt: skip
+    return steps[state]
+
+
+def decision_values(value: Mapping[str, Any]) -> dict[str, Any]:
+    """The bizbus fields a decision writes on the sale (its version, the decision, the reason)."""
+    reason = value.get("reason")
+    if value["decision"] == "REFUSED" and not reason:
+        shortfalls = ", ".join(f"{k} lacks {v}" for k, v in sorted((value.get("shortfalls") or {}).items()))
+        reason = f"refused: {shortfalls}" if shortfalls else "refused by bizbus (no reason given)"
+    if value["decision"] == "RELEASED" and not reason:
+        reason = "released: the order was cancelled"
+    return {
+        "bizbus_version": int(value["order_version"]),
+        "bizbus_decision": value["decision"],
+        "bizbus_reason": reason if value["decision"] != "ACCEPTED" else None,
+    }

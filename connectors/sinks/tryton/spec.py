@@ -16,7 +16,8 @@ SPEC = ComponentSpec(
     "tryton",
     "sink",
     "bizbus.connectors.sinks.tryton.connector:TrytonSink",
-    "Tryton ERP over JSON-RPC: cost centers, posted vouchers and purchase orders, exactly once by bizbus_ref.",
+    "Tryton ERP over JSON-RPC: cost centers, posted vouchers and purchase orders; opt in: purchase requests, "
+    "material cost moves and sale decisions; exactly once by bizbus_ref.",
     reads=_reads,
     secrets=secret_vars,
     docs="docs/connectors/tryton.md",

@@ -1,11 +1,12 @@
-"""TrytonWriter: applies cost centers, vouchers and purchase orders to Tryton exactly once, in batches.
+"""TrytonWriter: applies cost centers, vouchers, cost entries, purchase orders, requisitions (purchase requests)
+and F5 order decisions (sales) to Tryton exactly once, in batches.
 
 Tryton is the ledger. Every record Tryton holds for bizbus carries ``bizbus_ref`` (our ``bizbus_ref`` module:
 a unique column), so "already written?" is a question to Tryton, and a crash anywhere is resolved by
 asking it again on re-delivery:
 
-    per kind, in the order cost centers -> vouchers -> purchase orders (a voucher may need a cost center of
-    the same batch):
+    per kind, in the order cost centers -> vouchers -> cost entries -> purchase orders -> requisitions ->
+    order decisions (a voucher or cost entry may need a cost center of the same batch):
     1. one search_read of all bizbus_refs of the batch, one per master-data model   (reads only: plan())
     2. decide per record: duplicate / create / update / post / cancel / refuse / wait
     3. one create call per model, one write call, one button call (post, cancel); when Tryton refuses a
@@ -23,20 +24,26 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 from bizbus.connectors.runtime.documents import count_documents
 from bizbus.connectors.runtime.sink import PlannedEffect, SinkRecord, SinkWriter, WriteResult
 from bizbus.connectors.sinks.tryton import mapping as m
 from bizbus.connectors.sinks.tryton.accounting import (
     apply_cost_centers,
+    apply_cost_entries,
     apply_vouchers,
     prepare_cost_centers,
+    prepare_cost_entries,
     prepare_vouchers,
 )
 from bizbus.connectors.sinks.tryton.api import TrytonRpc
 from bizbus.connectors.sinks.tryton.purchases import apply_purchases, prepare_purchases
+from bizbus.connectors.sinks.tryton.requests import apply_requisitions, prepare_requisitions
+from bizbus.connectors.sinks.tryton.sales import apply_decisions, prepare_decisions
 
+from bizbus import metrics
+from bizbus.crashpoints import crashpoint
 from bizbus.errors import ConfigError
 from bizbus.failures import ConnectorError, Fatal, Retryable
 
@@ -104,7 +111,11 @@ class TrytonWriter(SinkWriter):
 
     def write(self, records: list[SinkRecord]) -> WriteResult:
         out = self._run(records, dry_run=False)
+        if out.applied:  # Tryton accepted writes; the runner has not committed the offsets yet (chaos tests
+            # kill here: the re-delivery must find every effect in Tryton by bizbus_ref and write nothing twice)
+            crashpoint("tryton.after-write")
         count_documents(self.connector, records, out.applied)
+        _count_stock_documents(self.connector, records, out.applied)
         if out.waiting:
             first = next(iter(out.waiting.values()))
             raise Retryable(
@@ -137,7 +148,7 @@ class TrytonWriter(SinkWriter):
 
     def _run(self, records: list[SinkRecord], dry_run: bool) -> Outcomes:
         out = Outcomes()
-        groups: dict[str, list[SinkRecord]] = {"cost_center": [], "voucher": [], "purchase_order": []}
+        groups: dict[str, list[SinkRecord]] = {kind: [] for kind in get_args(m.Kind)}
         seen: set[str] = set()
         for r in records:
             if r.effect_id in seen:
@@ -151,7 +162,10 @@ class TrytonWriter(SinkWriter):
         steps: list[tuple[str, Callable[..., Any], Callable[..., None]]] = [
             ("cost_center", prepare_cost_centers, apply_cost_centers),
             ("voucher", prepare_vouchers, apply_vouchers),
+            ("cost_entry", prepare_cost_entries, apply_cost_entries),
             ("purchase_order", prepare_purchases, apply_purchases),
+            ("requisition", prepare_requisitions, apply_requisitions),
+            ("order_decision", prepare_decisions, apply_decisions),
         ]
         for kind, prepare, apply in steps:
             if groups[kind]:
@@ -200,6 +214,44 @@ class TrytonWriter(SinkWriter):
 
         return int(self.cached("root", load))
 
+    def require_fields(self, model: str, names: list[str]) -> None:
+        """Fatal (the sink stops and says why) when the Tryton database lacks ``model`` or its bizbus fields:
+        the module behind it, or bizbus_ref of this version, is not activated / updated there."""
+
+        def load() -> bool:
+            name = model.removeprefix("model.")
+            # an unknown model is a server error (KeyError) to Tryton, which would read as retryable: ask first
+            known = self.client().call("model.ir.model", "search_count", [("name", "=", name)])
+            have = self.client().call(model, "fields_get", names) if known else {}
+            missing = sorted(set(names) - set(have)) if known else [f"the model itself ({name})"]
+            if missing:
+                raise Fatal(f"Tryton's {model.removeprefix('model.')} lacks {', '.join(missing)}: activate the "
+                            "modules purchase_request and sale and update bizbus_ref in the database "
+                            "(trytond-admin -d <db> -u bizbus_ref --activate-dependencies)", reason="config")  # fmt: skip
+            return True
+
+        self.cached(f"fields:{model}:{','.join(names)}", load)
+
+    def company_id(self) -> int:
+        company = self.client().context.get("company")
+        if company is None:
+            self.client().login()
+            company = self.client().context.get("company")
+        if company is None:
+            raise Fatal(f"Tryton user {self.config.user!r} has no current company; set `company`", reason="config")
+        return int(company)
+
+    def warehouse_id(self) -> int:
+        def load() -> int:
+            domain = [("code", "=", self.config.warehouse), ("type", "=", "warehouse")]
+            rows = self.search_read("model.stock.location", domain, ["id"])
+            if not rows:
+                raise Fatal(f"Tryton has no warehouse with code {self.config.warehouse!r} (warehouse)",
+                            reason="config")  # fmt: skip
+            return int(rows[0]["id"])
+
+        return int(self.cached("warehouse", load))
+
     def company_currency(self) -> str:
         def load() -> str:
             company = self.client().context.get("company")
@@ -217,14 +269,15 @@ class TrytonWriter(SinkWriter):
     # -- batch calls with one-by-one fallback --------------------------------------------------------------
 
     def create(
-        self, model: str, items: list[tuple[list[str], dict[str, Any]]], out: Outcomes
+        self, model: str, items: list[tuple[list[str], dict[str, Any]]], out: Outcomes, method: str = "create"
     ) -> list[int | None]:
-        """Create all ``(effect_ids, values)`` in one call; when Tryton refuses, one by one."""
+        """Create all ``(effect_ids, values)`` in one call (``method``: ``create`` or a module's own door such as
+        ``bizbus_create``); when Tryton refuses, one by one."""
         if not items:
             return []
         rpc = self.client()
         try:
-            return [int(i) for i in rpc.call(model, "create", [values for _, values in items])]
+            return [int(i) for i in rpc.call(model, method, [values for _, values in items])]
         except ConnectorError as exc:
             if exc.error_class != "permanent":
                 raise
@@ -232,7 +285,7 @@ class TrytonWriter(SinkWriter):
         ids: list[int | None] = []
         for effect_ids, values in items:
             try:
-                ids.append(int(rpc.call(model, "create", [values])[0]))
+                ids.append(int(rpc.call(model, method, [values])[0]))
             except ConnectorError as exc:
                 if exc.error_class != "permanent":
                     raise
@@ -274,6 +327,29 @@ class TrytonWriter(SinkWriter):
         return _all_or_each(lambda: rpc.call(model, method, [record_id for _, record_id in items]),
                             [(ids, lambda r=record_id: rpc.call(model, method, [r])) for ids, record_id in items],
                             out)  # fmt: skip
+
+
+def _count_stock_documents(connector: str, records: list[SinkRecord], applied: set[str]) -> None:
+    """``bizbus_documents_total`` for the kinds only this sink writes: purchase_request(_cancelled),
+    material_cost(_reversal) (any cost type: the label is the type), sale_confirmed / sale_cancelled."""
+    for r in records:
+        if r.effect_id not in applied:
+            continue
+        v = r.value
+        try:
+            kind = m.record_kind(v)
+        except ConnectorError:
+            continue
+        if kind == "requisition":
+            cancelled = m.requisition_action(v, ("APPROVED",)) == "cancel"
+            doc = "purchase_request_cancelled" if cancelled else "purchase_request"
+        elif kind == "cost_entry":
+            doc = f"{str(v['cost_type']).lower()}_cost" + ("_reversal" if v.get("reversal_of") else "")
+        elif kind == "order_decision":
+            doc = "sale_confirmed" if v["decision"] == "ACCEPTED" else "sale_cancelled"
+        else:
+            continue
+        metrics.DOCUMENTS.labels(connector, doc).inc()
 
 
 def _all_or_each(call_all: Callable[[], Any], each: list[tuple[list[str], Callable[[], Any]]],
