@@ -647,6 +647,54 @@ def _budget_alert() -> Record:
     }
 
 
+@_sample("bizbus.finance.MaterialCostStep")
+def _material_cost_step() -> Record:
+    return {
+        "meta": _meta("bizbus", "material_cost_step", "SH01/WH-SH00", 1, "GI-2025-0042", _at(2025, 4, 10, 8, 0)),
+        "kind": "ISSUE",
+        "step_key": "SH01/WH-SH00",
+        "document": "GI-2025-0042",
+        "version": 1,
+        "op": "CREATED",
+        "company": "SH01",
+        "currency": "CNY",
+        "source_system": "kingdee",
+        "posting_date": date(2025, 4, 10),
+        "moves": [],
+        "lines": [_material_issue_line()],
+    }
+
+
+@_sample("bizbus.finance.MaterialIssueLine")
+def _material_issue_line() -> Record:
+    return {"line_no": 1, "material": "M-AHU-01", "quantity": Decimal("2.0000"), "unit": "set",
+            "project": "P2025-001", "cost_center": "CC-P2025-001", "valuation_key": "SH01/WH-SH00/M-AHU-01"}
+
+
+@_sample("bizbus.finance.MaterialCostMove")
+def _material_cost_move() -> Record:
+    return {"valuation_key": "SH01/WH-SH00/M-AHU-01", "quantity": Decimal("2.0000"), "amount": Decimal("23000.00")}
+
+
+@_sample("bizbus.finance.BudgetStep")
+def _budget_step() -> Record:
+    return {
+        "meta": _meta("bizbus", "budget_step", "P2025-001", 1, "P2025-001", _at(2025, 4, 10, 8, 0)),
+        "kind": "COST",
+        "project": "P2025-001",
+        "entry_id": "MAT-GI-2025-0042-1-1",
+        "cost_type": "MATERIAL",
+        "amount": Decimal("11500.00"),
+        "currency": "CNY",
+        "document": None,
+        "covers": None,
+        "uncovers": None,
+        "company": None,
+        "budget_amount": None,
+        "project_version": 0,
+    }
+
+
 @_sample("bizbus.oa.PaymentFreezeCommand")
 def _payment_freeze_command() -> Record:
     alert = _budget_alert()

@@ -96,9 +96,11 @@ def read_topic(settings: Settings, serde: AvroSerde, topic: str, match: Callable
 
 @contextmanager
 def webhook_rig(embedded_broker: Any, registry: Any, type_name: str | type, config: dict[str, Any],
-                name: str | None = None, limits: Limits | None = None, admin_token: str | None = None) -> Iterator[Rig]:  # fmt: skip
+                name: str | None = None, limits: Limits | None = None, admin_token: str | None = None,
+                forget: bool = True) -> Iterator[Rig]:  # fmt: skip
     """Build, set up and run connector ``type_name`` (a COMPONENT_TYPES name, or a connector class) with
-    ``config`` and serve its webhook endpoint (and an admin listener on a free port)."""
+    ``config`` and serve its webhook endpoint (and an admin listener on a free port). ``forget``: drop its
+    inbox and cursors afterwards (False: a later rig of the same name goes on from them)."""
     cls = COMPONENT_TYPES[type_name].load() if isinstance(type_name, str) else type_name
     type_name = type_name if isinstance(type_name, str) else cls.__name__.lower()
     name = name or f"{type_name}-{uuid.uuid4().hex[:8]}"
@@ -122,7 +124,8 @@ def webhook_rig(embedded_broker: Any, registry: Any, type_name: str | type, conf
     finally:
         server.shutdown()
         stop_components([thread], stop)
-        _forget(name, getattr(comp.config, "state_schema", "bizbus_state"))
+        if forget:
+            _forget(name, getattr(comp.config, "state_schema", "bizbus_state"))
 
 
 def _forget(name: str, schema: str) -> None:

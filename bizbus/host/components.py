@@ -156,6 +156,7 @@ BUILTIN: tuple[str | ComponentSpec, ...] = (
     "bizbus.connectors.sources.dingtalk.spec:SPEC",
     "bizbus.connectors.sources.feishu.spec:SPEC",
     "bizbus.connectors.sources.postgres_cdc.spec:SPEC",
+    "bizbus.connectors.sources.mariadb_cdc.spec:SPEC",
     "bizbus.connectors.sinks.postgres.spec:SPEC",
     "bizbus.connectors.sinks.http_api.spec:SPEC",
     "bizbus.connectors.sinks.tryton.spec:SPEC",

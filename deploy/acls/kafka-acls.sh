@@ -48,6 +48,8 @@ kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add
 kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:pm-integration --operation Read --operation Describe --topic bizbus.finance.budget-alert.v1
 kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:oa-integration --operation Read --operation Describe --topic bizbus.finance.budget-alert.v1
 kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:bi --operation Read --operation Describe --topic bizbus.finance.budget-alert.v1
+kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:finance --operation Read --operation Describe --topic bizbus.finance.material-cost-step.v1
+kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:finance --operation Read --operation Describe --topic bizbus.finance.budget-step.v1
 kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:oa-integration --operation Read --operation Describe --topic bizbus.oa.payment-freeze.v1
 kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:bi --operation Read --operation Describe --topic bizbus.oa.payment-freeze.v1
 kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:pm-integration --operation Read --operation Describe --topic bizbus.md.cost-center.v1
@@ -96,6 +98,8 @@ kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add
 kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:bizbus --operation Write --operation Describe --operation Read --topic bizbus.finance.cost-entry.v1
 kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:bizbus --operation Write --operation Describe --operation Read --topic bizbus.finance.voucher.v1
 kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:bizbus --operation Write --operation Describe --operation Read --topic bizbus.finance.budget-alert.v1
+kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:bizbus --operation Write --operation Describe --operation Read --topic bizbus.finance.material-cost-step.v1
+kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:bizbus --operation Write --operation Describe --operation Read --topic bizbus.finance.budget-step.v1
 kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:bizbus --operation Write --operation Describe --operation Read --topic bizbus.oa.payment-freeze.v1
 kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:bizbus --operation Write --operation Describe --operation Read --topic bizbus.md.cost-center.v1
 kafka-acls.sh --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "${CONFIG[@]}" --add --allow-principal User:bizbus --operation Write --operation Describe --operation Read --topic bizbus.md.supplier.v1

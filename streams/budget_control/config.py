@@ -32,8 +32,8 @@ class BudgetControlMapping(MappingModel):
     )  # fmt: skip
     applied_ids_kept: int = Field(
         default=4096, ge=16, le=100_000,
-        description="cost entry ids a project's state keeps (streams/runtime/applied.py); must exceed the "
-                    "cost entries of one project between two offset commits",
+        description="step ids (cost entry ids for cost entries) a project's state keeps "
+                    "(streams/runtime/applied.py); must exceed the steps of one project between two offset commits",
     )  # fmt: skip
 
     @model_validator(mode="after")
@@ -44,8 +44,9 @@ class BudgetControlMapping(MappingModel):
 
 
 class BudgetControlConfig(FlowConfig):
-    """Config of the ``budget-control`` flow (F7). Its project states are written by the agents of three
-    topics: run it in one worker (``replicas: 1``)."""
+    """Config of the ``budget-control`` flow (F7). Its inputs are re-keyed by project onto
+    bizbus.finance.budget-step.v1, whose one agent writes the project states: it scales like any flow (more
+    workers in the consumer group)."""
 
     MAPPING_FILE = "f7_budget_control.yaml"
     MAPPING_MODEL = BudgetControlMapping

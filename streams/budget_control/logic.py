@@ -23,8 +23,23 @@ budget × (1 + (alert_percent − hysteresis_percent) / 100). A project not over
 above the alert line is OVER: crossing n = previous crossing + 1, a BudgetAlert OVER and a FREEZE
 command. A project over whose running cost falls to or below the back-under line is BACK_UNDER (same n):
 a BudgetAlert BACK_UNDER and an UNFREEZE command. In between nothing changes. A project without a budget
-(or a budget ≤ 0) never alerts. The budget is read from the ``projects`` table (F1) when a cost or document
-of the project comes; a budget change alone re-evaluates nothing until the project's next record.
+(or a budget ≤ 0) never alerts. The budget comes with BUDGET steps (below): a budget change alone
+re-evaluates the crossing; until a project's first BUDGET step reached it, it is read from F1's ``projects``
+table.
+
+**Partitioning: one writer per project.** Cost entries (keyed by project), requisitions and orders (keyed
+by document number) and budgets (the project topic) are re-keyed by project onto the internal topic
+``bizbus.finance.budget-step.v1`` (BudgetStep): COST steps (:func:`route_cost_entry`), DOCUMENT steps with
+the document's new committed amount on one project (:func:`route_document`, which keeps the version and the
+amounts per project of each document in its own table) and BUDGET steps (:func:`route_project`, from F7's
+own agent on the project topic; F1's agent there is untouched: a Faust app hands each record to every
+agent of its topic). :func:`apply_step` is the one writer of each project's state, in the step topic's
+order, the one order every worker and replay sees.
+
+**Bounded state.** A project's state holds its open documents only (a released, closed or deleted one,
+amount 0, is dropped; a requisition an open order covers stays as long as that order does) and at most
+``applied_ids_kept`` applied ids; the last transition's outputs. Stale document versions are stopped by the
+document's router, which sees them in order.
 
 **Exactly one freeze and one unfreeze per crossing.** ``command_id`` = ``<project>/<crossing>/<action>``
 and the alert's event id is derived from ``<project>/<crossing>/<state>`` only, so a crossing decided
@@ -36,13 +51,23 @@ table value; an input already applied changes nothing and re-sends the outputs o
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from bizbus.streams.budget_control.config import BudgetControlMapping
 from bizbus.streams.cost_centers.state import ProjectState
 from bizbus.streams.runtime.applied import remember
-from bizbus.streams.runtime.results import Missing, Output, Reject, Result, Verdict
+from bizbus.streams.runtime.results import (
+    Missing,
+    Output,
+    Reject,
+    Result,
+    Verdict,
+    derived_meta,
+    version_gate,
+    with_outputs,
+)
 
 from bizbus import lineage
 
@@ -54,9 +79,21 @@ ALERT_TOPIC = "bizbus.finance.budget-alert.v1"
 FREEZE_TOPIC = "bizbus.oa.payment-freeze.v1"
 CENT = Decimal("0.01")
 ZERO = Decimal("0.00")
-PROJECTS_OUT = "_projects"  # the verdict state's entry with the changed project states (split off by store)
+STEP_TOPIC = "bizbus.finance.budget-step.v1"
+PROJECT_TOPIC = "bizbus.pm.project.v1"
 Lookup = Callable[[str], dict[str, Any] | None]
 ProjectLookup = Callable[[str], ProjectState | None]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What a crossing needs of its project: code, company, budget and currency (from BUDGET steps, or
+    from F1's ``projects`` table until the project's first BUDGET step reached the step topic's agent)."""
+
+    project: str
+    company: str
+    budget: Decimal | None
+    currency: str | None
 
 
 def committed(state: dict[str, Any]) -> Decimal:
@@ -91,7 +128,7 @@ def _money(x: Decimal) -> Decimal:
     return Decimal(x).quantize(CENT, rounding=ROUND_HALF_UP)
 
 
-def transition_outputs(src_meta: dict[str, Any], project: ProjectState, state: dict[str, Any], kind: str, n: int,
+def transition_outputs(src_meta: dict[str, Any], project: Budget, state: dict[str, Any], kind: str, n: int,
                        m: BudgetControlMapping) -> tuple[Output, Output]:  # fmt: skip
     """The BudgetAlert and the payment-freeze command of crossing ``n`` (``kind`` OVER / BACK_UNDER)."""
     labor, material, com, total = running(state)
@@ -121,7 +158,7 @@ def transition_outputs(src_meta: dict[str, Any], project: ProjectState, state: d
     return Output(ALERT_TOPIC, project.project, alert), Output(FREEZE_TOPIC, project.project, command)
 
 
-def settle(src_meta: dict[str, Any], by: str, state: dict[str, Any], project: ProjectState,
+def settle(src_meta: dict[str, Any], by: str, state: dict[str, Any], project: Budget,
            m: BudgetControlMapping) -> tuple[dict[str, Any], tuple[Output, ...]]:  # fmt: skip
     """A project state after a change: the transition (if any), its outputs recorded as the state's ``last``."""
     kind = crossing(bool(state.get("over")), running(state)[3], project.budget and Decimal(project.budget), m)
@@ -144,31 +181,7 @@ def resend(state: dict[str, Any] | None, by: str) -> tuple[Output, ...]:
 
 def _empty(currency: str | None) -> dict[str, Any]:
     return {"labor": ZERO, "material": ZERO, "docs": {}, "applied": [], "over": False, "crossing": 0,
-            "last": None, "currency": currency}  # fmt: skip
-
-
-def apply_cost_entry(entry: dict[str, Any], state: dict[str, Any] | None, projects: ProjectLookup,
-                     m: BudgetControlMapping) -> Verdict:  # fmt: skip
-    """One CostEntry against its project's ``state``."""
-    if entry["cost_type"] not in ("LABOR", "MATERIAL"):
-        return Result("ignored")
-    project = projects(entry["project"])
-    if project is None:
-        return Missing(f"project:{entry['project']}", f"project {entry['project']} is unknown (no ProjectChanged seen)")
-    cur = state or _empty(project.currency or entry["currency"])
-    if cur.get("currency") not in (None, entry["currency"]):
-        return Reject("currency_mismatch", f"cost entry {entry['entry_id']} is in {entry['currency']}, project "
-                                           f"{entry['project']} is counted in {cur['currency']}")  # fmt: skip
-    by = entry["entry_id"]
-    ids, fresh = remember(cur.get("applied"), by, m.applied_ids_kept)
-    if not fresh:
-        again = resend(cur, by)
-        return Result("reemitted", again) if again else Result("skipped_stale")
-    field = "labor" if entry["cost_type"] == "LABOR" else "material"
-    new = {**cur, "applied": ids, "currency": cur.get("currency") or entry["currency"],
-           field: Decimal(cur.get(field) or 0) + entry["amount"]}  # fmt: skip
-    new, outputs = settle(entry["meta"], by, new, project, m)
-    return Result("emitted" if outputs else "ignored", outputs, new)
+            "last": None, "currency": currency, "info": None}  # fmt: skip
 
 
 def line_amount(line: dict[str, Any]) -> Decimal:
@@ -197,51 +210,137 @@ def document_amounts(doc: dict[str, Any]) -> dict[str, Decimal]:
     return out
 
 
-def apply_document(doc: dict[str, Any], kind: str, state: dict[str, Any] | None, project_states: Lookup,
-                   projects: ProjectLookup, m: BudgetControlMapping) -> Verdict:  # fmt: skip
-    """One PurchaseRequisition (``kind`` "REQ") or PurchaseOrder ("PO") against the document's ``state``:
-    the project states it changes go in the new state under ``_projects``."""
+
+# ------------------------------------------------------------------------------------------ routers
+def _step(src_meta: dict[str, Any], role: str, project: str, kind: str, **fields: Any) -> Output:
+    """A BudgetStep for ``project`` (the Kafka key of bizbus.finance.budget-step.v1)."""
+    value = {"meta": derived_meta(src_meta, role, project, FLOW), "kind": kind, "project": project,
+             "entry_id": None, "cost_type": None, "amount": None, "currency": None, "document": None,
+             "covers": None, "uncovers": None, "company": None, "budget_amount": None, "project_version": 0, **fields}  # fmt: skip
+    return Output(STEP_TOPIC, project, value)
+
+
+def route_cost_entry(entry: dict[str, Any], projects: ProjectLookup) -> Verdict:
+    """A LABOR / MATERIAL CostEntry → a COST step keyed by its project (other cost types are ignored; an
+    unknown project waits like missing master data, then dead-letters with the entry's key)."""
+    if entry["cost_type"] not in ("LABOR", "MATERIAL"):
+        return Result("ignored")
+    if projects(entry["project"]) is None:
+        return Missing(f"project:{entry['project']}", f"project {entry['project']} is unknown (no ProjectChanged seen)")
+    step = _step(entry["meta"], "budget-step", entry["project"], "COST", entry_id=entry["entry_id"],
+                 cost_type=entry["cost_type"], amount=_money(entry["amount"]), currency=entry["currency"])  # fmt: skip
+    return Result("emitted", (step,))
+
+
+def route_project(p: dict[str, Any]) -> Verdict:
+    """A ProjectChanged → a BUDGET step keyed by the project: a budget change alone re-evaluates the
+    project's crossing (the step agent compares versions, so an old one changes nothing)."""
+    budget = p.get("budget_amount")
+    step = _step(p["meta"], "budget-step", p["project"], "BUDGET", company=p["company"],
+                 budget_amount=None if budget is None else _money(budget), currency=p.get("currency"),
+                 project_version=p["version"])  # fmt: skip
+    return Result("emitted", (step,))
+
+
+def route_document(doc: dict[str, Any], kind: str, state: dict[str, Any] | None, projects: ProjectLookup,
+                   m: BudgetControlMapping) -> Verdict:  # fmt: skip
+    """One PurchaseRequisition (``kind`` "REQ") or PurchaseOrder ("PO") against the document's ``state``
+    (the version handled, its committed amount per project, the requisition it covers): a DOCUMENT step
+    per project whose amount changes (or that the document leaves), carrying the new amount of the document
+    on that project and, for an order, the requisition it covers there (``covers``) or no longer covers
+    (``uncovers``). The same version again re-sends the recorded steps."""
+    gate = version_gate(state, doc["version"])
+    if gate is not None:
+        return gate
     number = doc["requisition_no"] if kind == "REQ" else doc["order_no"]
     prev = state or {}
-    last = prev.get("version")
-    if last is not None and doc["version"] < last:
-        return Result("skipped_stale")
     statuses = m.committed_requisition_statuses if kind == "REQ" else m.committed_order_statuses
     live = doc["op"] != "DELETED" and doc["status"] in statuses
-    amounts = document_amounts(doc) if live else {}
+    amounts = {k: _money(v) for k, v in document_amounts(doc).items()} if live else {}
     req = doc.get("requisition_no") if kind == "PO" and live else None
     old: dict[str, Any] = prev.get("amounts") or {}
-    touched = sorted(set(old) | set(amounts))
-    doc_id, by = f"{kind}:{number}", f"{kind}:{number}@{doc['version']}"
-    changed: dict[str, dict[str, Any]] = {}
+    prev_req = prev.get("req")
     outputs: list[Output] = []
-    for code in touched:
-        project = projects(code)
-        if project is None:
+    for code in sorted(set(old) | set(amounts)):
+        if projects(code) is None:
             return Missing(f"project:{code}", f"project {code} is unknown (no ProjectChanged seen)")
-        cur = project_states(code) or _empty(project.currency or doc["currency"])
-        if cur.get("currency") not in (None, doc["currency"]):
-            return Reject("currency_mismatch", f"{doc_id} is in {doc['currency']}, project {code} is counted "
-                                               f"in {cur['currency']}")  # fmt: skip
+        covers = req if req and code in amounts else None
+        uncovers = prev_req if prev_req and code in old and prev_req != covers else None
+        outputs.append(_step(doc["meta"], f"budget-step:{code}", code, "DOCUMENT", document=f"{kind}:{number}",
+                             amount=amounts.get(code, ZERO), currency=doc["currency"], covers=covers,
+                             uncovers=uncovers))  # fmt: skip
+    out = tuple(outputs)
+    new_state = with_outputs({"version": doc["version"], "amounts": amounts, "req": req}, out)
+    return Result("emitted" if out else "ignored", out, new_state)
+
+
+# ------------------------------------------------------------------------------------------ the step agent
+def _info(state: dict[str, Any], code: str, projects: ProjectLookup) -> Budget | None:
+    info = state.get("info")
+    if info is not None:
+        return Budget(code, info["company"], None if info.get("budget") is None else Decimal(info["budget"]),
+                      info.get("currency"))  # fmt: skip
+    p = projects(code)
+    if p is None:
+        return None
+    return Budget(code, p.company, None if p.budget is None else Decimal(p.budget), p.currency)
+
+
+def prune_docs(docs: dict[str, Any]) -> dict[str, Any]:
+    """The committed documents worth keeping: an open one (amount ≠ 0) or a requisition an order covers
+    (its amount may come later); a closed / cancelled / deleted one is dropped, so a project's state holds
+    its open documents only."""
+    return {k: d for k, d in docs.items() if Decimal(d.get("amount") or 0) != 0 or d.get("covered_by")}
+
+
+def apply_step(step: dict[str, Any], state: dict[str, Any] | None, projects: ProjectLookup,
+               m: BudgetControlMapping) -> Verdict:  # fmt: skip
+    """One BudgetStep against its project's state: the project's one writer. COST adds a cost entry (once
+    per ``entry_id``), DOCUMENT sets a document's committed amount, BUDGET sets the budget (a newer project
+    version only); then the crossing is settled. A step applied before re-sends the outputs of the
+    transition it caused, if it caused the last one."""
+    code, kind = step["project"], step["kind"]
+    cur = state or _empty(None)
+    by = step["entry_id"] if kind == "COST" else step["meta"]["event_id"]
+    ids, fresh = remember(cur.get("applied"), by, m.applied_ids_kept)
+    if not fresh:
+        again = resend(cur, by)
+        return Result("reemitted", again) if again else Result("skipped_stale")
+    new: dict[str, Any] = {**cur, "applied": ids}
+    if kind == "BUDGET":
+        info = cur.get("info")
+        if info is not None and int(info.get("version") or 0) >= step["project_version"]:
+            return Result("skipped_stale", (), new)
+        new["info"] = {"company": step["company"], "budget": step["budget_amount"], "currency": step["currency"],
+                       "version": step["project_version"]}  # fmt: skip
+        if new.get("currency") is None:
+            new["currency"] = step["currency"]
+    project = _info(new, code, projects)
+    if project is None:
+        return Missing(f"project:{code}", f"project {code} is unknown (no ProjectChanged seen)")
+    if kind in ("COST", "DOCUMENT"):
+        if new.get("currency") not in (None, step["currency"]):
+            what = f"cost entry {step['entry_id']}" if kind == "COST" else step["document"]
+            return Reject("currency_mismatch", f"{what} is in {step['currency']}, project {code} is counted "
+                                               f"in {new['currency']}")  # fmt: skip
+        new["currency"] = new.get("currency") or step["currency"]
+    if kind == "COST":
+        if step["cost_type"] not in ("LABOR", "MATERIAL"):
+            return Result("ignored", (), new)
+        field = "labor" if step["cost_type"] == "LABOR" else "material"
+        new[field] = Decimal(cur.get(field) or 0) + Decimal(step["amount"])
+    elif kind == "DOCUMENT":
         docs = dict(cur.get("docs") or {})
-        known = docs.get(doc_id) or {}
-        if int(known.get("v") or 0) >= doc["version"]:  # this version (or a later one) is counted already
-            outputs.extend(resend(cur, by))
-            continue
-        docs[doc_id] = {**known, "v": doc["version"], "amount": amounts.get(code, ZERO)}
-        if kind == "PO":
-            prev_req = prev.get("req")
-            if prev_req and prev_req != req and code in old:
-                held = docs.get(f"REQ:{prev_req}") or {}
-                if held.get("covered_by") == number:
-                    docs[f"REQ:{prev_req}"] = {**held, "covered_by": None}
-            if req and code in amounts:
-                held = docs.get(f"REQ:{req}") or {"v": 0, "amount": ZERO}
-                docs[f"REQ:{req}"] = {**held, "covered_by": number}
-        new = {**cur, "docs": docs, "currency": cur.get("currency") or doc["currency"]}
-        new, out = settle(doc["meta"], by, new, project, m)
-        outputs.extend(out)
-        changed[code] = new
-    new_state = {"version": doc["version"], "amounts": amounts, "req": req, "outputs": [], PROJECTS_OUT: changed}
-    out_t = tuple(outputs)
-    return Result("emitted" if out_t else "ignored", out_t, new_state)
+        doc_id = step["document"]
+        docs[doc_id] = {**(docs.get(doc_id) or {}), "amount": Decimal(step["amount"])}
+        number = doc_id.partition(":")[2]
+        if step.get("uncovers"):
+            held = docs.get(f"REQ:{step['uncovers']}") or {}
+            if held.get("covered_by") == number:
+                docs[f"REQ:{step['uncovers']}"] = {**held, "covered_by": None}
+        if step.get("covers"):
+            held = docs.get(f"REQ:{step['covers']}") or {"amount": ZERO}
+            docs[f"REQ:{step['covers']}"] = {**held, "covered_by": number}
+        new["docs"] = prune_docs(docs)
+    new, outputs = settle(step["meta"], by, new, project, m)
+    return Result("emitted" if outputs else "ignored", outputs, new)

@@ -31,8 +31,8 @@ class MaterialCostMapping(MappingModel):
     )
     applied_ids_kept: int = Field(
         default=4096, ge=16, le=100_000,
-        description="input event ids a material's cost state keeps (streams/runtime/applied.py); must exceed "
-                    "the movements of one material between two offset commits",
+        description="step ids a material's cost state keeps (streams/runtime/applied.py), and as many issue "
+                    "costs; must exceed the movements of one material between two offset commits",
     )  # fmt: skip
 
     @field_validator("description_pattern")
@@ -42,8 +42,9 @@ class MaterialCostMapping(MappingModel):
 
 
 class MaterialCostConfig(FlowConfig):
-    """Config of the ``material-cost`` flow (F6). It keeps states that several topics write (a material's
-    moving average from receipts and issues): run it in one worker (``replicas: 1``)."""
+    """Config of the ``material-cost`` flow (F6). Receipts and issues are re-keyed onto
+    bizbus.finance.material-cost-step.v1, whose one agent writes the moving averages: it scales like any flow
+    (more workers in the consumer group)."""
 
     MAPPING_FILE = "f6_material_cost.yaml"
     MAPPING_MODEL = MaterialCostMapping

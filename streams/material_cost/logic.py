@@ -32,17 +32,43 @@ an issue that happened after its project was completed / closed (F8) is refused 
 as F2's labor; a change after the close is refused as a whole, a deletion is still reversed); a currency
 other than the valuation's is refused (``currency_mismatch``).
 
-**Exactly once.** The moving-average states are additive and written by receipts and issues (events of
-several partitions): each keeps the ids of the input events it applied (streams/runtime/applied.py), so
-an event delivered again after a crash changes it once. A document's own state (receipt / issue, keyed
-by its number) records what its version applied (``effects``); the same version coming again re-applies
-those effects under that guard and re-sends the outputs recorded for it, so a crash between the two
-table writes is repaired either way.
+**Partitioning: one writer per moving average.** Receipts (keyed by receipt number) and issues (keyed by
+issue number) of one material sit in different partitions. Everything that changes a moving average is
+therefore re-keyed onto the internal topic ``bizbus.finance.material-cost-step.v1`` (MaterialCostStep)
+by the average's **step key** ``"<company>/<warehouse>"`` (``"<company>/*"`` with the company scope): the
+valuation key without the material. One agent (the step agent) owns every average of a step key: the
+``material-costs`` states (one per valuation key) and the ``material-issues`` states (one per step key and
+issue: what its version booked). Decided here: the step key is the warehouse, not the material, because a
+goods issue (and a receipt) has ONE warehouse: all lines of an issue land in one step, are valued there
+one after the other in the step topic's order and assembled into one voucher (no chain across
+partitions, no partial voucher). The price: the averages of one warehouse are computed in one partition.
+The step topic's order is the one order every worker and every replay sees, so the cost of an issue no
+longer depends on which topic a worker happened to read first.
 
-Not promised: the cost of an issue depends on the order in which the worker handled the receipts and
-issues of the same valuation key (two topics, no common order); if a worker dies after an issue's
-outputs were sent but before any of its state was written, the issue handled again may be valued
-against receipts that arrived in between (same voucher number, other amount: the ERP keeps the first).
+* the **receipt router** (bizbus.inventory.goods-receipt.v1, state ``material-receipts``: the version
+  handled and what it booked) sends per step key one RECEIPT step with the moves (valuation key, quantity,
+  value) of the version: its own lines minus what the previous version booked;
+* the **issue router** (bizbus.inventory.goods-issue.v1, state ``material-issue-routes``: the version and
+  step key routed) checks the lines' projects and cost centers (waiting / dead letters as below), and that
+  each valuation key has a cost (the ``material-on-hand`` GlobalTable, which the step agent keeps beside
+  the exact ``material-costs``: an issue of a material no receipt was applied for, or with nothing on hand,
+  waits, then goes to the dead letters with the issue's key), then sends one ISSUE step (the
+  lines, their projects and cost centers) to its step key; a version whose warehouse moved first sends a
+  REVERSE step to the old step key;
+* the **step agent** values (see above), reverses the previous version of the issue from what its
+  ``material-issues`` state recorded, and sends the cost entries and the voucher. An issue step that finds
+  nothing on hand (another issue took it after the router looked) is dead-lettered (``unknown_master_data``,
+  keyed by the step key): replayed once stock is there, it is valued then.
+
+**Exactly once.** A step is applied once per moving average: each average keeps the ids of the steps it
+applied (streams/runtime/applied.py) and, per issue step, the costs it gave (``took``, as bounded), so a
+step delivered again after a crash that wrote some states of its batch but not others is valued exactly
+as the first time. An issue state records what its version applied (``effects``) and the outputs sent:
+the same version again re-applies under the guard and re-sends them. A receipt or issue router re-sends
+the steps recorded for a version when the same version comes again (same ids).
+
+Not promised: a receipt step in another currency than its average is dead-lettered by the step agent
+(``currency_mismatch``) after the router recorded the version as booked; fix and replay the step.
 """
 
 from __future__ import annotations
@@ -64,6 +90,7 @@ from bizbus.streams.runtime.results import (
     Verdict,
     derived_meta,
     local_date,
+    version_gate,
     with_outputs,
 )
 
@@ -76,13 +103,19 @@ CENT = Decimal("0.01")
 ZERO = Decimal("0.00")
 UNIT_COST = Decimal("0.000001")
 MATERIALS = "_materials"  # the verdict state's entry with the changed moving-average states (split off by store)
+STEP_TOPIC = "bizbus.finance.material-cost-step.v1"
 Lookup = Callable[[str], dict[str, Any] | None]
 ProjectLookup = Callable[[str], ProjectState | None]
 
 
 def valuation_key(company: str, warehouse: str, material: str, scope: str) -> str:
     """The key of a moving average: ``<company>/<warehouse>/<material>``, or ``<company>/*/<material>``."""
-    return f"{company}/{warehouse if scope == 'warehouse' else '*'}/{material}"
+    return f"{step_key(company, warehouse, scope)}/{material}"
+
+
+def step_key(company: str, warehouse: str, scope: str) -> str:
+    """The step topic's key of the averages of a warehouse (``<company>/*`` with the company scope)."""
+    return f"{company}/{warehouse if scope == 'warehouse' else '*'}"
 
 
 def average(state: dict[str, Any] | None) -> Decimal | None:
@@ -112,12 +145,44 @@ class Book:
         self.materials, self.event_id, self.limit = materials, event_id, limit
         self.changed: dict[str, dict[str, Any]] = {}
         self.done: set[str] = set()  # keys that already hold the event
+        self.recorded: dict[str, list[str]] = {}  # key -> costs still to hand out of an event applied before
 
     def get(self, key: str) -> dict[str, Any] | None:
         return self.changed.get(key) or self.materials(key)
 
-    def add(self, key: str, qty: Decimal, value: Decimal, currency: str) -> None:
+    def holds(self, key: str) -> bool:
+        """The stored state of ``key`` already applied this event (before a crash)."""
         if key in self.done:
+            return True
+        if key in self.changed:
+            return False
+        stored = self.materials(key) or {}
+        if self.event_id in (stored.get("applied") or ()):
+            self.done.add(key)
+            return True
+        return False
+
+    def take(self, key: str, qty: Decimal, currency: str) -> Decimal | None:
+        """Issue ``qty`` at the moving average: the cost (recorded in the state's ``took``), or the cost it
+        recorded when the event was applied before; None without an average."""
+        if self.holds(key):
+            recorded = self.recorded.setdefault(key, list(((self.materials(key) or {}).get("took") or {})
+                                                           .get(self.event_id) or ()))  # fmt: skip
+            return Decimal(recorded.pop(0)) if recorded else issue_cost(self.get(key), qty)
+        cost = issue_cost(self.get(key), qty)
+        if cost is None:
+            return None
+        self.add(key, -qty, -cost, currency)
+        cur = self.changed[key]
+        took = dict(cur.get("took") or {})
+        took[self.event_id] = [*(took.get(self.event_id) or []), str(cost)]
+        while len(took) > self.limit:
+            del took[next(iter(took))]
+        cur["took"] = took
+        return cost
+
+    def add(self, key: str, qty: Decimal, value: Decimal, currency: str) -> None:
+        if self.holds(key):
             return
         cur = self.changed.get(key)
         if cur is None:
@@ -147,38 +212,107 @@ def receipt_amount(line: dict[str, Any]) -> Decimal | None:
     return None
 
 
-def handle_receipt(r: dict[str, Any], state: dict[str, Any] | None, materials: Lookup,
-                   m: MaterialCostMapping) -> Verdict:  # fmt: skip
-    """One GoodsReceipt against the receipt's last ``state``: the moving averages it changes go in the
-    new state under ``_materials`` (the agent's store writes them to their own table)."""
+def _step(src_meta: dict[str, Any], role: str, key: str, kind: str, doc: dict[str, Any], number: str,
+          **fields: Any) -> Output:  # fmt: skip
+    """A MaterialCostStep for step key ``key`` (the Kafka key of bizbus.finance.material-cost-step.v1)."""
+    value = {"meta": derived_meta(src_meta, role, number, FLOW), "kind": kind, "step_key": key, "document": number,
+             "version": doc["version"], "op": doc["op"], "company": doc["company"], "currency": doc["currency"],
+             "source_system": src_meta["source_system"], "posting_date": doc.get("posting_date"), "moves": [],
+             "lines": [], **fields}  # fmt: skip
+    return Output(STEP_TOPIC, key, value)
+
+
+def route_receipt(r: dict[str, Any], state: dict[str, Any] | None, m: MaterialCostMapping) -> Verdict:
+    """One GoodsReceipt against the receipt's last ``state`` (the version handled, what it booked): per step
+    key a RECEIPT step with the moves of this version (its lines minus what the previous version booked;
+    DELETED only takes back). The same version again re-sends the recorded steps."""
+    gate = version_gate(state, r["version"])
+    if gate is not None:
+        return gate
     prev = state or {}
-    last = prev.get("version")
-    if last is not None and r["version"] < last:
-        return Result("skipped_stale")
-    if last is not None and r["version"] == last:
-        booked, effects = prev.get("booked") or [], prev.get("effects") or []  # the same event: re-apply, guarded
-    else:
-        booked = []
-        if r["op"] != "DELETED":
-            for line in r["lines"]:
-                qty = line["quantity"]
-                amount = receipt_amount(line)
-                if qty <= 0 or amount is None or amount < 0:
-                    why = "has no unit price or amount" if amount is None else f"has quantity {qty}, amount {amount}"
-                    return Reject("invalid_input", f"receipt {r['receipt_no']} version {r['version']} line "
-                                                   f"{line['line_no']} ({line['material']}) {why}")  # fmt: skip
-                booked.append([valuation_key(r["company"], r["warehouse"], line["material"], m.valuation_scope),
-                               qty, amount])  # fmt: skip
-        effects = [[k, -q, -v] for k, q, v in prev.get("booked") or []] + booked
-    book = Book(materials, r["meta"]["event_id"], m.applied_ids_kept)
-    for key, qty, value in effects:
-        bad = _currency_of(book, key, r["currency"])
+    booked: list[list[Any]] = []
+    if r["op"] != "DELETED":
+        for line in r["lines"]:
+            qty = line["quantity"]
+            amount = receipt_amount(line)
+            if qty <= 0 or amount is None or amount < 0:
+                why = "has no unit price or amount" if amount is None else f"has quantity {qty}, amount {amount}"
+                return Reject("invalid_input", f"receipt {r['receipt_no']} version {r['version']} line "
+                                               f"{line['line_no']} ({line['material']}) {why}")  # fmt: skip
+            booked.append([valuation_key(r["company"], r["warehouse"], line["material"], m.valuation_scope),
+                           qty, amount])  # fmt: skip
+    moves: dict[str, dict[str, list[Decimal]]] = {}
+    for k, q, v in [[k, -Decimal(q), -Decimal(v)] for k, q, v in prev.get("booked") or []] + booked:
+        per_key = moves.setdefault(k.rpartition("/")[0], {})
+        acc = per_key.setdefault(k, [Decimal(0), ZERO])
+        acc[0] += Decimal(q)
+        acc[1] += Decimal(v)
+    outputs = tuple(
+        _step(r["meta"], f"step:{key}", key, "RECEIPT", r, r["receipt_no"],
+              moves=[{"valuation_key": k, "quantity": q, "amount": v} for k, (q, v) in sorted(per.items())])
+        for key, per in sorted(moves.items())
+    )  # fmt: skip
+    new_state = with_outputs({"version": r["version"], "booked": booked}, outputs)
+    return Result("emitted" if outputs else "ignored", outputs, new_state)
+
+
+def route_issue(r: dict[str, Any], state: dict[str, Any] | None, on_hand: Callable[[str], bool],
+                projects: ProjectLookup, m: MaterialCostMapping) -> Verdict:  # fmt: skip
+    """One GoodsIssue against the issue's last routed ``state`` (version, step key): the lines for projects
+    checked (project known, not closed, a cost center on the posting date, ``on_hand`` of the valuation key:
+    a moving average with stock is known), then one ISSUE step to the issue's step key (and a REVERSE step
+    to the old one when the warehouse moved). The same version again re-sends the recorded steps."""
+    gate = version_gate(state, r["version"])
+    if gate is not None:
+        return gate
+    prev = state or {}
+    old_key = prev.get("step_key")
+    key = step_key(r["company"], r["warehouse"], m.valuation_scope)
+    lines: list[dict[str, Any]] = []
+    if r["op"] != "DELETED":
+        for line in r["lines"]:
+            code = line.get("project") or r.get("project")
+            qty: Decimal = line["quantity"]
+            if code is None or qty == 0:
+                continue
+            if qty < 0:
+                return Reject("invalid_input", f"issue {r['issue_no']} version {r['version']} line {line['line_no']} "
+                                               f"has negative quantity {qty}")  # fmt: skip
+            project = projects(code)
+            if project is None:
+                return Missing(f"project:{code}", f"project {code} is unknown (no ProjectChanged seen)")
+            if project.closed_at is not None and r["meta"]["occurred_at"] > project.closed_at:
+                return Reject("cost_center_closed", f"project {code} was closed on {project.closed_on}; issue "
+                                                    f"{r['issue_no']} version {r['version']} came after that")  # fmt: skip
+            cc = crosswalk.cost_center_on(list(project.intervals), r["posting_date"])
+            if cc is None:
+                return Missing(f"cost-center:{code}", f"project {code} has no cost center on {r['posting_date']}")
+            vkey = valuation_key(r["company"], r["warehouse"], line["material"], m.valuation_scope)
+            if not on_hand(vkey):
+                return Missing(f"cost:{vkey}", f"no moving average cost for {vkey}: no goods receipt seen or "
+                                               f"nothing on hand (issue {r['issue_no']} line {line['line_no']})")  # fmt: skip
+            lines.append({"line_no": line["line_no"], "material": line["material"], "quantity": qty,
+                          "unit": line["unit"], "project": code, "cost_center": cc, "valuation_key": vkey})  # fmt: skip
+    outputs: list[Output] = []
+    if old_key is not None and old_key != key:
+        outputs.append(_step(r["meta"], f"step:reverse:{old_key}", old_key, "REVERSE", r, r["issue_no"]))
+    if lines or old_key == key:
+        outputs.append(_step(r["meta"], f"step:{key}", key, "ISSUE", r, r["issue_no"], lines=lines))
+    routed = key if lines or old_key == key else None
+    out = tuple(outputs)
+    new_state = with_outputs({"version": r["version"], "step_key": routed}, out)
+    return Result("emitted" if out else "ignored", out, new_state)
+
+
+def apply_receipt_step(step: dict[str, Any], materials: Lookup, m: MaterialCostMapping) -> Verdict:
+    """A RECEIPT step: its moves added to their moving averages (once per average)."""
+    book = Book(materials, step["meta"]["event_id"], m.applied_ids_kept)
+    for move in step["moves"]:
+        bad = _currency_of(book, move["valuation_key"], step["currency"])
         if bad is not None:
             return bad
-        book.add(key, Decimal(qty), Decimal(value), r["currency"])
-    new_state = {"version": r["version"], "booked": booked, "effects": effects, "outputs": [],
-                 MATERIALS: book.changed}  # fmt: skip
-    return Result("ignored", (), new_state)
+        book.add(move["valuation_key"], Decimal(move["quantity"]), Decimal(move["amount"]), step["currency"])
+    return Result("ignored", (), {MATERIALS: book.changed})
 
 
 def _line(no: int, account: str, cc: str | None, project: str | None, debit: Decimal, credit: Decimal,
@@ -236,7 +370,8 @@ def _reverse(r: dict[str, Any], prev: dict[str, Any], book: Book, m: MaterialCos
     voucher = prev.get("voucher")
     outputs: list[Output] = []
     number = voucher_no(m.voucher_prefix, r["issue_no"], r["version"], "-R")
-    why = "deleted" if r["op"] == "DELETED" else f"changed (version {r['version']})"
+    why = {"DELETED": "deleted", "MOVED": f"moved to another warehouse (version {r['version']})"}.get(
+        r["op"], f"changed (version {r['version']})")
     posting = max(local_date(r["meta"]["occurred_at"], m.timezone), prev["posting_date"])
     for b in prev.get("booked") or []:
         book.add(b["key"], b["qty"], b["cost"], prev["currency"])
@@ -251,13 +386,22 @@ def _reverse(r: dict[str, Any], prev: dict[str, Any], book: Book, m: MaterialCos
     return outputs
 
 
-def handle_issue(r: dict[str, Any], state: dict[str, Any] | None, materials: Lookup, projects: ProjectLookup,
-                 m: MaterialCostMapping) -> Verdict:  # fmt: skip
-    """One GoodsIssue against the issue's last ``state``; ``materials`` reads the moving averages,
-    ``projects`` the project states of F1."""
+def issue_state_key(step: dict[str, Any]) -> str:
+    """The ``material-issues`` key of an issue at a step key: ``<step key>#<issue no>``."""
+    return f"{step['step_key']}#{step['document']}"
+
+
+def apply_issue_step(step: dict[str, Any], state: dict[str, Any] | None, materials: Lookup,
+                     m: MaterialCostMapping) -> Verdict:  # fmt: skip
+    """An ISSUE or REVERSE step against the issue's ``state`` at this step key: the previous version
+    reversed (红字) at the cost it left with, then (ISSUE) the lines valued at their moving averages in the
+    step topic's order; the cost entries and one balanced voucher. ``materials`` reads the averages."""
+    r = {"meta": {**step["meta"], "source_system": step["source_system"]}, "issue_no": step["document"],
+         "version": step["version"], "op": step["op"], "company": step["company"], "currency": step["currency"],
+         "posting_date": step["posting_date"]}  # fmt: skip
     prev = state or {}
     last = prev.get("version")
-    event_id = r["meta"]["event_id"]
+    event_id = step["meta"]["event_id"]
     if last is not None and r["version"] < last:
         return Result("skipped_stale")
     if last is not None and r["version"] == last:  # again after a crash: re-apply guarded, re-send as recorded
@@ -268,41 +412,25 @@ def handle_issue(r: dict[str, Any], state: dict[str, Any] | None, materials: Loo
         return Result("reemitted", outputs, {**prev, MATERIALS: book.changed})
     book = Book(materials, event_id, m.applied_ids_kept)
     effects: list[list[Any]] = [[b["key"], b["qty"], b["cost"], prev["currency"]] for b in prev.get("booked") or []]
+    if step["kind"] == "REVERSE":
+        r["op"] = "MOVED"
     outputs = _reverse(r, prev, book, m) if prev.get("booked") else []
     booked: list[dict[str, Any]] = []
     number = voucher_no(m.voucher_prefix, r["issue_no"], r["version"])
-    if r["op"] != "DELETED":
-        for line in r["lines"]:
-            code = line.get("project") or r.get("project")
-            qty: Decimal = line["quantity"]
-            if code is None or qty == 0:
-                continue
-            if qty < 0:
-                return Reject("invalid_input", f"issue {r['issue_no']} version {r['version']} line {line['line_no']} "
-                                               f"has negative quantity {qty}")  # fmt: skip
-            project = projects(code)
-            if project is None:
-                return Missing(f"project:{code}", f"project {code} is unknown (no ProjectChanged seen)")
-            if project.closed_at is not None and r["meta"]["occurred_at"] > project.closed_at:
-                return Reject("cost_center_closed", f"project {code} was closed on {project.closed_on}; issue "
-                                                    f"{r['issue_no']} version {r['version']} came after that")  # fmt: skip
-            cc = crosswalk.cost_center_on(list(project.intervals), r["posting_date"])
-            if cc is None:
-                return Missing(f"cost-center:{code}", f"project {code} has no cost center on {r['posting_date']}")
-            key = valuation_key(r["company"], r["warehouse"], line["material"], m.valuation_scope)
-            bad = _currency_of(book, key, r["currency"])
-            if bad is not None:
-                return bad
-            cost = issue_cost(book.get(key), qty)
-            if cost is None:
-                return Missing(f"cost:{key}", f"no moving average cost for {key}: no goods receipt seen or "
-                                              f"nothing on hand (issue {r['issue_no']} line {line['line_no']})")  # fmt: skip
-            unit_cost = (cost / qty).quantize(UNIT_COST, rounding=ROUND_HALF_UP)
-            book.add(key, -qty, -cost, r["currency"])
-            effects.append([key, -qty, -cost, r["currency"]])
-            booked.append({"key": key, "line_no": line["line_no"], "material": line["material"], "qty": qty,
-                           "unit": line["unit"], "cost": cost, "unit_cost": unit_cost, "project": code,
-                           "cost_center": cc, "entry_id": f"{number}-{line['line_no']}"})  # fmt: skip
+    for line in step["lines"] if step["kind"] == "ISSUE" else ():
+        key, qty = line["valuation_key"], Decimal(line["quantity"])
+        bad = _currency_of(book, key, r["currency"])
+        if bad is not None:
+            return bad
+        cost = book.take(key, qty, r["currency"])
+        if cost is None:
+            return Reject("unknown_master_data", f"no moving average cost for {key}: nothing on hand (issue "
+                                                 f"{r['issue_no']} version {r['version']} line {line['line_no']})")  # fmt: skip
+        unit_cost = (cost / qty).quantize(UNIT_COST, rounding=ROUND_HALF_UP)
+        effects.append([key, -qty, -cost, r["currency"]])
+        booked.append({"key": key, "line_no": line["line_no"], "material": line["material"], "qty": qty,
+                       "unit": line["unit"], "cost": cost, "unit_cost": unit_cost, "project": line["project"],
+                       "cost_center": line["cost_center"], "entry_id": f"{number}-{line['line_no']}"})  # fmt: skip
     voucher = None
     for b in booked:
         text = m.description_pattern.format(material=b["material"], quantity=b["qty"], unit=b["unit"],
@@ -319,8 +447,8 @@ def handle_issue(r: dict[str, Any], state: dict[str, Any] | None, materials: Loo
         voucher = {"voucher_no": number, "company": r["company"], "voucher_type": m.voucher_type,
                    "posting_date": r["posting_date"], "currency": r["currency"], "lines": lines}  # fmt: skip
         outputs.append(_voucher(r, voucher, "voucher", None, f"Material issue {r['issue_no']} to projects"))
-    new_state = {"version": r["version"], "posting_date": r["posting_date"], "currency": r["currency"],
-                 "booked": booked, "voucher": voucher, "effects": effects}  # fmt: skip
+    new_state = {"version": r["version"], "posting_date": r["posting_date"] or prev.get("posting_date"),
+                 "currency": r["currency"], "booked": booked, "voucher": voucher, "effects": effects}  # fmt: skip
     out = tuple(outputs)
     return Result("emitted" if out else "ignored", out, {**with_outputs(new_state, out), MATERIALS: book.changed})
 

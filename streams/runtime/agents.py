@@ -89,7 +89,8 @@ class AgentSpec:
     store: Callable[[dict[str, Any], dict[str, Any]], None]
     grace: GraceClock
     progress: Any  # Faust table: partition (text) -> last handled offset (text)
-    tables: tuple[StateTable, ...] = ()  # the state tables this agent writes (empty: all of the runtime's)
+    tables: tuple[StateTable, ...] | None = None  # the state tables this agent writes (None: all of the runtime's)
+    source: str = ""  # the topic it reads (several agents may read one topic)
 
 
 @dataclass(frozen=True)
@@ -170,7 +171,7 @@ class Runtime:
         self.kafka_config = kafka_config
         self.delivery: Delivery = delivery if delivery is not None else FaustDelivery(app)
         self.encoders: dict[str, Callable[[dict[str, Any]], bytes]] = {}
-        self.busy: set[str] = set()  # topics whose agent is inside a batch right now
+        self.busy: Counter[str] = Counter()  # topics whose agents are inside a batch right now (how many)
         self.tables: list[StateTable] = []
 
     def setup(self, output_topics: list[str]) -> None:
@@ -191,7 +192,7 @@ class Runtime:
         if not events:
             return
         topic = events[0].message.topic
-        self.busy.add(topic)
+        self.busy[topic] += 1
         try:
             batch = Batch()
             started = time.monotonic()
@@ -218,7 +219,9 @@ class Runtime:
                       len(events), handled - started, time.monotonic() - handled)  # fmt: skip
             self._report_lag(topic, batch_ends(events))
         finally:
-            self.busy.discard(topic)
+            self.busy[topic] -= 1
+            if self.busy[topic] <= 0:
+                del self.busy[topic]
 
     async def _finish(self, spec: AgentSpec, batch: Batch, topic: str) -> None:
         """Make the batch so far durable through the bus's one :class:`~bizbus.checkpoint.Checkpoint`: dead
@@ -232,7 +235,7 @@ class Runtime:
         async def state_and_outputs() -> None:  # the changelog records travel with the outputs
             records: list[OutRecord] = []
             changelog = records if self.delivery.changelog else None
-            for table in spec.tables or self.tables:
+            for table in self.tables if spec.tables is None else spec.tables:
                 table.flush(changelog)
             for _ in range(batch.stored):
                 crashpoint("flows.after-state")

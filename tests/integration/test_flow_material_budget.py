@@ -5,7 +5,8 @@ A receipt makes a moving average, an issue to the project books it (MATERIAL cos
 timesheet books labor (voucher + LABOR cost entry), an approved requisition is committed: together they
 cross the budget line (OVER, one FREEZE). The worker is SIGKILLed; while it is down the issue is deleted
 (reversal voucher and negative cost entry, from the recovered tables), which brings the project back under
-(BACK_UNDER, one UNFREEZE). An issue of a material without any receipt waits out the grace period and goes
+(BACK_UNDER, one UNFREEZE). Then budget changes alone freeze (600) and unfreeze (1000) the project again
+(crossing 2). An issue of a material without any receipt waits out the grace period and goes
 to the dead letters with its key. Takes about a minute.
 """
 
@@ -122,6 +123,12 @@ def test_material_cost_labor_and_committed_cross_the_budget_once_each_way(env: E
                                                              op="DELETED", at=datetime(2026, 3, 20, 18, tzinfo=UTC)), "I1")  # fmt: skip
     worker.start()
     wait_for(lambda: any(v["action"] == "UNFREEZE" for _, v in read(env)[FREEZE]), 90, "the unfreeze", worker)
+    # a budget change alone (F7's own agent on the project topic): 750 > 600 x 1.1 freezes, 750 <= 1080 unfreezes
+    env.send("bizbus.pm.project.v1", project("PRJ-1", 2, budget_amount=Decimal("600.00"), currency="CNY"), "PRJ-1")
+    wait_for(lambda: "PRJ-1/2/FREEZE" in {v["command_id"] for _, v in read(env)[FREEZE]}, 90, "the budget's freeze", worker)
+    env.send("bizbus.pm.project.v1", project("PRJ-1", 3, budget_amount=Decimal("1000.00"), currency="CNY"), "PRJ-1")
+    wait_for(lambda: "PRJ-1/2/UNFREEZE" in {v["command_id"] for _, v in read(env)[FREEZE]}, 90, "the budget's unfreeze",
+             worker)  # fmt: skip
     time.sleep(3)
     got = read(env)
 
@@ -143,13 +150,15 @@ def test_material_cost_labor_and_committed_cross_the_budget_once_each_way(env: E
     }
     assert all(k == "PRJ-1" for k, _ in got[COST_ENTRY])
     alerts = {(v["state"], v["crossing"]): v for _, v in got[ALERT]}
-    assert set(alerts) == {("OVER", 1), ("BACK_UNDER", 1)}
+    assert set(alerts) == {("OVER", 1), ("BACK_UNDER", 1), ("OVER", 2), ("BACK_UNDER", 2)}
+    assert [(alerts[k]["budget_amount"], alerts[k]["running_amount"]) for k in (("OVER", 2), ("BACK_UNDER", 2))] == [
+        (Decimal("600.00"), Decimal("750.00")), (Decimal("1000.00"), Decimal("750.00"))]
     over, under = alerts[("OVER", 1)], alerts[("BACK_UNDER", 1)]
     assert (over["labor_amount"], over["material_amount"], over["committed_amount"], over["running_amount"]) == (
         Decimal("500.00"), Decimal("460.00"), Decimal("250.00"), Decimal("1210.00"))
     assert (under["material_amount"], under["running_amount"]) == (Decimal("0.00"), Decimal("750.00"))
     commands = {v["command_id"]: v for _, v in got[FREEZE]}
-    assert set(commands) == {"PRJ-1/1/FREEZE", "PRJ-1/1/UNFREEZE"}
+    assert set(commands) == {"PRJ-1/1/FREEZE", "PRJ-1/1/UNFREEZE", "PRJ-1/2/FREEZE", "PRJ-1/2/UNFREEZE"}
     assert commands["PRJ-1/1/FREEZE"]["alert_id"] == over["meta"]["event_id"]
     # a command handled again after a restart is re-sent identical (the OA sink dedupes by command_id)
     for _, v in got[FREEZE]:

@@ -23,7 +23,8 @@ TOP_LEVEL = {
     "bizbus.purchase.PurchaseRequisition", "bizbus.purchase.PurchaseOrder",
     "bizbus.inventory.GoodsReceipt", "bizbus.inventory.GoodsIssue", "bizbus.inventory.InventoryLevel",
     "bizbus.sales.SalesOrder", "bizbus.sales.OrderDecision", "bizbus.inventory.ReplenishmentAlert", "bizbus.sales.AtpStep",
-    "bizbus.finance.BudgetAlert", "bizbus.oa.PaymentFreezeCommand",
+    "bizbus.finance.BudgetAlert", "bizbus.oa.PaymentFreezeCommand", "bizbus.finance.BudgetStep",
+    "bizbus.finance.MaterialCostStep",
     "bizbus.hr.Attendance",
     "bizbus.finance.CostEntry", "bizbus.finance.Voucher",
     "bizbus.md.CostCenter", "bizbus.md.Supplier", "bizbus.md.Employee", "bizbus.md.Material",
@@ -97,7 +98,7 @@ def decimals_in(value: Any, path: str = "") -> Iterator[tuple[str, Decimal]]:
 def test_folder_holds_one_named_type_per_file_named_by_full_name():
     files = catalog.schema_files()
     assert [p.suffix for p in catalog.AVRO_DIR.iterdir()] == [".avsc"] * len(files)
-    assert len(files) == 42
+    assert len(files) == 46
     for path in files:
         raw = json.loads(path.read_text(encoding="utf-8"))
         assert raw["type"] in ("record", "enum"), path.name
@@ -123,7 +124,7 @@ def test_namespaces_by_domain():
 
 def test_shared_types_are_referenced_by_full_name():
     texts = {p.name: p.read_text(encoding="utf-8") for p in catalog.schema_files()}
-    assert sum('"type": "bizbus.common.EventMeta"' in t for t in texts.values()) == 25
+    assert sum('"type": "bizbus.common.EventMeta"' in t for t in texts.values()) == 27
     assert sum('"items": "bizbus.common.DocumentLine"' in t for t in texts.values()) == 7
     assert '"items": "bizbus.finance.VoucherLine"' in texts["bizbus.finance.Voucher.avsc"]
 
@@ -184,9 +185,9 @@ def test_unknown_names_raise_key_error(bad):
         catalog.sample(bad)
 
 
-def test_top_level_names_are_the_twenty_five_events():
+def test_top_level_names_are_the_twenty_seven_events():
     assert set(catalog.top_level_names()) == TOP_LEVEL
-    assert len(catalog.top_level_names()) == 25
+    assert len(catalog.top_level_names()) == 27
     assert "bizbus.common.EventMeta" not in catalog.top_level_names()
 
 

@@ -13,12 +13,16 @@ from bizbus.streams.material_cost.config import MaterialCostMapping
 from bizbus.streams.material_cost.logic import (
     COST_ENTRY_TOPIC,
     MATERIALS,
+    STEP_TOPIC,
     VOUCHER_TOPIC,
+    apply_issue_step,
+    apply_receipt_step,
     average,
-    handle_issue,
-    handle_receipt,
     is_balanced,
     issue_cost,
+    issue_state_key,
+    route_issue,
+    route_receipt,
     valuation_key,
 )
 from bizbus.streams.runtime.crosswalk import start_interval
@@ -57,29 +61,46 @@ def issue(no: str, lines: list[dict[str, Any]], version: int = 1, op: str = "CRE
 
 
 class World:
-    """The flow's tables as dicts; decide + store as the agents do."""
+    """The flow's tables as dicts; the routers send MaterialCostSteps, the step topic is a FIFO and the step
+    agent (the one writer of the moving averages and of the issues' booked states) applies them in order."""
 
     def __init__(self, m: MaterialCostMapping = M) -> None:
         self.m = m
         self.costs: dict[str, dict[str, Any]] = {}
         self.receipts: dict[str, dict[str, Any]] = {}
+        self.routes: dict[str, dict[str, Any]] = {}
         self.issues: dict[str, dict[str, Any]] = {}
         self.projects = {"PRJ-1": PROJECT}
+        self.steps: list[dict[str, Any]] = []
 
-    def _store(self, table: dict[str, Any], key: str, verdict: Any) -> None:
-        if isinstance(verdict, Result) and verdict.state is not None:
-            state = dict(verdict.state)
+    def _route(self, v: Any) -> Any:
+        """Apply the steps a router sent: the router's verdict when it sent none, else the steps' outputs
+        joined (the last step's outcome; a step's Reject as is)."""
+        if not isinstance(v, Result) or not v.outputs:
+            return v
+        outputs: list[Any] = []
+        outcome = "ignored"
+        for o in v.outputs:
+            assert o.topic == STEP_TOPIC and o.key == o.value["step_key"]
+            catalog.validate("bizbus.finance.MaterialCostStep", o.value)
+            self.steps.append(o.value)
+            s = self.step(o.value)
+            if not isinstance(s, Result):
+                return s
+            outputs.extend(s.outputs)
+            outcome = s.outcome
+        return Result(outcome, tuple(outputs))
+
+    def step(self, step: dict[str, Any]) -> Any:
+        if step["kind"] == "RECEIPT":
+            v = apply_receipt_step(step, self.costs.get, self.m)
+        else:
+            v = apply_issue_step(step, self.issues.get(issue_state_key(step)), self.costs.get, self.m)
+        if isinstance(v, Result) and v.state is not None:
+            state = dict(v.state)
             self.costs.update(state.pop(MATERIALS, {}))
-            table[key] = state
-
-    def receive(self, r: dict[str, Any]) -> Any:
-        v = handle_receipt(r, self.receipts.get(r["receipt_no"]), self.costs.get, self.m)
-        self._store(self.receipts, r["receipt_no"], v)
-        return v
-
-    def issue(self, r: dict[str, Any]) -> Any:
-        v = handle_issue(r, self.issues.get(r["issue_no"]), self.costs.get, self.projects.get, self.m)
-        self._store(self.issues, r["issue_no"], v)
+            if step["kind"] != "RECEIPT":
+                self.issues[issue_state_key(step)] = state
         if isinstance(v, Result):
             for out in v.outputs:
                 if out.topic == VOUCHER_TOPIC:
@@ -89,6 +110,21 @@ class World:
                     assert out.topic == COST_ENTRY_TOPIC and out.key == out.value["project"]
                     catalog.validate("bizbus.finance.CostEntry", out.value)
         return v
+
+    def receive(self, r: dict[str, Any]) -> Any:
+        v = route_receipt(r, self.receipts.get(r["receipt_no"]), self.m)
+        if isinstance(v, Result) and v.state is not None:
+            self.receipts[r["receipt_no"]] = v.state
+        return self._route(v)
+
+    def issue(self, r: dict[str, Any]) -> Any:
+        v = route_issue(r, self.routes.get(r["issue_no"]), self.on_hand, self.projects.get, self.m)
+        if isinstance(v, Result) and v.state is not None:
+            self.routes[r["issue_no"]] = v.state
+        return self._route(v)
+
+    def on_hand(self, key: str) -> bool:
+        return average(self.costs.get(key)) is not None
 
     def at(self, key: str = KEY) -> tuple[Decimal, Decimal]:
         s = self.costs[key]
@@ -126,7 +162,7 @@ def test_rounding_and_the_last_issue_takes_the_rest_of_the_value() -> None:
     w.issue(issue("I1", [line(1, "3")]))
     w.issue(issue("I2", [line(1, "4")]))
     assert w.at() == (Decimal(0), Decimal("0.00"))  # nothing left behind by rounding
-    assert w.issues["I2"]["booked"][0]["cost"] == Decimal("571.43")
+    assert w.issues["SH01/WH1#I2"]["booked"][0]["cost"] == Decimal("571.43")
 
 
 def test_a_changed_issue_is_reversed_at_its_cost_then_valued_again() -> None:
@@ -180,7 +216,7 @@ def test_a_receipt_or_issue_delivered_again_is_counted_once() -> None:
     assert w.at() == (Decimal(6), Decimal("600.00"))
     before = w.at()
     w.costs[KEY] = {**w.costs[KEY], "qty": Decimal(10), "value": Decimal("1000.00"),
-                    "applied": [a for a in w.costs[KEY]["applied"] if a != i1["meta"]["event_id"]]}  # lost write
+                    "applied": [a for a in w.costs[KEY]["applied"] if a != w.steps[-1]["meta"]["event_id"]]}  # lost write
     w.issue(i1)
     assert w.at() == before  # the recorded effect applied again
 
@@ -244,3 +280,43 @@ def test_an_issue_after_the_project_closed_is_refused() -> None:
     assert isinstance(late, Reject) and late.reason == "cost_center_closed"
     early = w.issue(issue("I2", [line(1, "1")], at=datetime(2026, 3, 14, 0, 30, tzinfo=UTC)))
     assert early.outcome == "emitted"
+
+
+def test_a_step_applied_to_the_averages_but_not_to_the_issue_state_is_valued_as_the_first_time() -> None:
+    """A crash that wrote the moving average (this issue took all 7 t) but not the issue's state: the step
+    delivered again is valued from the cost the average recorded for it, not from what is left."""
+    w = World()
+    w.receive(receipt("R1", [line(1, "7", "1000.00")]))
+    first = w.issue(issue("I1", [line(1, "3"), line(2, "4")]))
+    assert [o.value["amount"] for o in first.outputs if o.topic == COST_ENTRY_TOPIC] == [Decimal("428.57"), Decimal("571.43")]
+    del w.issues["SH01/WH1#I1"]
+    again = w.step(w.steps[-1])
+    assert [o.value for o in again.outputs] == [o.value for o in first.outputs]
+    assert w.at() == (Decimal(0), Decimal("0.00"))
+
+
+def test_the_step_order_decides_a_race_for_the_last_units_the_same_way_every_time() -> None:
+    """Two issues for the last 10 t: whichever step comes first takes the stock at the average; the second
+    finds nothing on hand and is dead-lettered (keyed by the step key, replayable once stock is there)."""
+    w = World()
+    w.receive(receipt("R1", [line(1, "10", "1000.00")]))
+    a = route_issue(issue("IA", [line(1, "10")]), None, w.on_hand, w.projects.get, M)
+    b = route_issue(issue("IB", [line(1, "10")]), None, w.on_hand, w.projects.get, M)  # routed before IA applied
+    assert w._route(a).outcome == "emitted"
+    refused = w._route(b)
+    assert isinstance(refused, Reject) and refused.reason == "unknown_master_data" and KEY in refused.message
+    w.receive(receipt("R2", [line(1, "5", "600.00")]))
+    replayed = w.step(b.outputs[0].value)
+    assert [o.value["amount"] for o in replayed.outputs if o.topic == COST_ENTRY_TOPIC] == [Decimal("1200.00")]  # the replay: 10 at 120
+
+
+def test_an_issue_moved_to_another_warehouse_is_reversed_where_it_was() -> None:
+    w = World()
+    w.receive(receipt("R1", [line(1, "10", "1000.00")], warehouse="WH1"))
+    w.receive(receipt("R2", [line(1, "10", "2000.00")], warehouse="WH2"))
+    w.issue(issue("I1", [line(1, "2")], warehouse="WH1"))
+    moved = w.issue(issue("I1", [line(1, "2")], version=2, op="UPDATED", warehouse="WH2"))
+    assert [s["kind"] for s in w.steps[-2:]] == ["REVERSE", "ISSUE"]
+    assert [(o.key, o.value.get("amount")) for o in moved.outputs if o.topic == COST_ENTRY_TOPIC] == [
+        ("PRJ-1", Decimal("-200.00")), ("PRJ-1", Decimal("400.00"))]
+    assert w.at() == (Decimal(10), Decimal("1000.00")) and w.at("SH01/WH2/M-STEEL") == (Decimal(8), Decimal("1600.00"))

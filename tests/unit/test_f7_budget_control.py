@@ -12,11 +12,14 @@ from bizbus.streams.budget_control.config import BudgetControlMapping
 from bizbus.streams.budget_control.logic import (
     ALERT_TOPIC,
     FREEZE_TOPIC,
-    PROJECTS_OUT,
-    apply_cost_entry,
-    apply_document,
+    STEP_TOPIC,
+    apply_step,
     crossing,
     document_amounts,
+    prune_docs,
+    route_cost_entry,
+    route_document,
+    route_project,
     running,
 )
 from bizbus.streams.cost_centers.state import ProjectState
@@ -65,12 +68,16 @@ def order(no: str, total: str, status: str = "APPROVED", version: int = 1, op: s
 
 
 class World:
+    """The flow's wiring without Faust: the routers send BudgetSteps, the step topic is a FIFO, the step agent
+    (the one writer of each project's state) applies them in that order."""
+
     def __init__(self, m: BudgetControlMapping = M, project: ProjectState = PROJECT) -> None:
         self.m = m
         self.budgets: dict[str, dict[str, Any]] = {}
         self.docs: dict[str, dict[str, Any]] = {}
         self.projects = {project.project: project}
         self.sent: list[dict[str, Any]] = []
+        self.steps: list[dict[str, Any]] = []
 
     def _out(self, v: Any) -> Any:
         if isinstance(v, Result):
@@ -81,26 +88,54 @@ class World:
                 self.sent.append(o.value)
         return v
 
+    def _route(self, v: Any) -> Any:
+        """Apply the steps a router sent; one verdict: the router's (nothing routed, Missing, stale) or the
+        steps' (outputs joined, the last step's outcome; a Missing / Reject of a step as is)."""
+        if not isinstance(v, Result) or not v.outputs:
+            return v
+        outputs: list[Any] = []
+        outcome = "ignored"
+        for o in v.outputs:
+            assert o.topic == STEP_TOPIC and o.key == o.value["project"]
+            catalog.validate("bizbus.finance.BudgetStep", o.value)
+            self.steps.append(o.value)
+            s = self.step(o.value)
+            if not isinstance(s, Result):
+                return s
+            outputs.extend(s.outputs)
+            outcome = s.outcome
+        return Result(outcome, tuple(outputs))
+
+    def step(self, step: dict[str, Any]) -> Any:
+        s = apply_step(step, self.budgets.get(step["project"]), self.projects.get, self.m)
+        if isinstance(s, Result) and s.state is not None:
+            self.budgets[step["project"]] = s.state
+        return self._out(s)
+
     def cost(self, e: dict[str, Any]) -> Any:
-        v = apply_cost_entry(e, self.budgets.get(e["project"]), self.projects.get, self.m)
-        if isinstance(v, Result) and v.state is not None:
-            self.budgets[e["project"]] = v.state
-        return self._out(v)
+        return self._route(route_cost_entry(e, self.projects.get))
+
+    def budget(self, p: dict[str, Any]) -> Any:
+        return self._route(route_project(p))
 
     def doc(self, d: dict[str, Any], kind: str) -> Any:
         number = d["requisition_no"] if kind == "REQ" else d["order_no"]
-        v = apply_document(d, kind, self.docs.get(f"{kind}:{number}"), self.budgets.get, self.projects.get, self.m)
+        v = route_document(d, kind, self.docs.get(f"{kind}:{number}"), self.projects.get, self.m)
         if isinstance(v, Result) and v.state is not None:
-            state = dict(v.state)
-            self.budgets.update(state.pop(PROJECTS_OUT))
-            self.docs[f"{kind}:{number}"] = state
-        return self._out(v)
+            self.docs[f"{kind}:{number}"] = v.state
+        return self._route(v)
 
     def commands(self) -> list[tuple[str, str]]:
         return [(c["command_id"], c["action"]) for c in self.sent if "command_id" in c]
 
     def totals(self) -> tuple[Decimal, ...]:
         return running(self.budgets.get("PRJ-1") or {})
+
+
+def project_changed(budget: str | None, version: int, code: str = "PRJ-1") -> dict[str, Any]:
+    return {"meta": lineage.meta(lineage.event_id("pm", "project", code, version), code, "pm", AT), "op": "UPDATED",
+            "project": code, "company": "SH01", "budget_amount": Decimal(budget) if budget else None,
+            "currency": "CNY", "version": version}  # fmt: skip
 
 
 def test_crossing_rules_with_hysteresis() -> None:
@@ -227,3 +262,36 @@ def test_a_document_moved_to_another_project_leaves_the_first() -> None:
     moved = w.doc(requisition("PR-1", "500.00", version=2, project="PRJ-2"), "REQ")
     assert w.totals()[2] == Decimal("0.00") and running(w.budgets["PRJ-2"])[2] == Decimal("500.00")
     assert [o.value["command_id"] for o in moved.outputs if o.topic == FREEZE_TOPIC] == ["PRJ-2/1/FREEZE"]
+
+
+def test_a_budget_change_alone_raises_and_clears_the_alert() -> None:
+    w = World()
+    w.cost(cost("A", "1050.00"))  # under 1100
+    assert w.commands() == []
+    raised = w.budget(project_changed("900.00", 2))  # line 990 < 1050: over, with no cost record
+    assert [o.value.get("command_id") for o in raised.outputs] == [None, "PRJ-1/1/FREEZE"]
+    assert raised.outputs[0].value["budget_amount"] == Decimal("900.00")
+    assert w.budget(project_changed("1.00", 1)).outcome == "skipped_stale"  # an older version changes nothing
+    w.budget(project_changed("950.00", 3))  # back-under line 1026 < 1050: stays frozen
+    assert w.commands() == [("PRJ-1/1/FREEZE", "FREEZE")]
+    cleared = w.budget(project_changed("2000.00", 4))
+    assert [o.value.get("command_id") for o in cleared.outputs] == [None, "PRJ-1/1/UNFREEZE"]
+    assert w.budget(project_changed(None, 5)).outputs == ()  # no budget: never alerts
+    assert w.step(w.steps[1]).outcome == "skipped_stale"  # the freezing step again: applied, not the last transition
+    again = w.step(w.steps[4])  # the unfreezing step delivered again: the same outputs (the sink dedupes)
+    assert again.outcome == "reemitted" and again.outputs == cleared.outputs
+    assert w.commands() == [("PRJ-1/1/FREEZE", "FREEZE"), ("PRJ-1/1/UNFREEZE", "UNFREEZE"), ("PRJ-1/1/UNFREEZE", "UNFREEZE")]
+
+
+def test_a_project_state_keeps_its_open_documents_and_a_bounded_id_list_only() -> None:
+    w = World(BudgetControlMapping(applied_ids_kept=16))
+    for i in range(60):
+        w.doc(requisition(f"PR-{i}", "10.00"), "REQ")
+        w.doc(requisition(f"PR-{i}", "10.00", status="CLOSED", version=2), "REQ")
+        w.cost(cost(f"L-{i}", "1.00"))
+    w.doc(requisition("PR-OPEN", "5.00"), "REQ")
+    state = w.budgets["PRJ-1"]
+    assert set(state["docs"]) == {"REQ:PR-OPEN"} and len(state["applied"]) <= 16
+    assert w.totals()[2:] == (Decimal("5.00"), Decimal("65.00"))
+    assert prune_docs({"REQ:A": {"amount": Decimal(0), "covered_by": "PO-1"}, "PO:B": {"amount": Decimal(0)}}) == {
+        "REQ:A": {"amount": Decimal(0), "covered_by": "PO-1"}}

@@ -208,6 +208,23 @@ def test_stall_detector_needs_waiting_records_an_idle_agent_and_no_progress() ->
     assert not d.stalled(tp, 8, pending=True, busy=False, now=301)
 
 
+def test_the_watchdog_follows_the_slowest_of_two_agents_of_one_topic() -> None:
+    """F1's agent and F7's own agent both read the project topic: a partition counts as handled up to the
+    offset both handled (None while one handled nothing there)."""
+    from bizbus.streams.runtime.agents import AgentSpec
+    from bizbus.streams.runtime.grace import GraceClock
+    from bizbus.streams.runtime.watchdog import handled_offsets
+
+    def spec(source: str, progress: dict[bytes, bytes]) -> AgentSpec:
+        return AgentSpec("t", lambda r: None, lambda r, s: None, GraceClock(1, lambda: 0.0), progress, (), source)  # type: ignore[arg-type,return-value]
+
+    project, cost = "bizbus.pm.project.v1", "bizbus.finance.cost-entry.v1"
+    specs = {project: spec(project, {b"0": b"9", b"1": b"4"}), f"{project}#budget-project": spec(project, {b"0": b"7"}),
+             cost: spec(cost, {b"2": b"3"})}  # fmt: skip
+    assert handled_offsets(specs, [(project, 0), (project, 1), (cost, 2), (cost, 0)]) == {
+        (project, 0): 7, (project, 1): None, (cost, 2): 3, (cost, 0): None}
+
+
 def test_flow_tables_have_no_standby_copies_unless_asked(tmp_path: Path) -> None:
     """Faust's default (1 standby) made every worker also apply the other workers' table changes; bizbus
     keeps none by default and takes the number from BIZBUS_FLOWS_STANDBY_REPLICAS."""

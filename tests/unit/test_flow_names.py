@@ -34,16 +34,19 @@ REQUISITION, BUDGET_ALERT, FREEZE = "bizbus.purchase.requisition.v1", "bizbus.fi
 MATERIAL, LEVEL, SALES, STEP = "bizbus.md.material.v1", "bizbus.inventory.level.v1", "bizbus.sales.order.v1", "bizbus.sales.atp-step.v1"
 NEED = "bizbus.pm.material-need.v1"
 DECISION, ALERT = "bizbus.sales.order-decision.v1", "bizbus.inventory.replenishment-alert.v1"
+BUDGET_STEP, MATERIAL_STEP = "bizbus.finance.budget-step.v1", "bizbus.finance.material-cost-step.v1"
 
 # table -> GlobalTable?
 F1_TABLES = {"projects": True, "progress-project": False}
 F2_TABLES = {"employees": True, "worklogs": False, "project-costs": False, "progress-employee": False,
              "progress-timesheet": False}  # fmt: skip
 F4_TABLES = {"suppliers": True, "approvals": False, "progress-supplier": False, "progress-approval": False}
-F6_TABLES = {"material-costs": False, "material-receipts": False, "material-issues": False,
-             "progress-goods-receipt": False, "progress-goods-issue": False}  # fmt: skip
+F6_TABLES = {"material-costs": False, "material-on-hand": True, "material-receipts": False, "material-issues": False,
+             "material-issue-routes": False, "progress-goods-receipt": False, "progress-goods-issue": False,
+             "progress-material-cost-step": False}  # fmt: skip
 F7_TABLES = {"budget-projects": False, "budget-requisitions": False, "budget-orders": False,
-             "progress-cost-entry": False, "progress-requisition": False, "progress-purchase-order": False}  # fmt: skip
+             "progress-cost-entry": False, "progress-requisition": False, "progress-purchase-order": False,
+             "progress-budget-project": False, "progress-budget-step": False}  # fmt: skip
 F5_TABLES = {"materials": True, "stock-levels": True, "atp-orders": False, "atp-stock": False, "progress-material": False,
              "progress-level": False, "progress-order": False, "progress-atp-step": False}  # fmt: skip
 F5_AGENTS = {"bizbus-material", "bizbus-level", "bizbus-order", "bizbus-atp-step"}
@@ -65,14 +68,17 @@ CASES = {
          TIMESHEET: ("lab", ["worklogs", "project-costs"]), SUPPLIER: ("master-data", ["suppliers"]),
          APPROVAL: ("oa", ["approvals"])},
         [COST_CENTER, CROSSWALK, VOUCHER, COST_ENTRY, ORDER]),
-    ("mat",): ({**F1_TABLES, **F6_TABLES}, {"bizbus-project", "bizbus-goods-receipt", "bizbus-goods-issue"},
-               {PROJECT: ("master-data", ["projects"]), RECEIPT: ("mat", ["material-receipts", "material-costs"]),
-                ISSUE: ("mat", ["material-issues", "material-costs"])}, [COST_ENTRY, VOUCHER]),
+    ("mat",): ({**F1_TABLES, **F6_TABLES}, {"bizbus-project", "bizbus-goods-receipt", "bizbus-goods-issue",
+                                             "bizbus-material-cost-step"},
+               {PROJECT: ("master-data", ["projects"]), RECEIPT: ("mat", ["material-receipts"]),
+                ISSUE: ("mat", ["material-issue-routes"]),
+                MATERIAL_STEP: ("mat", ["material-costs", "material-on-hand", "material-issues"])}, [MATERIAL_STEP, COST_ENTRY, VOUCHER]),
     ("bud",): ({**F1_TABLES, **F7_TABLES}, {"bizbus-project", "bizbus-cost-entry", "bizbus-requisition",
-                                             "bizbus-purchase-order"},
-               {PROJECT: ("master-data", ["projects"]), COST_ENTRY: ("bud", ["budget-projects"]),
-                REQUISITION: ("bud", ["budget-requisitions", "budget-projects"]),
-                ORDER: ("bud", ["budget-orders", "budget-projects"])}, [BUDGET_ALERT, FREEZE]),
+                                             "bizbus-purchase-order", "bizbus-budget-project", "bizbus-budget-step"},
+               {PROJECT: ("master-data", ["projects"]), COST_ENTRY: ("bud", []),
+                REQUISITION: ("bud", ["budget-requisitions"]), ORDER: ("bud", ["budget-orders"]),
+                f"{PROJECT}#budget-project": ("bud", []), BUDGET_STEP: ("bud", ["budget-projects"])},
+               [BUDGET_STEP, BUDGET_ALERT, FREEZE]),
     ("atp",): (F5_TABLES, F5_AGENTS,
                {MATERIAL: ("master-data", ["materials"]), LEVEL: ("atp", ["stock-levels"]),
                 SALES: ("atp", ["atp-orders"]), STEP: ("atp", ["atp-stock"])}, [STEP, DECISION, ALERT]),
@@ -134,8 +140,8 @@ def test_the_component_specs_name_the_topics_a_flow_worker_reads_and_writes() ->
     assert topics("cost-centers") == ({PROJECT}, {COST_CENTER, CROSSWALK})
     assert topics("labor-cost") == ({PROJECT, EMPLOYEE, TIMESHEET}, {VOUCHER, COST_ENTRY})  # the projects are kept too
     assert topics("approvals-to-erp") == ({PROJECT, SUPPLIER, APPROVAL}, {ORDER})
-    assert topics("material-cost") == ({PROJECT, RECEIPT, ISSUE}, {COST_ENTRY, VOUCHER})
-    assert topics("budget-control") == ({PROJECT, COST_ENTRY, REQUISITION, ORDER}, {BUDGET_ALERT, FREEZE})
+    assert topics("material-cost") == ({PROJECT, RECEIPT, ISSUE, MATERIAL_STEP}, {MATERIAL_STEP, COST_ENTRY, VOUCHER})
+    assert topics("budget-control") == ({PROJECT, COST_ENTRY, REQUISITION, ORDER, BUDGET_STEP}, {BUDGET_STEP, BUDGET_ALERT, FREEZE})
     assert topics("stock-atp") == ({MATERIAL, LEVEL, SALES, STEP}, {STEP, DECISION, ALERT})
     assert topics("material-need") == ({MATERIAL, LEVEL, SALES, STEP, NEED}, {REQUISITION})  # F5's tables are kept
 
@@ -146,6 +152,6 @@ def test_all_flows_in_one_worker_declare_without_a_name_clash(tmp_path: Path) ->
     pipeline = tmp_path / "p.yaml"
     pipeline.write_text("version: 1\nname: t\nflows:\n" + "".join(f"  - {{name: {n}, type: {t}}}\n" for n, t in TYPES.items()))
     app, specs, outs = declared(tmp_path, pipeline)
-    assert len(app.agents) == len(specs) == 15
-    assert set(outs) == {COST_CENTER, CROSSWALK, VOUCHER, COST_ENTRY, ORDER, BUDGET_ALERT, FREEZE, STEP, DECISION, ALERT,
-                         REQUISITION}
+    assert len(app.agents) == len(specs) == 18
+    assert set(outs) == {COST_CENTER, CROSSWALK, VOUCHER, COST_ENTRY, ORDER, MATERIAL_STEP, BUDGET_STEP, BUDGET_ALERT, FREEZE,
+                         STEP, DECISION, ALERT, REQUISITION}
