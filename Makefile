@@ -6,6 +6,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+# the suite in two processes (pytest-xdist), whole files per process: most tests wait on brokers, databases and
+# worker processes rather than on the CPU. TEST_JOBS=1 runs it in one process.
+TEST_JOBS ?= 2
+TEST_PARALLEL := $(if $(filter 1,$(TEST_JOBS)),,-n $(TEST_JOBS) --dist loadfile)
 BENCH_ARGS ?=
 
 .PHONY: install tools prometheus run test test-fast lint check schemas-check bench clean
@@ -39,7 +43,7 @@ prometheus: tools
 	  --web.listen-address=127.0.0.1:9090
 
 test: $(STAMP) tools
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(TEST_PARALLEL) --durations=25 $(PYTEST_ARGS)
 
 # unit tests only: no broker, no registry process
 test-fast: $(STAMP)
