@@ -50,7 +50,7 @@ class StateTable(Generic[T]):
                 loaded = self._dirty_loaded[key] = self._load(dirty[0])
             return loaded  # type: ignore[no-any-return]
         # the store itself: Faust's Table.__getitem__ adds sensor callbacks per read (≈ 3 % of a worker's time)
-        raw = self._store().get(key.encode("utf-8"))
+        raw = self._read(key.encode("utf-8"))
         if raw is None:
             return None
         hit = self._decoded.get(key)
@@ -77,6 +77,16 @@ class StateTable(Generic[T]):
     def _store(self) -> Any:
         """Where the table's values are (a Faust table's store; a plain mapping in tests)."""
         return getattr(self.table, "data", self.table)
+
+    def _read(self, raw_key: bytes) -> bytes | None:
+        """The stored bytes of ``raw_key``. Faust's memory store keeps its values in a dict (``data``); its own
+        ``get`` is ``Mapping.get``: three Python calls a read, and a raised KeyError for a key it lacks (an
+        unknown material is read for every stock step of F5: ≈ 5 % of that worker)."""
+        store = self._store()
+        inner = getattr(store, "data", None)
+        if type(inner) is dict:
+            return inner.get(raw_key)  # type: ignore[no-any-return]
+        return store.get(raw_key)  # type: ignore[no-any-return]
 
     def flush(self, changelog: list[OutRecord] | None = None) -> int:
         """Write the buffered states to the Faust table; how many keys.
