@@ -97,9 +97,15 @@ class StateTable(Generic[T]):
         ``Table.__setitem__`` sends it through the app's producer."""
         dirty, self._dirty = self._dirty, {}
         self._dirty_loaded.clear()
+        decoded = self._decoded
         for key, (state, event) in dirty.items():
             raw = dumps_state(state)
             raw_key = key.encode("utf-8")
+            if key in decoded:  # a key read from the store before (a stock key of F5, read again every batch)
+                if self._load is None:
+                    decoded[key] = (raw, state)
+                else:
+                    del decoded[key]
             if changelog is None or event is None:
                 with handling(event):
                     self.table[raw_key] = raw
@@ -108,8 +114,10 @@ class StateTable(Generic[T]):
                 partition = (event.message.partition if self.key_partitions is None
                              else zlib.crc32(raw_key) % self.key_partitions)  # fmt: skip
                 changelog.append(OutRecord(self.changelog_topic, raw_key, raw, None, partition))
-        # not remembered as decoded: most keys written (a worklog) are not read again soon, and a read
-        # decodes once; keeping each written state alive only gave the collector more to walk
+        # remembered as decoded only when the key had been read from the store (it is read again: F5's
+        # stock keys, each decoded once a batch before). A key written without having been read (a
+        # worklog, a new order) is not kept: most are not read again soon, and keeping each written state
+        # alive only gave the collector more to walk
         return len(dirty)
 
     @property
