@@ -70,7 +70,7 @@ Q = Decimal("0.0001")
 KEYS = 200
 AT = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
 TARGET = 0.30
-ORDERS = 100_000  # at scale 1.0; scale 0.2 still gives windows of several seconds (see the module doc)
+ORDERS = 120_000  # at scale 1.0; scale 0.2 still gives windows of several seconds (see the module doc)
 STALL = 90.0
 
 
