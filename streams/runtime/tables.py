@@ -70,11 +70,6 @@ class StateTable(Generic[T]):
             self._decoded.clear()
         self._decoded[key] = (raw, state)
 
-    def buffered(self, key: str) -> bool:
-        """Whether ``key``'s state is one written in this batch and not yet flushed: :meth:`get` answers the
-        dict that was set, which nothing else holds (the flush packs it, and keeps it decoded, only then)."""
-        return key in self._dirty
-
     def set(self, key: str, state: dict[str, Any]) -> None:
         self._dirty[key] = (state, current_event())
         self._dirty_loaded.pop(key, None)

@@ -58,7 +58,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from bizbus.streams.runtime.applied import seen
+from bizbus.streams.runtime.applied import remember
 from bizbus.streams.runtime.results import (
     Missing,
     Output,
@@ -226,21 +226,17 @@ def reserved_total(state: dict[str, Any]) -> Decimal:
     return sum((Decimal(h[1]) for h in (state.get("holds") or {}).values()), ZERO)
 
 
-_NONE: list[Any] = []  # "no pending change" (a hold is a list, a release None)
-
-
-def _hold(state: dict[str, Any], order_no: str, hold: list[Any] | None, pending: dict[str, Any]) -> None:
-    """Set (``hold``: [version, quantity]) or drop (None) the hold of ``order_no``: ``state["reserved"]`` is
-    kept equal to the sum of the holds at once, the holds themselves change at the end of the step
-    (``pending``, :func:`handle_step`), so that a step that fails half way changes nothing."""
-    current = pending.get(order_no, _NONE)
-    old = state["holds"].get(order_no) if current is _NONE else current
+def _hold(state: dict[str, Any], order_no: str, hold: list[Any] | None) -> None:
+    """Set (``hold``: [version, quantity]) or drop (None) the hold of ``order_no`` in ``state["holds"]`` and keep
+    ``state["reserved"]`` equal to their sum."""
+    holds = state["holds"]
     total = reserved_total(state)
+    old = holds.pop(order_no, None)
     if old is not None:
         total -= Decimal(old[1])
     if hold is not None:
+        holds[order_no] = hold
         total += Decimal(hold[1])
-    pending[order_no] = hold
     state["reserved"] = str(total)
 
 
@@ -341,47 +337,15 @@ def _close(state: dict[str, Any], order_no: str, record: list[Any]) -> None:
 
 
 def handle_step(step: dict[str, Any], stored: dict[str, Any] | None, materials: Lookup, limit: int = 256,
-                levels: Lookup | None = None, owned: bool = False) -> Verdict:  # fmt: skip
+                levels: Lookup | None = None) -> Verdict:  # fmt: skip
     """One AtpStep against its key's ``atp-stock`` state (see the module doc). ``levels`` reads the
     ``stock-levels`` table: a RESERVE that reaches a key before its first LEVEL step (the level agent and the
-    order agent send concurrently) takes the figures from there; the LEVEL step that follows sets the same.
-
-    ``owned``: ``stored`` is a state this agent wrote earlier in the batch and nothing else reads (the state
-    table's write buffer, :meth:`~bizbus.streams.runtime.tables.StateTable.buffered`): its holds and applied
-    ids are then changed in place, as the last thing the step does, instead of copied. A key holds one entry
-    per open order, so copying them (and freeing the copy of the step before) at every step cost time that
-    grew with the reservations of the key. ``stored`` itself is never changed otherwise: the new state is a
-    new dict."""
-    base = stored or {}
-    eid = step["meta"]["event_id"]
-    applied = base.get("applied")
-    if seen(applied, eid):
-        return _redelivered(step, base)
-    if limit < 1:
-        raise ValueError(f"limit must be at least 1, not {limit}")
-    holds, ids = base.get("holds"), applied
-    if not (owned and isinstance(holds, dict) and isinstance(ids, list)):
-        holds, ids = dict(holds or {}), list(ids or ())
-    state: dict[str, Any] = {**base, "applied": ids, "holds": holds}
-    pending: dict[str, Any] = {}
-    result = _apply_step(step, state, pending, materials, levels)
-    # the step succeeded: its hold and its id go in (in place when owned; nothing above changed them)
-    for no, hold in pending.items():
-        if hold is None:
-            holds.pop(no, None)
-        else:
-            holds[no] = hold
-    ids.append(eid)
-    if len(ids) > limit:
-        del ids[: len(ids) - limit]
-    return result
-
-
-def _apply_step(step: dict[str, Any], state: dict[str, Any], pending: dict[str, Any], materials: Lookup,
-                levels: Lookup | None) -> Result:  # fmt: skip
-    """:func:`handle_step` of a fresh step on ``state`` (a new dict whose holds and applied ids it does not
-    change: the changes of the holds go into ``pending``)."""
+    order agent send concurrently) takes the figures from there; the LEVEL step that follows sets the same."""
     key = step["stock_key"]
+    ids, fresh = remember((stored or {}).get("applied"), step["meta"]["event_id"], limit)
+    if not fresh:
+        return _redelivered(step, stored or {})
+    state: dict[str, Any] = {**(stored or {}), "applied": ids, "holds": dict((stored or {}).get("holds") or {})}
     if state.get("reserved") is None:
         state["reserved"] = str(reserved_total(state))
     _, material_code = split_key(key)
@@ -398,7 +362,7 @@ def _apply_step(step: dict[str, Any], state: dict[str, Any], pending: dict[str, 
     elif kind == "RELEASE":
         hold = state["holds"].get(no)
         if hold is not None and hold[0] <= version:
-            _hold(state, no, None, pending)
+            _hold(state, no, None)
         closed = (state.get("closed") or {}).get(no)
         if closed is None or closed[0] < version:
             _close(state, no, [version, None, None])
@@ -426,10 +390,10 @@ def _apply_step(step: dict[str, Any], state: dict[str, Any], pending: dict[str, 
             reason = (f"{here['material']} in {split_key(key)[0]}: {qty(quantity)} {here['unit']} ordered, "
                       f"{qty(max(available, ZERO))} available to promise (short by {qty(quantity - max(available, ZERO))})")  # fmt: skip
         if reason is None:
-            _hold(state, no, [version, str(qty(quantity))], pending)
+            _hold(state, no, [version, str(qty(quantity))])
             outputs += _reserve_outputs(step, ["held"])
         else:
-            _hold(state, no, None, pending)
+            _hold(state, no, None)
             shortfall = str(qty(quantity - max(available, ZERO)))
             _close(state, no, [version, reason, shortfall])
             outputs += _reserve_outputs(step, ["refused", reason, shortfall])

@@ -10,15 +10,12 @@ writer is the step agent). See :mod:`~bizbus.streams.stock_atp.logic` for the de
 
 from __future__ import annotations
 
-from typing import Any
-
 from bizbus.streams.runtime.spec import (
     AgentDecl,
     FlowContext,
     FlowSpec,
     Handler,
     TableSpec,
-    Verdict,
     flow_component_spec,
     stored_or_stale,
 )
@@ -63,13 +60,8 @@ def _steps(ctx: FlowContext) -> Handler:
     config = ctx.config
     assert isinstance(config, StockAtpConfig)
     limit = config.applied_limit
-
-    def decide(r: dict[str, Any]) -> Verdict:
-        # a state this agent set earlier in the batch is changed in place by the step (see handle_step)
-        key = r["stock_key"]
-        return handle_step(r, stock.get(key), materials.get, limit, levels.get, owned=stock.buffered(key))
-
-    return Handler(decide, lambda r, s: stock.set(r["stock_key"], s), (ATP_STOCK,))
+    return Handler(lambda r: handle_step(r, stock.get(r["stock_key"]), materials.get, limit, levels.get),
+                   lambda r, s: stock.set(r["stock_key"], s), (ATP_STOCK,))  # fmt: skip
 
 
 FLOW = FlowSpec(

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from bizbus.schemas import catalog
 from bizbus.streams.runtime.results import Missing, Reject, Result
-from bizbus.streams.runtime.statecodec import dumps_state, loads_state
 from bizbus.streams.stock_atp.config import StockAtpConfig, StockAtpMapping
 from bizbus.streams.stock_atp.logic import (
     ALERT_TOPIC,
@@ -357,74 +356,3 @@ def test_a_state_written_before_the_running_total_gets_it_from_its_holds() -> No
     accepted = reserve("SO-D", "5", old)
     assert accepted.outputs[-1].value["decision"] == "ACCEPTED" and accepted.state["reserved"] == "10.0000"
     assert "reserved" not in old  # the stored state itself is not changed
-
-
-class OwnedBus(Bus):
-    """The step agent as the runtime runs it: a key's state written earlier in the batch (``buffered``) is
-    handed to the step as owned (changed in place); a flush (random) packs the states and reads them back."""
-
-    def __init__(self, rng: random.Random) -> None:
-        super().__init__()
-        self.rng, self.buffered = rng, set()
-
-    def step(self, key: str) -> Result:
-        if self.rng.random() < 0.2:  # the batch ends: every state is packed, later read decoded anew
-            self.stock = {k: loads_state(dumps_state(v)) for k, v in self.stock.items()}
-            self.buffered.clear()
-        value = self.queues[key].popleft()
-        res = handle_step(value, self.stock.get(key), self.materials.get, levels=self.levels.get,
-                          owned=key in self.buffered)  # fmt: skip
-        assert isinstance(res, Result)
-        if res.state is not None:
-            assert Decimal(res.state["reserved"]) == sum((Decimal(h[1]) for h in res.state["holds"].values()), Decimal(0))
-            self.stock[key] = res.state
-            self.buffered.add(key)
-        self._route(res)
-        self.log.append((key, value))
-        return res
-
-
-@pytest.mark.parametrize("seed", range(4))
-def test_owned_states_changed_in_place_decide_as_copies_do(seed: int) -> None:
-    """The same orders and key interleaving through the copying Bus and the in-place OwnedBus: the same
-    decisions, holds, totals and applied ids."""
-
-    def run(bus: Bus) -> Bus:
-        rng = random.Random(seed)
-        for m in ("M1", "M2"):
-            bus.level(level(m, "9"))
-        bus.drain()
-        for i in range(40):
-            no = f"SO-{rng.randint(1, 10)}"
-            mats = rng.sample(["M1", "M2"], rng.randint(1, 2))
-            if rng.random() < 0.2:
-                bus.order(order(no, [], version=i + 1, status="CANCELLED", op="UPDATED"))
-            else:
-                bus.order(order(no, [line(j + 1, m, str(rng.randint(1, 3))) for j, m in enumerate(mats)], version=i + 1,
-                                op="UPDATED"))  # fmt: skip
-            if rng.random() < 0.5:
-                bus.drain(rng)
-        bus.drain(rng)
-        return bus
-
-    plain, owned = run(Bus()), run(OwnedBus(random.Random(seed + 100)))
-    assert [(d["order_no"], d["order_version"], d["decision"]) for d in owned.decisions] == \
-        [(d["order_no"], d["order_version"], d["decision"]) for d in plain.decisions]  # fmt: skip
-    for key in plain.stock:
-        for field in ("holds", "reserved", "applied", "closed"):
-            assert owned.stock[key].get(field) == plain.stock[key].get(field), (key, field)
-
-
-def test_an_owned_state_is_unchanged_by_a_step_that_fails() -> None:
-    bus = Bus()
-    bus.level(level("M1", "5"))
-    bus.drain()
-    bus.order(order("SO-1", [line(1, "M1", "2")]))
-    bus.drain()
-    state = bus.stock["WH1/M1"]
-    holds, applied = dict(state["holds"]), list(state["applied"])
-    bus.order(order("SO-2", [line(1, "M1", "1")]))
-    broken = {**bus.queues["WH1/M1"].popleft(), "position": 7}  # no such chain position: the step fails
-    with pytest.raises(IndexError):
-        handle_step(broken, state, {}.get, owned=True)
-    assert state["holds"] == holds and state["applied"] == applied and state["reserved"] == "2.0000"
