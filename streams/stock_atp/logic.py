@@ -218,7 +218,26 @@ def handle_order(order: dict[str, Any], state: dict[str, Any] | None, m: StockAt
 
 # ------------------------------------------------------------------------------------------ stock keys
 def reserved_total(state: dict[str, Any]) -> Decimal:
+    """What the holds of a key add up to: the running total ``reserved`` the state keeps beside its holds
+    (one changelog record holds both), or their sum for a state written before it was kept."""
+    total = state.get("reserved")
+    if total is not None:
+        return Decimal(total)
     return sum((Decimal(h[1]) for h in (state.get("holds") or {}).values()), ZERO)
+
+
+def _hold(state: dict[str, Any], order_no: str, hold: list[Any] | None) -> None:
+    """Set (``hold``: [version, quantity]) or drop (None) the hold of ``order_no`` in ``state["holds"]`` and keep
+    ``state["reserved"]`` equal to their sum."""
+    holds = state["holds"]
+    total = reserved_total(state)
+    old = holds.pop(order_no, None)
+    if old is not None:
+        total -= Decimal(old[1])
+    if hold is not None:
+        holds[order_no] = hold
+        total += Decimal(hold[1])
+    state["reserved"] = str(total)
 
 
 def safety_of(state: dict[str, Any], material: dict[str, Any] | None) -> Decimal:
@@ -327,7 +346,10 @@ def handle_step(step: dict[str, Any], stored: dict[str, Any] | None, materials: 
     if not fresh:
         return _redelivered(step, stored or {})
     state: dict[str, Any] = {**(stored or {}), "applied": ids, "holds": dict((stored or {}).get("holds") or {})}
+    if state.get("reserved") is None:
+        state["reserved"] = str(reserved_total(state))
     _, material_code = split_key(key)
+    material = materials(material_code)
     outputs: list[Output] = []
     kind = step["kind"]
     no, version = step.get("order_no"), step.get("order_version")
@@ -340,7 +362,7 @@ def handle_step(step: dict[str, Any], stored: dict[str, Any] | None, materials: 
     elif kind == "RELEASE":
         hold = state["holds"].get(no)
         if hold is not None and hold[0] <= version:
-            del state["holds"][no]
+            _hold(state, no, None)
         closed = (state.get("closed") or {}).get(no)
         if closed is None or closed[0] < version:
             _close(state, no, [version, None, None])
@@ -355,7 +377,7 @@ def handle_step(step: dict[str, Any], stored: dict[str, Any] | None, materials: 
         hold = state["holds"].get(no)
         if (closed is not None and closed[0] >= version) or (hold is not None and hold[0] >= version):
             return Result("skipped_stale", (), state)  # a newer version of the order already passed here
-        safety = safety_of(state, materials(material_code))
+        safety = safety_of(state, material)
         available = atp(state, safety, excluding=no)
         quantity = Decimal(here["quantity"])
         reason = None
@@ -368,14 +390,14 @@ def handle_step(step: dict[str, Any], stored: dict[str, Any] | None, materials: 
             reason = (f"{here['material']} in {split_key(key)[0]}: {qty(quantity)} {here['unit']} ordered, "
                       f"{qty(max(available, ZERO))} available to promise (short by {qty(quantity - max(available, ZERO))})")  # fmt: skip
         if reason is None:
-            state["holds"][no] = [version, str(qty(quantity))]
+            _hold(state, no, [version, str(qty(quantity))])
             outputs += _reserve_outputs(step, ["held"])
         else:
-            state["holds"].pop(no, None)
+            _hold(state, no, None)
             shortfall = str(qty(quantity - max(available, ZERO)))
             _close(state, no, [version, reason, shortfall])
             outputs += _reserve_outputs(step, ["refused", reason, shortfall])
-    alert = crossing(state, key, step, safety_of(state, materials(material_code)))
+    alert = crossing(state, key, step, safety_of(state, material))
     if alert is not None:
         outputs.append(alert)
     out = tuple(outputs)
