@@ -26,6 +26,11 @@ class MaterialNeedMapping(MappingModel):
     use_safety_stock: bool = Field(
         default=True, description="keep the safety stock: free stock = available − safety stock"
     )
+    missing_level_is_zero: bool = Field(
+        default=False,
+        description="a need whose warehouse has no stock level of the material yet: false = wait for the level like "
+        "missing master data (then a dead letter to replay), true = no free stock, all of the need is short",
+    )
     timezone: TimeZoneName = Field(default="Asia/Shanghai", description="time zone of the request date")
     supplier_by_material: dict[Code, Code] = Field(default_factory=dict, description="material code -> supplier code")
     supplier_by_category: dict[Code, Code] = Field(

@@ -19,7 +19,9 @@ no supplier field: the line's ``description`` carries ``supplier:<code>`` (what 
 **Master data.** A material no Material record has named waits like any missing master data and then goes
 to the dead-letter topic (``unknown_master_data``, the record's key with it); an inactive material, a need
 in another unit than the material's (or its stock's), or a material without supplier is a dead letter at
-once. A need without warehouse (and no ``default_warehouse``) has no free stock: all of it is short.
+once. A need without warehouse (and no ``default_warehouse``) has no free stock: all of it is short. A need
+whose warehouse has no stock level of the material yet waits for it the same way (a need handled before the
+level arrived would otherwise ask for all of it); ``missing_level_is_zero: true`` counts it as no free stock.
 
 Decided here: needs do not reserve stock for each other (two needs of the same material both see the same
 free stock; F5's reservations are for sales orders); a change of stock alone does not adjust an open
@@ -143,6 +145,10 @@ def handle_need(need: dict[str, Any], state: dict[str, Any] | None, materials: L
         if supplier is None:
             return Reject("no_supplier", f"material {code} (category {material.get('category')}) of need {need_id} "
                                          "has no supplier in the mapping and there is no default_supplier")  # fmt: skip
+        if level is None and warehouse and not m.missing_level_is_zero:
+            # a need handled before its stock level arrived would ask for all of it: wait like master data
+            return Missing(f"level:{warehouse}/{code}", f"no stock level of {code} in {warehouse} seen yet "
+                                                        f"(need {need_id}; missing_level_is_zero: false)")  # fmt: skip
         free = free_stock(level, material, m.use_safety_stock)
         short = shortfall(need["quantity"], free)
         reason = (f"need {need_id} of project {need['project']}: {qty(need['quantity'])} {need['unit']} needed, "
