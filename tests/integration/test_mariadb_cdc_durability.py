@@ -72,19 +72,33 @@ def rig(tmp_path: Path, postgres: psycopg.Connection) -> Iterator[tuple[BusProce
                 f"SELECT count(*), count(DISTINCT (material, on_hand)) FROM public.{table}").fetchone()  # fmt: skip
             return int(total), int(distinct)
 
-        def diag() -> str:  # on a failure: which stock values are missing, and does the journal have them
+        def diag() -> str:  # on a failure: which stock values are missing, does the journal have them, the ledger
             have = {(m, int(q)) for m, q in postgres.execute(f"SELECT material, on_hand FROM public.{table}")}
             levels = dict(db.execute("SELECT material, on_hand FROM jxc.stock_levels"))
             missing = sorted({(m, v) for m, q in levels.items() for v in range(int(q) + 1)} - have)[:10]
             inbox = f'bizbus_state."inbox_{source.replace("-", "_")}"'
-            journal = [str(r[1]) for r in postgres.execute(f"SELECT id, payload->'changes' FROM {inbox} ORDER BY id")]
-            found = {f"{m}={v}": any(f'"{m}"' in j and f'"on_hand": "{v}.0000"' in j for j in journal)
-                     for m, v in missing}  # fmt: skip
-            return f"missing (material, on_hand) -> in the journal: {found}; journal rows: {len(journal)}"
+            journal = [(kind, changes) for kind, changes in postgres.execute(
+                f"SELECT kind, payload->'changes' FROM {inbox} ORDER BY id")]  # fmt: skip
+            images = {(kind, c[4]["material"], int(float(c[4]["on_hand"]))) for kind, changes in journal
+                      for c in changes if c[0] == "stock_levels" and c[4]}  # fmt: skip
+            found = {f"{m}={v}": sorted(k for k, mm, vv in images if (mm, vv) == (m, v)) for m, v in missing}
+            snapshot = sorted((m, v) for k, m, v in images if k == "cdc:snapshot")
+            ledgered = postgres.execute(
+                "SELECT count(*) FROM bizbus_ledger.applied_effects WHERE connector = %s", (sink,)).fetchone()[0]
+            unwritten = [r[0] for r in postgres.execute(
+                f"SELECT effect_id FROM bizbus_ledger.applied_effects WHERE connector = %s"
+                f" EXCEPT SELECT effect_id FROM public.{table}", (sink,))][:10]  # fmt: skip
+            return (f"missing (material, on_hand) -> journal rows holding that row image: {found}; journal rows: "
+                    f"{len(journal)}; the snapshot's images: {snapshot}; ledger entries: {ledgered}, in the ledger "
+                    f"but not in the table: {unwritten}")
 
         try:
             bus.start()
             rig_diag.append(diag)
+            # the application writes once the snapshot is taken: a change committed before it is part of the
+            # snapshot's state (a snapshot is the state at its GTID, not the history before it), so its earlier
+            # value never becomes a row downstream and a count of every value would be one short
+            _wait_rows(rows, bus, KEYS)
             yield bus, stock, rows, sink
         finally:
             bus.kill()
