@@ -166,6 +166,10 @@ class DeadLetterWriter:
         self._failed = []
 
     def close(self) -> None:
+        """Deliver what is still queued (10 s at most), then let the producer go: a closed writer's client must not
+        live on (a writer kept alive by a reference cycle, or frozen by ``bizbus.gcfreeze``, would otherwise keep a
+        producer that reconnects to whatever broker answers next on the address, e.g. a restarted embedded one)."""
         producer = getattr(self, "_producer", None)
         if producer is not None:
             producer.flush(10)
+            del self._producer  # destroyed now (its last reference)

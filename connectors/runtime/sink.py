@@ -353,6 +353,8 @@ class SinkRunner(Task):
                          tp.partition, ledger, kafka)  # fmt: skip
             if start >= 0:
                 self._committed[k] = start
+            log.info("sink %s: %s[%d] assigned: ledger next offset %s (last effect %s), Kafka's committed %s; "
+                     "starting at %s", self.name, tp.topic, tp.partition, ledger, last_id, kafka, tp.offset)  # fmt: skip
         consumer.assign(partitions)
         if self._paused or self._holding:
             consumer.pause(partitions)
@@ -461,6 +463,8 @@ class SinkRunner(Task):
                 if off == v.offset and found == v.effect_id:
                     pos[k] = off + 1
                     self.stats.verified += 1
+                    log.info("sink %s: %s[%d]: the ledger's record %s found at offset %d; continuing after it",
+                             self.name, k[0], k[1], found, off)  # fmt: skip
                     continue
                 resets[k] = (f"the record at offset {off} has effect id {found}, the ledger's at {v.offset} was "
                              f"{v.effect_id}")  # fmt: skip
