@@ -165,8 +165,12 @@ def run(ctx: BenchContext) -> list[BenchResult]:
             ctx.progress("mariadb_cdc: the mariadb-cdc source worker on the backlog")
             t0 = time.monotonic()
             worker.start()
-            ts = topic_timestamps(ctx.bootstrap, src_topic, KEYS + n, timeout=60 + n / 500)
+            # idle: the worker's start (process, lease, first journaled batch) may take longer than the default 5 s
+            ts = topic_timestamps(ctx.bootstrap, src_topic, KEYS + n, timeout=60 + n / 500, idle=30)
             wall = time.monotonic() - t0
+            if len(ts) < KEYS + n:
+                raise RuntimeError(f"the source put {len(ts) - KEYS} of the {n} backlog changes on its topic\n"
+                                   + worker.logs())
             worker.stop()
             # from the moment the capture task starts reading the binlog (its log line), not from the first
             # record: the first produce waits for the first journaled batch, which the rate must include

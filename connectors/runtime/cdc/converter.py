@@ -35,7 +35,8 @@ Out = Event | Rejected
 
 class CdcConverter(Converter):
     def __init__(self, mapping: CdcMapping, docs: DocState | None) -> None:
-        self.mapping, self.docs = mapping, docs
+        # no documents in the mapping: no images to keep, and no table of them is ever made or read
+        self.mapping, self.docs = mapping, (docs if mapping.documents else None)
         self._entities: dict[str, list[Any]] = {}
         for e in mapping.entities:
             self._entities.setdefault(e.table, []).append(e)
