@@ -15,6 +15,7 @@ Also holds small helpers the other benchmarks of this folder share (private cata
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 import uuid
@@ -85,6 +86,21 @@ def topic_timestamps(
     finally:
         c.close()
     return out
+
+
+def rate_from(start_ms: float, timestamps: list[int]) -> tuple[float, float]:
+    """(records/s, seconds) from ``start_ms`` to the last record's timestamp."""
+    span = (max(timestamps) - start_ms) / 1000 if timestamps else 0.0
+    return (len(timestamps) / span if span > 0 else 0.0), span
+
+
+def lease_taken_ms(worker: Worker) -> float:
+    """When the worker's latest run took the capture lease (its JSON log line), in ms since the epoch."""
+    log = (worker.stack.workdir / f"{worker.name}.{worker.starts}.log").read_text(errors="replace")
+    for line in log.splitlines():
+        if "capture lease taken" in line and line.startswith("{"):
+            return dt.datetime.fromisoformat(json.loads(line)["ts"].replace("Z", "+00:00")).timestamp() * 1000
+    raise RuntimeError(f"no 'capture lease taken' in the worker's log:\n{log[-3000:]}")
 
 
 def stack_of(ctx: BenchContext) -> Stack:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-import json
 import time
 import uuid
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 import yaml
 from confluent_kafka import Producer
 
-from tests.bench.cdc import create_topics, stack_of, topic_timestamps
+from tests.bench.cdc import create_topics, lease_taken_ms, rate_from, stack_of, topic_timestamps
 from tests.bench.core import BenchContext, BenchResult
 from tests.chaos.harness import ROOT, Worker, write_pipeline
 from tests.mariadb_private import PrivateMariaDB, create_jxc, private_mariadb
@@ -117,22 +116,6 @@ def bare_loop(ctx: BenchContext, db: PrivateMariaDB, start: str, topic: str, n: 
     return sent
 
 
-def rate_since(began_ms: float, timestamps: list[int]) -> tuple[float, float]:
-    """(records/s, seconds) from ``began_ms`` (epoch ms) to the last record's timestamp."""
-    span = (max(timestamps) - began_ms) / 1000 if timestamps else 0.0
-    return (len(timestamps) / span if span > 0 else 0.0), span
-
-
-def capture_began(worker: Worker) -> float:
-    """When the worker's latest start took the capture lease and began to read (epoch ms, from its log)."""
-    log = (worker.stack.workdir / f"{worker.name}.{worker.starts}.log").read_text(errors="replace")
-    for line in log.splitlines():
-        if "capture lease taken" in line and line.startswith("{"):
-            ts = json.loads(line)["ts"]
-            return dt.datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp() * 1000
-    raise RuntimeError("the worker's log has no 'capture lease taken' line\n" + log[-3000:])
-
-
 def run(ctx: BenchContext) -> list[BenchResult]:
     n = ctx.size(60_000, minimum=2000)
     tag = uuid.uuid4().hex[:8]
@@ -161,7 +144,7 @@ def run(ctx: BenchContext) -> list[BenchResult]:
             t0, began = time.monotonic(), time.time() * 1000
             sent = bare_loop(ctx, db, start, base_topic, n)
             base_wall = time.monotonic() - t0
-            base_rate, base_span = rate_since(began, topic_timestamps(ctx.bootstrap, base_topic, sent))
+            base_rate, base_span = rate_from(began, topic_timestamps(ctx.bootstrap, base_topic, sent))
             ctx.progress("mariadb_cdc: the mariadb-cdc source worker on the backlog")
             t0 = time.monotonic()
             worker.start()
@@ -174,7 +157,7 @@ def run(ctx: BenchContext) -> list[BenchResult]:
             worker.stop()
             # from the moment the capture task starts reading the binlog (its log line), not from the first
             # record: the first produce waits for the first journaled batch, which the rate must include
-            rate, span = rate_since(capture_began(worker), sorted(ts)[KEYS:])  # the backlog, not the snapshot
+            rate, span = rate_from(lease_taken_ms(worker), sorted(ts)[KEYS:])  # the backlog, not the snapshot
         finally:
             worker.stop()
     return [

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-import json
 import time
 import uuid
 from typing import Any
@@ -25,7 +24,7 @@ import psycopg2
 import psycopg2.extras
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from tests.bench.cdc import create_topics, rate_of, stack_of, wait_until
+from tests.bench.cdc import create_topics, lease_taken_ms, rate_from, rate_of, stack_of, wait_until
 from tests.bench.core import BenchContext, BenchResult
 from tests.cdc_harness import CATALOGUE, drop_state, load_schema, mapping_file
 from tests.chaos.harness import Worker, write_pipeline
@@ -69,21 +68,6 @@ def read_after(bootstrap: str, topic: str, start: dict[int, int], expected: int,
     finally:
         c.close()
     return out
-
-
-def rate_from(start_ms: float, timestamps: list[int]) -> tuple[float, float]:
-    """(records/s, seconds) from ``start_ms`` to the last record's timestamp."""
-    span = (max(timestamps) - start_ms) / 1000 if timestamps else 0.0
-    return (len(timestamps) / span if span > 0 else 0.0), span
-
-
-def lease_taken_ms(worker: Worker) -> float:
-    """When the worker's latest run took the capture lease (its JSON log line), in ms since the epoch."""
-    log = (worker.stack.workdir / f"{worker.name}.{worker.starts}.log").read_text(errors="replace")
-    for line in log.splitlines():
-        if "capture lease taken" in line:
-            return dt.datetime.fromisoformat(json.loads(line)["ts"].replace("Z", "+00:00")).timestamp() * 1000
-    raise RuntimeError(f"no 'capture lease taken' in the worker's log:\n{log[-3000:]}")
 
 
 def bare_loop(ctx: BenchContext, dsn: str, slot: str, publication: str, topic: str, n: int) -> int:
