@@ -90,6 +90,18 @@ class FaustDelivery:
         return None
 
 
+_DEAD_PRODUCER = frozenset({KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH,
+                            KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER, KafkaError._FENCED})  # fmt: skip
+
+
+def needs_new_producer(err: KafkaError) -> bool:
+    """Whether only a new producer can deliver again: a fatal error, or a broker that fenced this producer's id
+    or epoch. After message timeouts librdkafka bumps the idempotent producer's epoch, and the embedded broker
+    then answers every produce with "a newer producer ... fences the current one" without librdkafka marking
+    it fatal: retrying on the same producer never ends (the flows stalled for good, seen in a test)."""
+    return err.fatal() or err.code() in _DEAD_PRODUCER
+
+
 def _again(msg: Any) -> OutRecord:
     """The record of a message the broker refused, to produce again (its partition, if one was chosen)."""
     partition = msg.partition()
@@ -146,7 +158,7 @@ class ConfluentDelivery:
                 delay = streak.next()
                 log.warning("%d of %d record(s) not delivered (%s); producing them again in %.1f s",
                             len(failed), len(pending), errors[0].str(), delay)  # fmt: skip
-                if any(e.fatal() for e in errors):
+                if any(needs_new_producer(e) for e in errors):
                     self._replace_producer()
                 pending = [_again(m) for m, _ in failed]
                 await asyncio.sleep(delay)
@@ -173,7 +185,8 @@ class ConfluentDelivery:
         return failed
 
     def _replace_producer(self) -> None:
-        """After a fatal error (the idempotent producer lost its sequence) only a new producer works."""
+        """After a fatal error or a fence (the idempotent producer lost its sequence or epoch) only a new producer
+        works."""
         old, self._producer = self._producer, self._new_producer()
         log.error("the flows' producer hit a fatal error; replaced it with a new one")
         if old is not None:
