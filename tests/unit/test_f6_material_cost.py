@@ -29,6 +29,7 @@ from bizbus.streams.runtime.crosswalk import start_interval
 from bizbus.streams.runtime.results import Missing, Reject, Result
 
 from bizbus import lineage
+from tests.step_routing import route_steps
 
 M = MaterialCostMapping()
 AT = datetime(2026, 3, 14, 2, 0, tzinfo=UTC)
@@ -74,22 +75,8 @@ class World:
         self.steps: list[dict[str, Any]] = []
 
     def _route(self, v: Any) -> Any:
-        """Apply the steps a router sent: the router's verdict when it sent none, else the steps' outputs
-        joined (the last step's outcome; a step's Reject as is)."""
-        if not isinstance(v, Result) or not v.outputs:
-            return v
-        outputs: list[Any] = []
-        outcome = "ignored"
-        for o in v.outputs:
-            assert o.topic == STEP_TOPIC and o.key == o.value["step_key"]
-            catalog.validate("bizbus.finance.MaterialCostStep", o.value)
-            self.steps.append(o.value)
-            s = self.step(o.value)
-            if not isinstance(s, Result):
-                return s
-            outputs.extend(s.outputs)
-            outcome = s.outcome
-        return Result(outcome, tuple(outputs))
+        """Apply the steps a router sent (tests/step_routing.route_steps)."""
+        return route_steps(v, STEP_TOPIC, "bizbus.finance.MaterialCostStep", "step_key", self.steps, self.step)
 
     def step(self, step: dict[str, Any]) -> Any:
         if step["kind"] == "RECEIPT":

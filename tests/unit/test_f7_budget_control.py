@@ -26,6 +26,7 @@ from bizbus.streams.cost_centers.state import ProjectState
 from bizbus.streams.runtime.results import Missing, Reject, Result
 
 from bizbus import lineage
+from tests.step_routing import route_steps
 
 M = BudgetControlMapping()
 AT = datetime(2026, 3, 14, 2, 0, tzinfo=UTC)
@@ -89,22 +90,8 @@ class World:
         return v
 
     def _route(self, v: Any) -> Any:
-        """Apply the steps a router sent; one verdict: the router's (nothing routed, Missing, stale) or the
-        steps' (outputs joined, the last step's outcome; a Missing / Reject of a step as is)."""
-        if not isinstance(v, Result) or not v.outputs:
-            return v
-        outputs: list[Any] = []
-        outcome = "ignored"
-        for o in v.outputs:
-            assert o.topic == STEP_TOPIC and o.key == o.value["project"]
-            catalog.validate("bizbus.finance.BudgetStep", o.value)
-            self.steps.append(o.value)
-            s = self.step(o.value)
-            if not isinstance(s, Result):
-                return s
-            outputs.extend(s.outputs)
-            outcome = s.outcome
-        return Result(outcome, tuple(outputs))
+        """Apply the steps a router sent (tests/step_routing.route_steps)."""
+        return route_steps(v, STEP_TOPIC, "bizbus.finance.BudgetStep", "project", self.steps, self.step)
 
     def step(self, step: dict[str, Any]) -> Any:
         s = apply_step(step, self.budgets.get(step["project"]), self.projects.get, self.m)
